@@ -1,0 +1,56 @@
+"""conveyor: one API for parallel and concurrent Python.
+
+Pools over serial, thread and process backends with failures isolated to the task that caused them,
+lazy bounded streams, and a command line. See the README for a tour.
+"""
+
+from conveyor._core.config import config
+from conveyor._core.errors import (
+    BackendUnavailableError,
+    BrokenPoolError,
+    ConveyorError,
+    InitializerError,
+    PicklingError,
+    PoolClosedError,
+    RemoteError,
+    RemoteTraceback,
+    ResultTimeoutError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+    TaskTimeoutError,
+    UnpicklingError,
+    WorkerCrashedError,
+)
+from conveyor._core.registry import available_backends, register_backend
+from conveyor.context import Context, context, map
+from conveyor.pool import AsyncResult, Pool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "BackendUnavailableError",
+    "BrokenPoolError",
+    "Context",
+    "ConveyorError",
+    "InitializerError",
+    "PicklingError",
+    "Pool",
+    "PoolClosedError",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultTimeoutError",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskTimeoutError",
+    "UnpicklingError",
+    "WorkerCrashedError",
+    "__version__",
+    "available_backends",
+    "config",
+    "context",
+    "map",
+    "register_backend",
+]

@@ -1,0 +1,1 @@
+"""Concrete backends. Each one implements :class:`conveyor.abc.Backend`; the front end never imports them."""

@@ -1,0 +1,627 @@
+"""The process backend: our own worker supervision on the stdlib's process and pipe primitives.
+
+::
+
+    caller threads                         supervisor thread (one per pool)
+    ──────────────                         ─────────────────────────────────────────────────────
+    submit(batch)                          wait(worker pipes, worker sentinels, wake-up fd, tick)
+      encode (pickle) ─► pending deque ──► dispatch ──RUN──► worker 1 pipe ──► worker 1 ──┐
+      wake-up fd  ─────────────────────►     ▲        ──RUN──► worker N pipe ──► worker N ─┤
+                                             │                                             │
+    Batch.finish ◄── decode ◄── DONE ◄───────┴──────────── results on the same pipe ◄──────┘
+                        sentinel fires ─► read the dead worker's progress slot ─► fail only the
+                                          input it was running; re-queue the rest; replace it
+
+Why it does not wrap ``multiprocessing.Pool`` or ``ProcessPoolExecutor``: both share one queue
+between all workers, so a worker that dies while holding its lock or half-way through a message
+wedges or breaks everyone. Here each worker has its own pipe and a three-number progress slot in
+shared memory; a dead worker can only lose what it held, and the slot says exactly which input that
+was. Deadlines (``task_timeout``) are read from the same slot, so the worker never has to cooperate.
+
+The supervisor never blocks on a worker: it sends a batch only to a worker that is reading (its
+in-flight list is empty) or, for a prefetch, one small enough to fit in the pipe's buffer.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+from conveyor._backends.process import protocol as p
+from conveyor._backends.process.worker import worker_main
+from conveyor._core import serialize
+from conveyor._core.config import default_start_method
+from conveyor._core.errors import (
+    BrokenPoolError,
+    InitializerError,
+    PoolClosedError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    describe_exit,
+    short_repr,
+)
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+
+PREFETCH_BYTES = 32 * 1024
+"""A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
+so sending it can never block the supervisor)."""
+KILL_GRACE_SECONDS = 1.0
+"""After SIGTERM, a worker gets this long before SIGKILL."""
+STARTUP_FAILURES_BEFORE_BROKEN = 3
+_IDLE_TICK = 1.0
+_TIMEOUT_TICK = 0.02
+
+
+class _Sent:
+    """A batch encoded for the pipe, on its way to or inside a worker."""
+
+    __slots__ = ("batch", "seq", "positions", "errors", "payload", "function_blob")
+
+    def __init__(self, batch: Batch, positions: Any, errors: dict[int, BaseException], payload: bytes,
+                 function_blob: bytes) -> None:
+        self.batch = batch
+        self.seq = 0
+        self.positions = positions        # batch positions that travel (the others failed to encode)
+        self.errors = errors              # batch position -> encoding error
+        self.payload = payload
+        self.function_blob = function_blob
+
+
+class _Worker:
+    """The supervisor's view of one worker process."""
+
+    def __init__(self, process: Any, conn: Any, slot: Any) -> None:
+        self.process = process
+        self.conn = conn
+        self.slot = memoryview(slot).cast("B").cast("d")
+        self.raw_slot = slot
+        self.pid: int = process.pid
+        self.ready = False
+        self.inflight: collections.deque[_Sent] = collections.deque()
+        self.functions: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.dispatched = 0
+        self.retiring = False        # no new work; exits once idle
+        self.doomed = False          # being killed; its work was already reported
+        self.kill_at: float | None = None
+        self.conn_open = True
+
+    @property
+    def available(self) -> bool:
+        return not (self.retiring or self.doomed)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+    capabilities = Capabilities(cancel_running=True, enforce_timeout=True, needs_pickle=True,
+                                isolates_crashes=True, shared_memory=True)
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        method = config.start_method or default_start_method()
+        if method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start method {method!r} is not available here; choose one of "
+                             f"{', '.join(multiprocessing.get_all_start_methods())}")
+        self.start_method = method
+        self._ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
+        self._initializer_blob: bytes | None = None
+        if config.initializer is not None:
+            try:
+                self._initializer_blob = serialize.dumps((config.initializer, tuple(config.initargs)))
+            except BaseException as exc:  # noqa: BLE001
+                raise serialize.pickling_error(config.initializer, exc, "the initializer or its initargs") from exc
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Sent] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._seq = itertools.count(1)
+        self._closed = False
+        self._kill = False
+        self._broken: BaseException | None = None
+        self._startup_failures = 0
+        self._counters = collections.Counter[str]()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+
+    # -- the contract ------------------------------------------------------------------------------
+    @property
+    def max_batch_size(self) -> int | None:
+        return self.config.max_tasks_per_worker
+
+    def submit(self, batch: Batch) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            if self._closed:
+                raise PoolClosedError("cannot submit to a pool that is shut down")
+        sent = self._encode(batch)
+        if sent is None:
+            return
+        with self._lock:
+            self._pending.append(sent)
+            self._wake()
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            self._kill = self._kill or kill
+            abandoned: list[_Sent] = []
+            if cancel_pending or kill:
+                abandoned = list(self._pending)
+                self._pending.clear()
+        for sent in abandoned:
+            sent.batch.abandon()
+        with self._lock:
+            self._wake()
+        if wait and threading.current_thread() is not self._supervisor:
+            try:
+                while self._supervisor.is_alive():
+                    self._supervisor.join(0.1)
+            except KeyboardInterrupt:
+                # A second Ctrl-C while waiting: stop being polite.
+                self.shutdown(wait=False, kill=True)
+                self._kill_all_now()
+                raise
+
+    def broken(self) -> BaseException | None:
+        return self._broken
+
+    def statistics(self) -> dict[str, Any]:
+        with self._lock:
+            stats: dict[str, Any] = dict(self._counters)
+            stats.update(workers_alive=len(self._workers), queued_batches=len(self._pending),
+                         start_method=self.start_method)
+        return stats
+
+    # -- encoding (caller's thread) ----------------------------------------------------------------
+    def _encode(self, batch: Batch) -> _Sent | None:
+        """Pickle a batch; inputs that cannot be pickled fail here, alone, before anything is sent."""
+        items = batch.items
+        try:
+            function_blob = batch.function.blob(serialize.dumps)
+        except BaseException as exc:  # noqa: BLE001 - every input of this call fails the same way
+            error = serialize.pickling_error(batch.function.fn, exc, "the task function")
+            self._fail_now(batch, dict.fromkeys(range(len(items)), error))
+            return None
+        errors: dict[int, BaseException] = {}
+        positions: Any = range(len(items))
+        payload = b""
+        if not batch.isolate:
+            try:
+                payload = serialize.dumps(items)
+            except BaseException:  # noqa: BLE001 - find the culprits one by one below
+                payload = b""
+        if not payload:
+            blobs, bad = serialize.dumps_each(items, "the task's input")
+            for position, error in bad.items():
+                errors[position] = self._tag(error, batch, position)
+            positions = [position for position in range(len(items)) if position not in bad]
+            if not positions:
+                self._fail_now(batch, errors)
+                return None
+            payload = serialize.dumps([blobs[position] for position in positions])
+            if not batch.isolate:
+                batch.isolate = True
+        return _Sent(batch, positions, errors, payload, function_blob)
+
+    @staticmethod
+    def _tag(error: BaseException, batch: Batch, position: int) -> BaseException:
+        error.args = (f"task #{batch.indices[position]}: {error.args[0]}",) if error.args else error.args
+        return error
+
+    @staticmethod
+    def _fail_now(batch: Batch, errors: dict[int, BaseException]) -> None:
+        if batch.claim():
+            batch.finish(Outcome([None] * len(batch), errors))
+
+    def _wake(self) -> None:
+        """Interrupt the supervisor's wait. Call with ``self._lock`` held (the fd is closed under it)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass  # already awake (pipe full), or the supervisor is gone
+
+    # -- the supervisor ----------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a bug here must fail the work, never hang it
+            error = BrokenPoolError(f"the pool's supervisor failed: {exc!r}")
+            error.__cause__ = exc
+            self._break(error)
+            raise
+        finally:
+            self._kill_all_now()
+            with self._lock:
+                self._closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_w = -1
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                closed, kill = self._closed, self._kill
+            if kill:
+                self._stop_everything()
+            self._maintain()
+            self._dispatch()
+            if closed and not self._workers:
+                with self._lock:
+                    if not self._pending:
+                        return
+            waitables: list[Any] = [self._wake_r]
+            for worker in self._workers:
+                waitables.append(worker.process.sentinel)
+                if worker.conn_open:
+                    waitables.append(worker.conn)
+            ready = wait_for(waitables, self._tick())
+            for obj in ready:
+                if obj == self._wake_r:
+                    os.read(self._wake_r, 4096)
+            for worker in list(self._workers):
+                if worker.conn_open and worker.conn in ready:
+                    self._drain(worker)
+            for worker in list(self._workers):
+                if worker.process.sentinel in ready:
+                    self._on_exit(worker)
+            self._check_deadlines()
+
+    def _tick(self) -> float:
+        for worker in self._workers:
+            if worker.kill_at is not None or (worker.inflight and worker.inflight[0].batch.timeout is not None):
+                return _TIMEOUT_TICK
+        return _IDLE_TICK
+
+    def _target_workers(self) -> int:
+        with self._lock:
+            if self._broken is not None or self._kill:
+                return 0
+            busy = bool(self._pending) or any(worker.inflight for worker in self._workers)
+            if self._closed and not busy:
+                return 0
+        return self.config.workers
+
+    def _maintain(self) -> None:
+        """Start workers up to the target; ask idle ones to exit once the pool is closed and drained."""
+        target = self._target_workers()
+        available = [worker for worker in self._workers if worker.available]
+        for _ in range(target - len(available)):
+            self._spawn()
+        if target == 0:
+            for worker in available:
+                if not worker.inflight:
+                    self._retire(worker)
+        for worker in self._workers:
+            if worker.retiring and not worker.inflight and worker.conn_open:
+                self._send_exit(worker)
+
+    def _spawn(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        slot = self._ctx.RawArray("d", p.SLOT_SIZE)
+        slot[p.SLOT_POSITION] = p.PHASE_IDLE
+        expected_parent = os.getpid() if self.start_method != "forkserver" else None
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, slot, expected_parent, self._initializer_blob),
+            name="conveyor-worker",
+            daemon=False,
+        )
+        process.start()
+        child_conn.close()
+        self._workers.append(_Worker(process, parent_conn, slot))
+        self._counters["workers_started"] += 1
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.retiring = True
+        if not worker.inflight:
+            self._send_exit(worker)
+
+    def _send_exit(self, worker: _Worker) -> None:
+        if worker.conn_open:
+            try:
+                worker.conn.send_bytes(serialize.dumps((p.EXIT,)))
+            except OSError:
+                pass
+            worker.conn_open = False
+            # Keep the connection object alive until the process is reaped (its sentinel is watched).
+
+    def _pick(self, sent: _Sent) -> _Worker | None:
+        limit = self.config.max_tasks_per_worker
+        best: _Worker | None = None
+        for worker in self._workers:
+            if not worker.available:
+                continue
+            if limit is not None and worker.dispatched + len(sent.positions) > limit:
+                self._retire(worker)
+                continue
+            depth = len(worker.inflight)
+            if depth >= 2:
+                continue
+            if depth == 1 and (len(sent.payload) > PREFETCH_BYTES or not worker.ready):
+                continue
+            if depth == 0 and not worker.ready and len(sent.payload) > PREFETCH_BYTES:
+                continue
+            if best is None or depth < len(best.inflight):
+                best = worker
+                if depth == 0 and worker.ready:
+                    break
+        return best
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                sent = self._pending[0]
+                worker = self._pick(sent)
+                if worker is None:
+                    return
+                self._pending.popleft()
+            if not sent.batch.claim():
+                continue
+            self._send(worker, sent)
+
+    def _send(self, worker: _Worker, sent: _Sent) -> None:
+        batch = sent.batch
+        sent.seq = next(self._seq)
+        key = batch.function.key
+        blob = None
+        if key not in worker.functions:
+            blob = sent.function_blob
+            worker.functions[key] = None
+            if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
+                worker.functions.popitem(last=False)
+        header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
+                                  batch.isolate))
+        worker.inflight.append(sent)
+        worker.dispatched += len(sent.positions)
+        try:
+            worker.conn.send_bytes(header)
+            worker.conn.send_bytes(sent.payload)
+        except OSError:
+            pass  # the worker is dying; its sentinel will report what it held
+
+    # -- results -----------------------------------------------------------------------------------
+    def _drain(self, worker: _Worker) -> None:
+        """Handle every complete message waiting on a worker's pipe."""
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                header = serialize.loads(worker.conn.recv_bytes())
+                values_blob = worker.conn.recv_bytes() if header[0] == p.DONE else b""
+            except (EOFError, OSError):
+                worker.conn_open = False
+                return
+            tag = header[0]
+            if tag == p.READY:
+                worker.ready = True
+                self._startup_failures = 0
+            elif tag == p.INIT_FAILED:
+                cause = serialize.loads_exception(header[1])
+                error = InitializerError(f"the worker initializer raised {type(cause).__name__}: {cause}; "
+                                         "the pool cannot run tasks")
+                error.__cause__ = cause
+                self._break(error)
+                return
+            elif tag == p.DONE:
+                self._complete(worker, header, values_blob)
+
+    def _complete(self, worker: _Worker, header: tuple[Any, ...], values_blob: bytes) -> None:
+        _, seq, busy, isolated, encoded_errors, undecodable = header
+        if not worker.inflight or worker.inflight[0].seq != seq:
+            return  # already reported (the worker was being killed for a timeout)
+        sent = worker.inflight.popleft()
+        batch = sent.batch
+        positions = sent.positions
+        errors = dict(sent.errors)
+        if undecodable:
+            # The worker could not unpickle the batch: send the inputs again one by one.
+            self._finish(batch, [None] * len(batch), errors, lost=list(positions), isolate=True, busy=0.0)
+            self._after_batch(worker)
+            return
+        values, decode_errors = self._decode_values(values_blob, isolated)
+        if values is None:
+            if len(positions) > 1:
+                self._finish(batch, [None] * len(batch), errors, lost=list(positions), isolate=True, busy=busy)
+                self._after_batch(worker)
+                return
+            values = [None]
+            decode_errors = {0: decode_errors[0]}
+        for wpos, blob in encoded_errors.items():
+            try:
+                errors[positions[wpos]] = serialize.loads_exception(blob)
+            except BaseException as exc:  # noqa: BLE001
+                errors[positions[wpos]] = serialize.unpickling_error(exc, "the task's exception")
+        for wpos, error in decode_errors.items():
+            errors.setdefault(positions[wpos], self._tag(error, batch, positions[wpos]))
+        if not isinstance(positions, range) or len(positions) != len(batch):
+            full: list[Any] = [None] * len(batch)
+            for wpos, position in enumerate(positions):
+                full[position] = values[wpos]
+            values = full
+        self._finish(batch, values, errors, busy=busy)
+        self._after_batch(worker)
+
+    @staticmethod
+    def _decode_values(blob: bytes, isolated: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
+        if isolated:
+            return serialize.loads_each(serialize.loads(blob), "the task's result in the caller")
+        try:
+            return serialize.loads(blob), {}
+        except BaseException as exc:  # noqa: BLE001 - the caller decides: re-run isolated, or fail
+            return None, {0: serialize.unpickling_error(exc, "the task's result in the caller")}
+
+    def _after_batch(self, worker: _Worker) -> None:
+        limit = self.config.max_tasks_per_worker
+        if limit is not None and worker.dispatched >= limit:
+            self._retire(worker)
+        elif worker.retiring and not worker.inflight:
+            self._send_exit(worker)
+
+    def _finish(self, batch: Batch, values: list[Any], errors: dict[int, BaseException], *,
+                lost: Any = (), isolate: bool = False, busy: float = 0.0) -> None:
+        batch.finish(Outcome(values, errors, lost=lost, isolate=isolate, busy=busy))
+
+    # -- failures ----------------------------------------------------------------------------------
+    def _on_exit(self, worker: _Worker) -> None:
+        self._drain(worker)
+        worker.process.join(0)
+        exitcode = worker.process.exitcode
+        self._workers.remove(worker)
+        worker.conn.close()
+        try:
+            worker.process.close()
+        except ValueError:
+            pass
+        if worker.doomed or (worker.retiring and not worker.inflight):
+            return
+        self._counters["workers_crashed"] += 1
+        if not worker.ready and self._broken is None:
+            self._startup_failures += 1
+            if self._startup_failures >= STARTUP_FAILURES_BEFORE_BROKEN:
+                _, how = describe_exit(exitcode)
+                self._break(BrokenPoolError(
+                    f"{self._startup_failures} worker processes in a row {how} before they were ready "
+                    f"(start method {self.start_method!r}); the pool cannot run tasks"))
+        self._report_crash(worker, exitcode)
+
+    def _report_crash(self, worker: _Worker, exitcode: int | None) -> None:
+        """Fail the input a dead worker was running; hand everything else it held back to the core."""
+        slot = worker.slot
+        seq, position = slot[p.SLOT_SEQ], slot[p.SLOT_POSITION]
+        inflight = list(worker.inflight)
+        worker.inflight.clear()
+        for sent in inflight:
+            batch = sent.batch
+            errors = dict(sent.errors)
+            lost = list(sent.positions)
+            isolate = False
+            if sent.seq == seq and position != p.PHASE_IDLE:
+                if position >= 0:
+                    culprit = sent.positions[int(position)]
+                    where = ""
+                elif len(lost) > 1:
+                    culprit, isolate = None, True   # decoding or encoding: re-run one by one to find it
+                else:
+                    culprit = lost[0]
+                    where = (" while unpickling its input" if position == p.PHASE_DECODE
+                             else " while pickling its result")
+                if culprit is not None:
+                    lost.remove(culprit)
+                    errors[culprit] = self._crash_error(worker, exitcode, batch, culprit, where)
+            self._finish(batch, [None] * len(batch), errors, lost=lost, isolate=isolate)
+
+    @staticmethod
+    def _crash_error(worker: _Worker, exitcode: int | None, batch: Batch, position: int,
+                     where: str) -> WorkerCrashedError:
+        error = WorkerCrashedError(pid=worker.pid, exitcode=exitcode, task_index=batch.indices[position],
+                                   task_input=short_repr(batch.items[position]))
+        if where:
+            error.args = (error.args[0] + where,)
+        return error
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.kill_at is not None:
+                if now >= worker.kill_at:
+                    self._signal(worker, signal.SIGKILL)
+                    worker.kill_at = None
+                continue
+            if worker.doomed or not worker.inflight:
+                continue
+            sent = worker.inflight[0]
+            timeout = sent.batch.timeout
+            if timeout is None:
+                continue
+            slot = worker.slot
+            position = slot[p.SLOT_POSITION]
+            started = slot[p.SLOT_STARTED]
+            if slot[p.SLOT_SEQ] != sent.seq or position < 0 or slot[p.SLOT_POSITION] != position:
+                continue
+            elapsed = now - started
+            if elapsed <= timeout:
+                continue
+            self._counters["tasks_timed_out"] += 1
+            culprit = sent.positions[int(position)]
+            batch = sent.batch
+            error = TaskTimeoutError(
+                f"task #{batch.indices[culprit]} with input {short_repr(batch.items[culprit])} ran for "
+                f"{elapsed:.2f}s, over its task_timeout of {timeout}s; worker {worker.pid} was killed "
+                "and replaced")
+            self._doom(worker, {id(sent): (culprit, error)})
+
+    def _doom(self, worker: _Worker, culprits: dict[int, tuple[int, BaseException]]) -> None:
+        """Kill a worker (SIGTERM, SIGKILL after a grace period) and report its work now."""
+        worker.doomed = True
+        inflight = list(worker.inflight)
+        worker.inflight.clear()
+        self._signal(worker, signal.SIGTERM)
+        worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
+        for sent in inflight:
+            errors = dict(sent.errors)
+            lost = list(sent.positions)
+            if id(sent) in culprits:
+                culprit, error = culprits[id(sent)]
+                lost.remove(culprit)
+                errors[culprit] = error
+            self._finish(sent.batch, [None] * len(sent.batch), errors, lost=lost)
+
+    @staticmethod
+    def _signal(worker: _Worker, signum: int) -> None:
+        try:
+            os.kill(worker.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _break(self, error: BaseException) -> None:
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
+            pending = list(self._pending)
+            self._pending.clear()
+        for sent in pending:
+            self._fail_now(sent.batch, dict.fromkeys(range(len(sent.batch)), self._broken))
+        for worker in list(self._workers):
+            if not worker.doomed:
+                inflight = list(worker.inflight)
+                worker.inflight.clear()
+                worker.doomed = True
+                self._signal(worker, signal.SIGKILL)
+                for sent in inflight:
+                    self._finish(sent.batch, [None] * len(sent.batch),
+                                 dict.fromkeys(range(len(sent.batch)), self._broken))
+
+    def _stop_everything(self) -> None:
+        """Killing shutdown: running inputs fail with TaskCancelledError, workers get SIGTERM then SIGKILL."""
+        error = TaskCancelledError("the pool was terminated while this task ran")
+        for worker in list(self._workers):
+            if worker.doomed:
+                continue
+            inflight = list(worker.inflight)
+            worker.inflight.clear()
+            worker.doomed = True
+            self._signal(worker, signal.SIGTERM)
+            worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
+            for sent in inflight:
+                self._finish(sent.batch, [None] * len(sent.batch), dict.fromkeys(range(len(sent.batch)), error))
+
+    def _kill_all_now(self) -> None:
+        for worker in list(self._workers):
+            self._signal(worker, signal.SIGKILL)
+        for worker in list(self._workers):
+            worker.process.join(5)
+

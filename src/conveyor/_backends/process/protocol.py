@@ -1,0 +1,39 @@
+"""The messages between the supervisor and a worker, and the layout of a worker's progress slot.
+
+Every message is one or two ``send_bytes`` frames on the worker's own pipe::
+
+    parent -> worker   RUN   (header)(payload)   header = (RUN, seq, fn_key, fn_blob|None, kind,
+                                                           timed, isolate)
+                       EXIT  (header)
+    worker -> parent   READY (header)            header = (READY, pid)
+                       INIT_FAILED (header)      header = (INIT_FAILED, exception blob)
+                       DONE  (header)(values)    header = (DONE, seq, busy, isolated, errors,
+                                                           undecodable)
+
+The progress slot is three doubles in shared memory, written by the worker and read by the
+supervisor, so that when a worker dies or overruns the supervisor knows which input it was running
+without the worker having to say anything: ``[seq, position, started]``. ``position`` is the item
+index, or one of the PHASE_* values. The worker writes ``started`` before ``position``, so a reader
+that sees a new position never pairs it with an old start time.
+"""
+
+from __future__ import annotations
+
+RUN = 1
+EXIT = 2
+READY = 3
+INIT_FAILED = 4
+DONE = 5
+
+SLOT_SEQ = 0
+SLOT_POSITION = 1
+SLOT_STARTED = 2
+SLOT_SIZE = 3
+
+PHASE_IDLE = -1.0
+PHASE_DECODE = -2.0
+PHASE_ENCODE = -3.0
+
+FUNCTION_CACHE_SIZE = 32
+"""Functions a worker keeps unpickled; the supervisor mirrors the same first-in-first-out cache so it
+sends a function's bytes to a worker only when the worker does not hold it."""

@@ -1,0 +1,172 @@
+"""The worker process: receive a batch, run it, send the results, repeat.
+
+A worker ignores SIGINT (the parent decides what Ctrl-C means and stops the workers itself) and dies
+with its parent: on Linux the kernel sends it SIGKILL when the thread that started it ends
+(``PR_SET_PDEATHSIG``; that thread is the pool's supervisor, which outlives every worker), and on
+every platform a watchdog thread notices when its parent process is gone.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from conveyor._backends.process import protocol as p
+from conveyor._core import serialize
+
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(expected_parent: int | None) -> None:
+    parent = os.getppid()
+    if expected_parent is not None and parent != expected_parent:
+        os._exit(1)  # the pool's process died before this worker got going
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:  # re-parented: the process that started us is gone
+                os._exit(1)
+            time.sleep(_PARENT_POLL_SECONDS)
+
+    threading.Thread(target=watch, name="conveyor-parent-watch", daemon=True).start()
+
+
+def _call_one(fn: Callable[..., Any], item: Any) -> Any:
+    return fn(item)
+
+
+def _call_star(fn: Callable[..., Any], item: Any) -> Any:
+    return fn(*item)
+
+
+def _call_full(fn: Callable[..., Any], item: Any) -> Any:
+    return fn(*item[0], **item[1])
+
+
+_CALLERS = (_call_one, _call_star, _call_full)
+
+
+class _Worker:
+    def __init__(self, conn: Any, slot: Any) -> None:
+        self.conn = conn
+        self.slot = memoryview(slot).cast("B").cast("d")
+        self.functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
+
+    def function(self, key: int, blob: bytes | None) -> Any:
+        if blob is not None:
+            try:
+                fn = serialize.loads(blob)
+            except BaseException as exc:  # noqa: BLE001 - fails the batch, not the worker
+                fn = serialize.unpickling_error(exc, "the task function in the worker")
+            self.functions[key] = fn
+            if len(self.functions) > p.FUNCTION_CACHE_SIZE:
+                self.functions.popitem(last=False)
+            return fn
+        return self.functions[key]
+
+    def decode_items(self, payload: bytes, isolate: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
+        if isolate:
+            return serialize.loads_each(serialize.loads(payload), "the task's input in the worker")
+        try:
+            return serialize.loads(payload), {}
+        except BaseException:  # noqa: BLE001 - the parent re-sends item by item to find the culprit
+            return None, {}
+
+    def run(self, header: tuple[Any, ...], payload: bytes) -> None:
+        _, seq, key, blob, kind, timed, isolate = header
+        slot = self.slot
+        slot[p.SLOT_SEQ] = seq
+        slot[p.SLOT_POSITION] = p.PHASE_DECODE
+        fn = self.function(key, blob)
+        items, errors = self.decode_items(payload, isolate)
+        if items is None:
+            self.reply(seq, 0.0, False, {}, True, b"")
+            return
+        values: list[Any] = []
+        append = values.append
+        if isinstance(fn, BaseException):
+            errors = dict.fromkeys(range(len(items)), fn)
+            values = [None] * len(items)
+            busy = 0.0
+        else:
+            call = _CALLERS[kind]
+            begin = time.perf_counter()
+            monotonic = time.monotonic
+            for position, item in enumerate(items):
+                if position in errors:
+                    append(None)
+                    continue
+                if timed:
+                    slot[p.SLOT_STARTED] = monotonic()
+                slot[p.SLOT_POSITION] = position
+                try:
+                    append(call(fn, item))
+                except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
+                    append(None)
+                    errors[position] = exc
+            busy = time.perf_counter() - begin
+        slot[p.SLOT_POSITION] = p.PHASE_ENCODE
+        encoded_errors = {position: serialize.dumps_exception(exc) for position, exc in errors.items()}
+        isolated = bool(isolate)
+        try:
+            values_blob = serialize.dumps(values)
+        except BaseException:  # noqa: BLE001 - find the unpicklable results one by one
+            blobs, bad = serialize.dumps_each(values, "the task's result")
+            for position, error in bad.items():
+                if position not in encoded_errors:
+                    encoded_errors[position] = serialize.dumps_exception(error)
+            values_blob = serialize.dumps(blobs)
+            isolated = True
+        else:
+            if isolated:
+                values_blob = serialize.dumps(serialize.dumps_each(values, "the task's result")[0])
+        self.reply(seq, busy, isolated, encoded_errors, False, values_blob)
+        slot[p.SLOT_POSITION] = p.PHASE_IDLE
+
+    def reply(self, seq: int, busy: float, isolated: bool, errors: dict[int, bytes], undecodable: bool,
+              values_blob: bytes) -> None:
+        self.conn.send_bytes(serialize.dumps((p.DONE, seq, busy, isolated, errors, undecodable)))
+        self.conn.send_bytes(values_blob)
+
+
+def worker_main(conn: Any, slot: Any, expected_parent: int | None, initializer_blob: bytes | None) -> None:
+    """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(expected_parent)
+    if initializer_blob is not None:
+        try:
+            initializer, initargs = serialize.loads(initializer_blob)
+            initializer(*initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported, then this worker exits
+            conn.send_bytes(serialize.dumps((p.INIT_FAILED, serialize.dumps_exception(exc))))
+            conn.close()
+            os._exit(3)
+    conn.send_bytes(serialize.dumps((p.READY, os.getpid())))
+    worker = _Worker(conn, slot)
+    while True:
+        try:
+            header = serialize.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            break
+        if header[0] == p.EXIT:
+            break
+        worker.run(header, conn.recv_bytes())
+    conn.close()
+    # Skip interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
+    # keep a finished worker alive.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+

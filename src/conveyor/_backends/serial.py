@@ -1,0 +1,51 @@
+"""The serial backend: runs every batch in the caller's thread, at once.
+
+It defines the reference semantics: every other backend must give the same results and errors for the
+same calls. A KeyboardInterrupt raised while a task runs is re-raised (it is the user's Ctrl-C);
+every other exception, SystemExit included, fails only its task, as on the other backends.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from conveyor._backends._inline import BatchRun
+from conveyor._core.errors import InitializerError, PoolClosedError
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+
+
+class SerialBackend(Backend):
+    name = "serial"
+    capabilities = Capabilities()
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(BackendConfig(workers=1, initializer=config.initializer, initargs=config.initargs,
+                                       options=config.options))
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._lock = threading.RLock()
+        if config.initializer is not None:
+            try:
+                config.initializer(*config.initargs)
+            except BaseException as exc:  # noqa: BLE001 - reported to every later submit
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._broken = InitializerError(f"the initializer raised {exc!r}")
+                self._broken.__cause__ = exc
+
+    def submit(self, batch: Batch) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._closed:
+            raise PoolClosedError("cannot submit to a pool that is shut down")
+        if not batch.claim():
+            return
+        run = BatchRun(batch)
+        run.run(propagate=(KeyboardInterrupt,))
+        batch.finish(Outcome(run.values, run.errors, busy=run.busy))
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        self._closed = True
+
+    def broken(self) -> BaseException | None:
+        return self._broken

@@ -1,0 +1,1 @@
+"""The backend-agnostic kernel: configuration, errors, serialization, task state. Owns no threads."""

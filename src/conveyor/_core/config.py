@@ -1,0 +1,86 @@
+"""Scoped defaults: ``with conveyor.config(backend="thread"): ...`` changes them for that block only.
+
+The values live in a ContextVar, so a block affects only its own thread or asyncio task. Environment
+variables (``CONVEYOR_BACKEND``, ``CONVEYOR_START_METHOD``, ``CONVEYOR_WORKERS``) set the process-wide
+starting point, which is how CI runs one test suite under every start method.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+from typing import Any
+
+_KNOWN = ("backend", "workers", "start_method", "chunksize", "task_timeout", "retries", "progress",
+          "max_tasks_per_worker")
+
+
+def default_start_method() -> str:
+    """The start method used when none is given.
+
+    fork is fast but unsafe once the parent has threads (conveyor's own supervisor thread, or any of
+    the user's): a child can inherit a lock held by a thread that does not exist in the child and
+    hang forever. forkserver forks workers from a small single-threaded server started once, which is
+    safe and still cheap, and is the POSIX default from Python 3.14 on. Where it does not exist (macOS
+    before fork-safety work, Windows) spawn is the safe choice.
+    """
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "forkserver" in methods:
+        return "forkserver"
+    return "spawn"
+
+
+def _from_environment() -> dict[str, Any]:
+    values: dict[str, Any] = {"backend": "process", "workers": None, "start_method": None,
+                              "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,
+                              "max_tasks_per_worker": None}
+    if os.environ.get("CONVEYOR_BACKEND"):
+        values["backend"] = os.environ["CONVEYOR_BACKEND"]
+    if os.environ.get("CONVEYOR_START_METHOD"):
+        values["start_method"] = os.environ["CONVEYOR_START_METHOD"]
+    if os.environ.get("CONVEYOR_WORKERS"):
+        values["workers"] = int(os.environ["CONVEYOR_WORKERS"])
+    return values
+
+
+_current: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "conveyor_config", default=_from_environment()
+)
+
+
+def current() -> dict[str, Any]:
+    """A copy of the defaults in force here."""
+    return dict(_current.get())
+
+
+def setting(name: str) -> Any:
+    return _current.get()[name]
+
+
+class config:  # noqa: N801 - used like a function: with conveyor.config(...)
+    """Change conveyor's defaults for a ``with`` block.
+
+    Example:
+        >>> import conveyor
+        >>> with conveyor.config(backend="thread", workers=2):
+        ...     conveyor.map(abs, [-1, -2])
+        [1, 2]
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        unknown = set(settings) - set(_KNOWN)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(_KNOWN)}")
+        self._settings = settings
+        self._tokens: list[contextvars.Token[dict[str, Any]]] = []
+
+    def __enter__(self) -> dict[str, Any]:
+        merged = {**_current.get(), **self._settings}
+        self._tokens.append(_current.set(merged))
+        return dict(merged)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._tokens.pop())

@@ -1,0 +1,215 @@
+"""Every error conveyor raises, in one tree.
+
+Each error also derives from the builtin or stdlib error that users already catch, so existing
+``except`` clauses keep working::
+
+    ConveyorError (Exception)
+    ├── TaskError                      a task did not produce a result for a reason of ours
+    │   ├── WorkerCrashedError         the process running the task died (pid, exit code, signal)
+    │   ├── TaskTimeoutError           + TimeoutError: the task ran past ``task_timeout``
+    │   └── TaskCancelledError         + concurrent.futures.CancelledError: stopped by shutdown
+    ├── SerializationError             a function, argument or result could not cross a process border
+    │   ├── PicklingError              + pickle.PicklingError
+    │   └── UnpicklingError            + pickle.UnpicklingError
+    ├── RemoteError                    a task raised an exception that could not be sent back as itself
+    ├── ResultTimeoutError             + TimeoutError, multiprocessing.TimeoutError: waiting ran out
+    ├── BrokenPoolError                + concurrent.futures.BrokenExecutor: the pool cannot run work
+    │   └── InitializerError           the worker initializer failed
+    ├── PoolClosedError                + RuntimeError: submit after shutdown
+    └── BackendUnavailableError        + ImportError: an optional backend is not installed
+
+A user's own exception is never wrapped: it comes back as its own type, with the worker's traceback
+attached as ``__cause__`` (a :class:`RemoteTraceback`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import pickle
+import signal
+from typing import Any
+
+__all__ = [
+    "BackendUnavailableError",
+    "BrokenPoolError",
+    "ConveyorError",
+    "InitializerError",
+    "PicklingError",
+    "PoolClosedError",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultTimeoutError",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskTimeoutError",
+    "UnpicklingError",
+    "WorkerCrashedError",
+    "describe_exit",
+]
+
+_REPR_LIMIT = 200
+
+
+def short_repr(obj: Any, limit: int = _REPR_LIMIT) -> str:
+    """A repr that never raises and never floods a log line."""
+    try:
+        text = repr(obj)
+    except Exception as exc:  # a broken __repr__ must not hide the real error
+        text = f"<{type(obj).__qualname__} object (repr failed: {exc!r})>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
+    """Turn a process exit code into (signal name, human sentence).
+
+    Negative exit codes are signals (the ``multiprocessing`` convention). SIGKILL is by far most often
+    the out-of-memory killer, so the sentence says so.
+    """
+    if exitcode is None:
+        return None, "is still running"
+    if exitcode >= 0:
+        return None, f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        return None, f"was killed by signal {-exitcode}"
+    hint = {
+        "SIGKILL": " (killed from outside: often the out-of-memory killer)",
+        "SIGSEGV": " (segmentation fault in native code)",
+        "SIGBUS": " (bus error: often a truncated memory-mapped file)",
+        "SIGABRT": " (aborted: a failed assertion in native code)",
+        "SIGTERM": " (terminated)",
+    }.get(name, "")
+    return name, f"was killed by {name}{hint}"
+
+
+class ConveyorError(Exception):
+    """Base of every error raised by conveyor itself."""
+
+
+class TaskError(ConveyorError):
+    """A task did not produce a result, for a reason outside the task's own code."""
+
+
+class WorkerCrashedError(TaskError):
+    """The worker process died while it held this task.
+
+    Attributes:
+        pid: the worker's process id.
+        exitcode: its exit code (negative: killed by that signal), or None if unknown.
+        signal_name: e.g. ``"SIGKILL"`` when a signal killed it, else None.
+        task_index: position of the task in its call (0-based), if known.
+        task_input: a short repr of the task's input, if known.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        task_index: int | None = None,
+        task_input: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal_name, how = describe_exit(exitcode)
+        self.task_index = task_index
+        self.task_input = task_input
+        if message is None:
+            message = f"worker process {pid} {how} while running task"
+            if task_index is not None:
+                message += f" #{task_index}"
+            if task_input is not None:
+                message += f" with input {task_input}"
+        super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_crash,
+            (str(self), self.pid, self.exitcode, self.task_index, self.task_input),
+        )
+
+
+def _rebuild_crash(message: str, pid: Any, exitcode: Any, index: Any, task_input: Any) -> WorkerCrashedError:
+    return WorkerCrashedError(message, pid=pid, exitcode=exitcode, task_index=index, task_input=task_input)
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """The task ran longer than ``task_timeout``.
+
+    On the process backend the worker was killed and replaced; on the thread and serial backends the
+    call could not be stopped (Python cannot kill a thread) and its late result is discarded.
+    """
+
+
+class TaskCancelledError(TaskError, concurrent.futures.CancelledError):
+    """The task was stopped by a terminating shutdown before it finished."""
+
+
+class SerializationError(ConveyorError):
+    """A function, argument or result could not be sent across a process boundary."""
+
+
+class PicklingError(SerializationError, pickle.PicklingError):
+    """An object could not be pickled; the message names it and suggests a fix."""
+
+
+class UnpicklingError(SerializationError, pickle.UnpicklingError):
+    """Bytes from the other side could not be turned back into an object."""
+
+
+class RemoteError(ConveyorError):
+    """A task raised an exception that could not travel back as itself.
+
+    Attributes:
+        type_name: qualified name of the original exception type.
+        remote_traceback: the formatted traceback from the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> Any:
+        return (RemoteError, (self.type_name, str(self).split(": ", 1)[-1], self.remote_traceback))
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback; attached as ``__cause__`` of a task's exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ResultTimeoutError(ConveyorError, TimeoutError, multiprocessing.TimeoutError):
+    """Waiting for a result ran out of time (the task itself goes on; see TaskTimeoutError for that).
+
+    It is also a ``multiprocessing.TimeoutError``, so code written for ``multiprocessing.Pool`` keeps
+    catching it.
+    """
+
+
+class BrokenPoolError(ConveyorError, concurrent.futures.BrokenExecutor):
+    """The pool can no longer run work (for example its workers cannot start)."""
+
+
+class InitializerError(BrokenPoolError):
+    """The worker initializer raised or crashed; the pool is broken and refuses new work."""
+
+
+class PoolClosedError(ConveyorError, RuntimeError):
+    """Work was submitted to a pool that is shut down or shutting down."""
+
+
+class BackendUnavailableError(ConveyorError, ImportError):
+    """The requested backend is unknown or its optional dependency is not installed."""

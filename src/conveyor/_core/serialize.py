@@ -1,0 +1,130 @@
+"""Turning functions, inputs and results into bytes and back, with errors that name the culprit.
+
+cloudpickle is used throughout: it is as fast as the stdlib pickler on plain data (it only steps in for
+objects the stdlib pickler cannot handle by reference) and it makes lambdas, closures and functions
+defined in ``__main__`` or a notebook work under every start method.
+
+Lists of inputs or results are pickled whole, which is an order of magnitude cheaper than one call per
+object for small items. When the whole list fails, each object is tried alone so that only the guilty
+ones fail (:func:`dumps_each`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any, Callable
+
+import cloudpickle
+
+from conveyor._core.errors import PicklingError, RemoteError, RemoteTraceback, UnpicklingError, short_repr
+
+PROTOCOL = 5
+
+_HINTS = (
+    (("lock", "rlock", "semaphore", "condition"), "create the lock inside the task, or use the pool's own "
+     "primitives (pool.Lock(), ...) which can be passed to tasks"),
+    (("thread",), "threads cannot be sent to another process; start them inside the task or initializer"),
+    (("socket", "connection", "ssl"), "open the connection inside the task, or once per worker in the "
+     "initializer"),
+    (("file", "textiowrapper", "bufferedreader", "bufferedwriter"), "pass the path and open it in the task"),
+    (("generator",), "pass a list, or the arguments that create the generator"),
+)
+
+
+def _hint(obj: Any, exc: BaseException) -> str:
+    text = (type(obj).__qualname__ + " " + str(exc)).lower()
+    for words, hint in _HINTS:
+        if any(word in text for word in words):
+            return hint
+    return ("make the object picklable (define __reduce__ or __getstate__), pass what is needed to rebuild "
+            "it, or use backend=\"thread\" where nothing is pickled")
+
+
+def pickling_error(obj: Any, exc: BaseException, what: str) -> PicklingError:
+    """A PicklingError that names the object, says where it was, and suggests a fix."""
+    error = PicklingError(
+        f"cannot pickle {what} {short_repr(obj)} of type {type(obj).__module__}.{type(obj).__qualname__}: "
+        f"{type(exc).__name__}: {exc}. Fix: {_hint(obj, exc)}."
+    )
+    error.__cause__ = exc
+    return error
+
+
+def unpickling_error(exc: BaseException, what: str) -> UnpicklingError:
+    error = UnpicklingError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def dumps(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
+loads: Callable[[bytes], Any] = pickle.loads
+
+
+def dumps_each(objects: list[Any], what: str) -> tuple[list[bytes | None], dict[int, PicklingError]]:
+    """Pickle objects one by one: (blobs with None where it failed, position -> error)."""
+    blobs: list[bytes | None] = []
+    errors: dict[int, PicklingError] = {}
+    for position, obj in enumerate(objects):
+        try:
+            blobs.append(dumps(obj))
+        except BaseException as exc:  # noqa: BLE001 - any failure of a user's __reduce__ fails that object
+            blobs.append(None)
+            errors[position] = pickling_error(obj, exc, what)
+    return blobs, errors
+
+
+def loads_each(blobs: list[bytes | None], what: str) -> tuple[list[Any], dict[int, UnpicklingError]]:
+    """Unpickle blobs one by one: (objects, position -> error); None blobs stay None."""
+    objects: list[Any] = []
+    errors: dict[int, UnpicklingError] = {}
+    for position, blob in enumerate(blobs):
+        if blob is None:
+            objects.append(None)
+            continue
+        try:
+            objects.append(loads(blob))
+        except BaseException as exc:  # noqa: BLE001 - a user's reducer may raise anything
+            objects.append(None)
+            errors[position] = unpickling_error(exc, what)
+    return objects, errors
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def dumps_exception(exc: BaseException) -> bytes:
+    """Pickle a task's exception with its traceback text; never fails.
+
+    The exception goes as itself when it pickles and unpickles cleanly (checked here, because an
+    exception class with a custom ``__init__`` often pickles but cannot be rebuilt); otherwise as a
+    :class:`RemoteError` that keeps its type name, message and traceback.
+    """
+    text = format_exception(exc)
+    try:
+        own = dumps(exc)
+        loads(own)
+    except BaseException:  # noqa: BLE001 - fall back to a description that always travels
+        own = None
+    if own is None:
+        return dumps((None, text, RemoteError(type(exc).__qualname__, str(exc), text)))
+    return dumps((own, text, None))
+
+
+def loads_exception(blob: bytes) -> BaseException:
+    """Rebuild a task's exception with the worker traceback attached as ``__cause__``."""
+    own, text, fallback = loads(blob)
+    exc: BaseException
+    if own is not None:
+        try:
+            exc = loads(own)
+        except BaseException as err:  # noqa: BLE001 - the class may not be importable here
+            exc = RemoteError("exception", f"could not be rebuilt in the caller ({err!r})", text)
+    else:
+        exc = fallback
+    exc.__cause__ = RemoteTraceback(text)
+    return exc

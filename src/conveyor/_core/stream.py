@@ -1,0 +1,243 @@
+"""One lazy, bounded map call: pulls inputs as results are consumed, yields results in order or not.
+
+::
+
+    user's iterable ──pull (consumer thread)──► Call.send ──► backend
+          ▲                                                      │ outcomes (backend threads)
+          │ top up while in-flight < window                      ▼
+    consumer ◄── __next__ ◄── segments (contiguous results) ◄── inbox (SimpleQueue)
+
+Everything except the inbox runs in the consumer's thread, so a user's generator is only ever
+advanced by the thread that iterates the results, and memory holds at most ``window`` inputs
+(``O(workers × chunk)``), whatever the length of the input.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import queue
+import time
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from conveyor._core.chunking import ChunkSizer
+from conveyor._core.errors import ResultTimeoutError
+from conveyor._core.task import Call, Stats
+from conveyor.abc import Backend, Batch, CallKind, TaskFunction
+
+_WAKE_SECONDS = 0.5
+
+
+class _Progress(Protocol):
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class _Segment:
+    """Results for consecutive input positions ``start .. start+len(values)-1``."""
+
+    __slots__ = ("start", "values", "errors", "offset")
+
+    def __init__(self, start: int, values: list[Any], errors: dict[int, BaseException]) -> None:
+        self.start = start
+        self.values = values
+        self.errors = errors
+        self.offset = 0
+
+
+class Stream(Iterator[Any]):
+    """Results of ``fn`` over an iterable, produced lazily with bounded look-ahead.
+
+    Args:
+        backend: where the work runs.
+        stats: the pool's counters.
+        fn: the function.
+        iterable: inputs (tuples of arguments when ``kind`` is STAR).
+        kind: how an input becomes a call.
+        ordered: yield in input order (else in completion order).
+        chunksize: fixed batch size, or None for automatic.
+        task_timeout: per-task limit.
+        retries: extra attempts for a failing input.
+        timeout: overall limit on waiting for the next result.
+        progress: told how many inputs just finished; closed with the stream.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        stats: Stats,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        kind: CallKind,
+        *,
+        ordered: bool = True,
+        chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        total: int | None = None,
+        progress: _Progress | None = None,
+    ) -> None:
+        self._source = iter(iterable)
+        self._ordered = ordered
+        self._workers = backend.workers
+        cap = backend.max_batch_size
+        if chunksize is not None and cap is not None:
+            chunksize = min(chunksize, cap)
+        self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap)
+        self._remaining = total
+        self._call = Call(backend, TaskFunction(fn), kind, self._deliver, stats,
+                          timeout=task_timeout, retries=retries)
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._progress = progress
+        self._sent = 0              # inputs pulled and sent
+        self._outstanding = 0       # sent and not yet yielded
+        self._exhausted = False
+        self._source_error: BaseException | None = None
+        self._next_start = 0        # ordered: the next position to yield
+        self._pending: dict[int, _Segment] = {}
+        self._ready: collections.deque[_Segment] = collections.deque()
+        self._current: _Segment | None = None
+        self._closed = False
+
+    # -- feeding -----------------------------------------------------------------------------------
+    def _window(self) -> int:
+        return self._sizer.size * (2 * self._workers + 2)
+
+    def _top_up(self) -> None:
+        while not self._exhausted and self._outstanding < self._window():
+            remaining = None if self._remaining is None else self._remaining - self._sent
+            size = self._sizer.next_size(remaining)
+            try:
+                items = list(itertools.islice(self._source, size))
+            except BaseException as exc:  # noqa: BLE001 - re-raised after the inputs before it
+                self._source_error = exc
+                self._exhausted = True
+                return
+            if len(items) < size:
+                self._exhausted = True
+            if not items:
+                return
+            start = self._sent
+            self._sent += len(items)
+            self._outstanding += len(items)
+            self._call.send(items, range(start, start + len(items)))
+
+    def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException],
+                 held: frozenset[int], busy: float) -> None:
+        # Backend thread: hand over only; all bookkeeping happens in the consumer thread.
+        self._inbox.put((batch.indices, values, errors, held, busy))
+
+    # -- consuming ---------------------------------------------------------------------------------
+    def _absorb(self, indices: Any, values: list[Any], errors: dict[int, BaseException],
+                held: frozenset[int], busy: float) -> None:
+        count = len(indices) - len(held)
+        if not held and isinstance(indices, range):
+            self._store(_Segment(indices.start, values, errors))
+        else:
+            for position, index in enumerate(indices):
+                if position in held:
+                    continue
+                error = errors.get(position)
+                self._store(_Segment(index, [values[position]], {0: error} if error is not None else {}))
+        if busy and not held:
+            self._sizer.observe(len(indices), busy)
+        if self._progress is not None and count:
+            self._progress.update(count)
+
+    def _store(self, segment: _Segment) -> None:
+        if self._ordered:
+            self._pending[segment.start] = segment
+        else:
+            self._ready.append(segment)
+
+    def _wait(self) -> None:
+        """Block for one delivery (or the overall deadline)."""
+        while True:
+            if self._deadline is None:
+                wait = _WAKE_SECONDS
+            else:
+                wait = min(_WAKE_SECONDS, self._deadline - time.monotonic())
+                if wait <= 0:
+                    self.close()
+                    raise ResultTimeoutError("timed out waiting for the next result")
+            try:
+                delivery = self._inbox.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self._absorb(*delivery)
+            return
+
+    def _next_segment(self) -> _Segment | None:
+        """The next segment to yield from, or None when everything has been yielded."""
+        while True:
+            self._top_up()
+            if self._ordered:
+                segment = self._pending.pop(self._next_start, None)
+                if segment is not None:
+                    self._next_start += len(segment.values)
+                    return segment
+            elif self._ready:
+                return self._ready.popleft()
+            if self._outstanding == 0 and self._exhausted:
+                if self._source_error is not None:
+                    error, self._source_error = self._source_error, None
+                    raise error
+                return None
+            self._wait()
+
+    def __next__(self) -> Any:
+        while True:
+            segment = self._current
+            if segment is not None and segment.offset < len(segment.values):
+                position = segment.offset
+                segment.offset += 1
+                self._outstanding -= 1
+                if segment.errors:
+                    error = segment.errors.get(position)
+                    if error is not None:
+                        raise error
+                return segment.values[position]
+            try:
+                self._current = self._next_segment()
+            except BaseException:
+                self.close()
+                raise
+            if self._current is None:
+                self.close()
+                raise StopIteration
+
+    def collect(self) -> list[Any]:
+        """All results in order as a list; the first failure (in input order) is raised."""
+        out: list[Any] = []
+        try:
+            while True:
+                segment = self._next_segment()
+                if segment is None:
+                    return out
+                self._outstanding -= len(segment.values)
+                if segment.errors:
+                    raise segment.errors[min(segment.errors)]
+                out.extend(segment.values)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop feeding; batches not yet started are dropped."""
+        if not self._closed:
+            self._closed = True
+            self._exhausted = True
+            self._call.close()
+            if self._progress is not None:
+                self._progress.close()
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass

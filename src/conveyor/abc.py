@@ -1,0 +1,225 @@
+"""The backend contract: what a backend must do, and the records it exchanges with the core.
+
+The front end never talks to a concrete backend. It builds :class:`Batch` objects (a function plus a
+few inputs) and hands them to a :class:`Backend`; the backend runs them and reports one
+:class:`Outcome` per batch. Policy (retries, re-running lost inputs, ordering, accounting) lives in the
+core, so a backend only reports facts: "this input raised that", "this input was running when the
+worker died", "these inputs never ran".
+
+Protocol for every batch a backend accepts through :meth:`Backend.submit`:
+
+1. When the backend is about to start it, it calls :meth:`Batch.claim`. ``False`` means the work was
+   cancelled meanwhile: the backend drops it and reports nothing.
+2. Otherwise it eventually calls :meth:`Batch.finish` exactly once, even on shutdown or crash.
+3. A batch never claimed when the backend shuts down with ``cancel_pending`` is passed to
+   :meth:`Batch.abandon`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol, Sequence
+
+__all__ = ["Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome", "TaskFunction"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the front end checks these as data, never by catching errors.
+
+    Attributes:
+        cancel_running: a running task can be stopped (its worker killed).
+        enforce_timeout: ``task_timeout`` stops the task, not only its result.
+        needs_pickle: functions, arguments and results cross a process boundary.
+        isolates_crashes: a crashing task cannot take the caller down.
+        shared_memory: workers can map the caller's shared-memory segments.
+        cross_host: workers may run on other machines.
+    """
+
+    cancel_running: bool = False
+    enforce_timeout: bool = False
+    needs_pickle: bool = False
+    isolates_crashes: bool = False
+    shared_memory: bool = False
+    cross_host: bool = False
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything a backend needs to start its workers."""
+
+    workers: int
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    start_method: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class CallKind(enum.IntEnum):
+    """How a batch item becomes a call: ``fn(x)``, ``fn(*x)`` or ``fn(*args, **kwargs)``."""
+
+    ONE = 0
+    STAR = 1
+    FULL = 2
+
+
+_function_keys = itertools.count(1)
+
+
+class TaskFunction:
+    """The function of a call, with its serialized form computed at most once.
+
+    ``key`` is unique for the life of the process, so a worker can cache the unpickled function and the
+    caller can send the bytes only once per worker.
+    """
+
+    __slots__ = ("fn", "key", "_blob", "_lock")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.key = next(_function_keys)
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+
+    def blob(self, dumps: Callable[[Any], bytes]) -> bytes:
+        """Serialize once with ``dumps`` and cache it (a snapshot taken at the first call)."""
+        if self._blob is None:
+            with self._lock:
+                if self._blob is None:
+                    self._blob = dumps(self.fn)
+        return self._blob
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or type(self.fn).__qualname__
+
+
+@dataclass
+class Outcome:
+    """What happened to each input of a batch (positions are indices into ``Batch.items``).
+
+    Attributes:
+        values: results, aligned with the batch's items; entries at failed or lost positions are unused.
+        errors: position -> the exception that failed that input.
+        lost: positions that never ran or whose result was lost in a crash; the core runs them again
+            without counting an attempt.
+        isolate: run the lost inputs again one per batch (a crash or decoding failure could not be
+            pinned on one input).
+        busy: seconds spent running the task code, for chunk sizing and statistics.
+    """
+
+    values: list[Any]
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    lost: Sequence[int] = ()
+    isolate: bool = False
+    busy: float = 0.0
+
+
+class BatchOwner(Protocol):
+    """The core object a batch reports to (one per user call)."""
+
+    def claim(self, batch: Batch) -> bool: ...
+
+    def finish(self, batch: Batch, outcome: Outcome) -> None: ...
+
+    def abandon(self, batch: Batch) -> None: ...
+
+
+class Batch:
+    """A few inputs of one call, run together to amortize dispatch cost.
+
+    Attributes:
+        function: the function to call.
+        kind: how an item becomes a call.
+        items: the inputs.
+        indices: each item's position in the user's call (for messages and reassembly).
+        timeout: per-item time limit in seconds, or None.
+        isolate: the core asks for items to be (de)serialized one by one, because an earlier attempt
+            could not tell which item broke the batch.
+    """
+
+    __slots__ = ("function", "kind", "items", "indices", "timeout", "isolate", "owner")
+
+    def __init__(
+        self,
+        function: TaskFunction,
+        kind: CallKind,
+        items: list[Any],
+        indices: Sequence[int],
+        *,
+        owner: BatchOwner,
+        timeout: float | None = None,
+        isolate: bool = False,
+    ) -> None:
+        self.function = function
+        self.kind = kind
+        self.items = items
+        self.indices = indices
+        self.timeout = timeout
+        self.isolate = isolate
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def claim(self) -> bool:
+        """Call right before running; False means cancelled, drop the batch."""
+        return self.owner.claim(self)
+
+    def finish(self, outcome: Outcome) -> None:
+        """Report the outcome; exactly once per claimed batch."""
+        self.owner.finish(self, outcome)
+
+    def abandon(self) -> None:
+        """Report that the batch was never started and never will be (cancelling shutdown)."""
+        self.owner.abandon(self)
+
+
+class Backend(abc.ABC):
+    """Runs batches on some workers. One instance per pool.
+
+    Subclasses set ``name`` and ``capabilities`` and implement :meth:`submit` and :meth:`shutdown`.
+    They are registered by name in ``conveyor._core.registry``.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    @property
+    def workers(self) -> int:
+        return self.config.workers
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """The largest batch this backend accepts, or None for no limit."""
+        return None
+
+    @abc.abstractmethod
+    def submit(self, batch: Batch) -> None:
+        """Accept a batch; never blocks on the work itself. Thread-safe."""
+
+    @abc.abstractmethod
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        """Stop accepting work.
+
+        Args:
+            wait: block until the workers are gone.
+            cancel_pending: abandon batches not yet started.
+            kill: stop running batches now; they finish with ``TaskCancelledError``.
+        """
+
+    def broken(self) -> BaseException | None:
+        """The reason this backend cannot run work any more, or None."""
+        return None
+
+    def statistics(self) -> dict[str, Any]:
+        """Backend-specific counters (worker restarts, ...)."""
+        return {}

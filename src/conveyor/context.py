@@ -1,0 +1,62 @@
+"""A context: the factory for everything that must work with one backend's workers.
+
+``conveyor.context("process")`` returns an object whose ``Pool`` (and, as they arrive, locks, queues and
+shared values) all fit that backend, in the spirit of ``multiprocessing.get_context``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from conveyor._core import config as _config
+from conveyor._core.registry import backend_class
+from conveyor.pool import Pool
+
+__all__ = ["Context", "context", "map"]
+
+_CALL_OPTIONS = ("timeout", "chunksize", "task_timeout", "retries", "progress")
+
+
+class Context:
+    """Makes pools (and later primitives) for one backend, with shared defaults.
+
+    Args:
+        backend: backend name (default from :func:`conveyor.config`).
+        **defaults: default keyword arguments for every :class:`Pool` this context makes.
+    """
+
+    def __init__(self, backend: str | None = None, **defaults: Any) -> None:
+        self.backend = backend or _config.setting("backend")
+        backend_class(self.backend)  # fail now, with the install hint, if it is not available
+        self._defaults = defaults
+
+    def Pool(self, workers: int | None = None, **options: Any) -> Pool:  # noqa: N802 - mirrors multiprocessing
+        """A :class:`conveyor.Pool` on this context's backend."""
+        merged = {**self._defaults, **options}
+        if workers is not None:
+            merged["workers"] = workers
+        return Pool(backend=self.backend, **merged)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Any]:
+        """One-shot :meth:`Pool.map` on a pool that lives for this call only."""
+        call = {name: options.pop(name) for name in _CALL_OPTIONS if name in options}
+        with self.Pool(**options) as pool:
+            return pool.map(fn, *iterables, **call)
+
+    def __repr__(self) -> str:
+        return f"<conveyor.Context backend={self.backend!r}>"
+
+
+def context(backend: str | None = None, **defaults: Any) -> Context:
+    """The factory for pools (and primitives) that work with ``backend``'s workers."""
+    return Context(backend, **defaults)
+
+
+def map(fn: Callable[..., Any], *iterables: Iterable[Any], backend: str | None = None,  # noqa: A001
+        **options: Any) -> list[Any]:
+    """``conveyor.map(fn, items, backend="process", workers=4)``: a pool for one call, then gone.
+
+    Keyword options are those of :class:`Pool` plus ``timeout``, ``chunksize``, ``task_timeout``,
+    ``retries`` and ``progress`` for the call.
+    """
+    return Context(backend).map(fn, *iterables, **options)

@@ -1,0 +1,407 @@
+"""Pool: ``map`` / ``imap`` / ``imap_unordered`` / ``starmap`` / ``submit`` / ``apply_async`` on any backend.
+
+A Pool is a ``concurrent.futures.Executor`` (so ``as_completed``, ``wait`` and
+``loop.run_in_executor`` work) that also speaks the ``multiprocessing.Pool`` dialect (``apply``,
+``map_async``, ``close``, ``join``, ``terminate``). It knows only the backend contract: which backend
+runs the work is one argument.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import itertools
+import multiprocessing.util  # noqa: F401 - imported first so our exit hook runs before its own
+import os
+import threading
+import weakref
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from conveyor._core import config as _config
+from conveyor._core.errors import PoolClosedError, ResultTimeoutError
+from conveyor._core.registry import backend_class
+from conveyor._core.stream import Stream
+from conveyor._core.task import FutureDelivery, Stats, SubmitCall
+from conveyor.abc import Backend, BackendConfig, CallKind, TaskFunction
+from conveyor.progress import ProgressOption, make_progress
+
+__all__ = ["AsyncResult", "Pool", "default_workers"]
+
+_live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+def _stop_live_backends() -> None:
+    """At interpreter exit: stop what is still running, at once and quietly.
+
+    Registered after ``multiprocessing.util`` is imported, so it runs before multiprocessing's own exit
+    hook, which would otherwise wait forever for our (non-daemon) worker processes.
+    """
+    for backend in list(_live_backends):
+        try:
+            backend.shutdown(wait=True, cancel_pending=True, kill=True)
+        except BaseException:  # noqa: BLE001 - exiting anyway; never print at exit
+            pass
+
+
+atexit.register(_stop_live_backends)
+
+
+def _drop_backend(backend: Backend) -> None:
+    """A pool was garbage-collected without shutdown: cancel what is pending, stop the workers."""
+    backend.shutdown(wait=False, cancel_pending=True, kill=True)
+
+
+def default_workers(backend: str) -> int:
+    """CPU-bound backends get one worker per usable core; threads get more, as I/O waits dominate."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if backend == "thread":
+        return min(32, cores + 4)
+    return cores
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = True, integer: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    try:
+        return min(len(iterable) for iterable in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class AsyncResult:
+    """The ``multiprocessing`` style handle returned by ``apply_async`` / ``map_async``."""
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self._future = future
+
+    @property
+    def future(self) -> concurrent.futures.Future[Any]:
+        return self._future
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result, or the task's exception raised here.
+
+        Raises:
+            ResultTimeoutError: not ready within ``timeout`` (also a ``multiprocessing.TimeoutError``).
+        """
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            if self._future.done():
+                raise
+            raise ResultTimeoutError(f"result not ready within {timeout}s") from exc
+
+    def wait(self, timeout: float | None = None) -> None:
+        concurrent.futures.wait([self._future], timeout)
+
+    def ready(self) -> bool:
+        return self._future.done()
+
+    def successful(self) -> bool:
+        if not self._future.done():
+            raise ValueError("the result is not ready yet")
+        return not self._future.cancelled() and self._future.exception() is None
+
+
+class Pool(concurrent.futures.Executor):
+    """A pool of workers on one backend.
+
+    Args:
+        workers: number of workers (default: usable cores; for threads, cores + 4 up to 32).
+        backend: ``"serial"``, ``"thread"``, ``"process"`` or a registered name (default from
+            :func:`conveyor.config`, initially ``"process"``).
+        initializer: called once in each worker before any task, with ``initargs``.
+        chunksize: inputs per batch for map-like calls; default automatic (adapts to task duration).
+        task_timeout: seconds one task may run. Processes: the worker is killed and replaced.
+            Threads and serial: the task fails on time but its code cannot be stopped.
+        retries: extra attempts for a task that raised, crashed its worker or timed out.
+        max_tasks_per_worker: replace a worker after this many tasks (leaky libraries).
+        start_method: ``"fork"``, ``"forkserver"`` or ``"spawn"`` (process backend); default forkserver
+            on Linux, spawn elsewhere.
+        progress: default for map-like calls: True for a tqdm bar, a callable ``(done, total)``, or
+            an object with ``update(n)``.
+        **options: backend-specific options.
+
+    Example:
+        >>> import conveyor
+        >>> with conveyor.Pool(2, backend="thread") as pool:
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+        max_tasks_per_worker: int | None = None,
+        start_method: str | None = None,
+        progress: ProgressOption = None,
+        **options: Any,
+    ) -> None:
+        defaults = _config.current()
+        self.backend_name = backend or defaults["backend"]
+        workers = workers if workers is not None else defaults["workers"]
+        workers = workers if workers is not None else default_workers(self.backend_name)
+        _positive("workers", workers, allow_none=False)
+        self._chunksize = chunksize if chunksize is not None else defaults["chunksize"]
+        _positive("chunksize", self._chunksize)
+        self._task_timeout = task_timeout if task_timeout is not None else defaults["task_timeout"]
+        _positive("task_timeout", self._task_timeout, integer=False)
+        self._retries = retries if retries is not None else defaults["retries"]
+        if isinstance(self._retries, bool) or not isinstance(self._retries, int) or self._retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {self._retries!r}")
+        max_tasks = max_tasks_per_worker if max_tasks_per_worker is not None else defaults["max_tasks_per_worker"]
+        _positive("max_tasks_per_worker", max_tasks)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {initializer!r}")
+        self._progress = progress if progress is not None else defaults["progress"]
+        cls = backend_class(self.backend_name)
+        self._backend: Backend = cls(BackendConfig(
+            workers=workers,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_tasks_per_worker=max_tasks,
+            start_method=start_method or defaults["start_method"],
+            options=options,
+        ))
+        self._stats = Stats()
+        self._submit_index = itertools.count()
+        self._closed = False
+        _live_backends.add(self._backend)
+        self._finalizer = weakref.finalize(self, _drop_backend, self._backend)
+        self._finalizer.atexit = False
+
+    # -- introspection -----------------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return self._backend.workers
+
+    @property
+    def capabilities(self) -> Any:
+        return self._backend.capabilities
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters: submitted == succeeded + failed + cancelled + in_flight, plus backend details."""
+        stats = self._stats.snapshot()
+        stats.update(backend=self.backend_name, workers=self.workers)
+        stats.update(self._backend.statistics())
+        return stats
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<conveyor.Pool backend={self.backend_name!r} workers={self.workers} {state}>"
+
+    # -- single tasks ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        broken = self._backend.broken()
+        if broken is not None:
+            raise broken
+        if self._closed:
+            raise PoolClosedError("cannot submit to a pool that is closed or shut down")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self._check_open()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call = SubmitCall(self._backend, TaskFunction(fn), CallKind.FULL, FutureDelivery(future), self._stats,
+                          timeout=self._task_timeout, retries=self._retries, future=future)
+        call.send([(args, kwargs)], [next(self._submit_index)])
+        return future
+
+    def apply(self, fn: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+        """Run one call and wait for its result."""
+        return self.submit(fn, *args, **(kwds or {})).result()
+
+    def apply_async(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
+        """Run one call; callbacks run in a conveyor thread when it finishes (keep them short)."""
+        future = self.submit(fn, *args, **(kwds or {}))
+        _attach_callbacks(future, callback, error_callback)
+        return AsyncResult(future)
+
+    # -- many tasks --------------------------------------------------------------------------------
+    def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], kind: CallKind, *,
+                ordered: bool, chunksize: int | None, task_timeout: float | None, retries: int | None,
+                timeout: float | None, progress: ProgressOption) -> Stream:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        if not iterables:
+            raise TypeError("map needs at least one iterable")
+        self._check_open()
+        _positive("chunksize", chunksize)
+        _positive("task_timeout", task_timeout, integer=False)
+        total = _length(iterables)
+        if len(iterables) == 1:
+            source: Iterable[Any] = iterables[0]
+        else:
+            source, kind = zip(*iterables), CallKind.STAR
+        option = self._progress if progress is None else progress
+        name = getattr(fn, "__name__", "tasks")
+        return Stream(
+            self._backend, self._stats, fn, source, kind,
+            ordered=ordered,
+            chunksize=chunksize if chunksize is not None else self._chunksize,
+            task_timeout=task_timeout if task_timeout is not None else self._task_timeout,
+            retries=retries if retries is not None else self._retries,
+            timeout=timeout,
+            total=total,
+            progress=make_progress(option, total, name),
+        )
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int | None = None, task_timeout: float | None = None, retries: int | None = None,
+            progress: ProgressOption = None) -> list[Any]:  # type: ignore[override]
+        """``[fn(x) for x in iterable]`` in parallel, as a list in input order.
+
+        Several iterables are zipped (``fn(a, b)``), as in the builtin ``map``. The first failure in
+        input order is raised, and work not yet started is dropped.
+
+        Args:
+            timeout: overall limit on waiting for the next result (``ResultTimeoutError``).
+            chunksize, task_timeout, retries, progress: override the pool's defaults for this call.
+        """
+        return self._stream(fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+                            task_timeout=task_timeout, retries=retries, timeout=timeout,
+                            progress=progress).collect()
+
+    def imap(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+             chunksize: int | None = None, task_timeout: float | None = None, retries: int | None = None,
+             progress: ProgressOption = None) -> Iterator[Any]:
+        """Lazy, ordered results; holds only O(workers × chunk) inputs, so infinite inputs work.
+
+        A failed task raises at its position; iteration may continue past it.
+        """
+        return self._stream(fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+                            task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
+
+    def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+                       chunksize: int | None = None, task_timeout: float | None = None,
+                       retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
+        """Like :meth:`imap`, in completion order."""
+        return self._stream(fn, iterables, CallKind.ONE, ordered=False, chunksize=chunksize,
+                            task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
+
+    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
+                timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
+                retries: int | None = None, progress: ProgressOption = None) -> list[Any]:
+        """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+        return self._stream(fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+                            task_timeout=task_timeout, retries=retries, timeout=timeout,
+                            progress=progress).collect()
+
+    def istarmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *, ordered: bool = True,
+                 timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
+                 retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
+        """Lazy :meth:`starmap`."""
+        return self._stream(fn, (iterable,), CallKind.STAR, ordered=ordered, chunksize=chunksize,
+                            task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
+
+    def map_async(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None,
+                  callback: Callable[[Any], Any] | None = None,
+                  error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
+        """:meth:`map` in the background; ``.get(timeout)`` gives the list."""
+        return self._in_background(lambda: self.map(fn, iterable, chunksize=chunksize), callback, error_callback)
+
+    def starmap_async(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                      chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
+                      error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
+        """:meth:`starmap` in the background."""
+        return self._in_background(lambda: self.starmap(fn, iterable, chunksize=chunksize), callback,
+                                   error_callback)
+
+    def _in_background(self, job: Callable[[], Any], callback: Any, error_callback: Any) -> AsyncResult:
+        self._check_open()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # noqa: BLE001 - delivered to whoever waits
+                future.set_exception(exc)
+
+        _attach_callbacks(future, callback, error_callback)
+        threading.Thread(target=run, name="conveyor-map-async", daemon=True).start()
+        return AsyncResult(future)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill: bool = False) -> None:
+        """Stop accepting work.
+
+        Args:
+            wait: block until the workers are gone.
+            cancel_futures: cancel tasks that have not started.
+            kill: also stop running tasks now (processes are killed; they fail with
+                ``TaskCancelledError``). Implies ``cancel_futures``.
+        """
+        self._closed = True
+        self._backend.shutdown(wait=wait, cancel_pending=cancel_futures or kill, kill=kill)
+        if wait:
+            _live_backends.discard(self._backend)
+            self._finalizer.detach()
+
+    def close(self) -> None:
+        """No more work; what was submitted still runs (``multiprocessing.Pool.close``)."""
+        self._closed = True
+        self._backend.shutdown(wait=False)
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first."""
+        if not self._closed:
+            raise ValueError("call close() or terminate() before join()")
+        self.shutdown(wait=True)
+
+    def terminate(self) -> None:
+        """Stop now: pending work is cancelled, running tasks are killed (``multiprocessing.Pool``)."""
+        self.shutdown(wait=True, kill=True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Normal exit waits for submitted work; an exception (Ctrl-C included) stops everything."""
+        if exc_type is None:
+            self.shutdown(wait=True)
+        else:
+            self.shutdown(wait=True, kill=True)
+
+
+def _attach_callbacks(future: concurrent.futures.Future[Any], callback: Optional[Callable[[Any], Any]],
+                      error_callback: Optional[Callable[[BaseException], Any]]) -> None:
+    if callback is None and error_callback is None:
+        return
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if f.cancelled():
+            return
+        error = f.exception()
+        if error is None:
+            if callback is not None:
+                callback(f.result())
+        elif error_callback is not None:
+            error_callback(error)
+
+    future.add_done_callback(done)
