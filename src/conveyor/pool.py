@@ -182,6 +182,8 @@ class Pool(concurrent.futures.Executor):
         self._stats = Stats()
         self._submit_index = itertools.count()
         self._closed = False
+        self._jobs: set[threading.Thread] = set()
+        self._jobs_lock = threading.Lock()
         _live_backends.add(self._backend)
         self._finalizer = weakref.finalize(self, _drop_backend, self._backend)
         self._finalizer.atexit = False
@@ -342,10 +344,26 @@ class Pool(concurrent.futures.Executor):
                 future.set_result(job())
             except BaseException as exc:  # noqa: BLE001 - delivered to whoever waits
                 future.set_exception(exc)
+            finally:
+                with self._jobs_lock:
+                    self._jobs.discard(thread)
 
         _attach_callbacks(future, callback, error_callback)
-        threading.Thread(target=run, name="conveyor-map-async", daemon=True).start()
+        thread = threading.Thread(target=run, name="conveyor-map-async", daemon=True)
+        with self._jobs_lock:
+            self._jobs.add(thread)
+        thread.start()
         return AsyncResult(future)
+
+    def _wait_for_jobs(self) -> None:
+        """Let ``map_async`` calls made before close/shutdown feed all their inputs."""
+        while True:
+            with self._jobs_lock:
+                jobs = [job for job in self._jobs if job is not threading.current_thread()]
+            if not jobs:
+                return
+            for job in jobs:
+                job.join(0.1)
 
     # -- lifetime ----------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill: bool = False) -> None:
@@ -358,15 +376,25 @@ class Pool(concurrent.futures.Executor):
                 ``TaskCancelledError``). Implies ``cancel_futures``.
         """
         self._closed = True
-        self._backend.shutdown(wait=wait, cancel_pending=cancel_futures or kill, kill=kill)
+        cancel = cancel_futures or kill
+        if not cancel:
+            if wait:
+                self._wait_for_jobs()
+            elif self._jobs:
+                threading.Thread(target=self._finish_later, name="conveyor-pool-close", daemon=True).start()
+                return
+        self._backend.shutdown(wait=wait, cancel_pending=cancel, kill=kill)
         if wait:
             _live_backends.discard(self._backend)
             self._finalizer.detach()
 
+    def _finish_later(self) -> None:
+        self._wait_for_jobs()
+        self._backend.shutdown(wait=False)
+
     def close(self) -> None:
         """No more work; what was submitted still runs (``multiprocessing.Pool.close``)."""
-        self._closed = True
-        self._backend.shutdown(wait=False)
+        self.shutdown(wait=False)
 
     def join(self) -> None:
         """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first."""

@@ -147,18 +147,19 @@ class Call:
                 errors = {p: e for p, e in errors.items() if p not in set(again)}
         lost = list(outcome.lost)
         held = frozenset(again) | frozenset(lost)
-        delivered_failures = len(errors)
+        cancelled = sum(1 for error in errors.values() if isinstance(error, concurrent.futures.CancelledError))
         self.stats.add(
-            succeeded=len(batch) - len(held) - delivered_failures,
-            failed=delivered_failures,
+            succeeded=len(batch) - len(held) - len(errors),
+            failed=len(errors) - cancelled,
+            cancelled=cancelled,
             retried=len(again),
             rerun=len(lost),
             busy=outcome.busy,
         )
         if self.closed and held:
             self.stats.add(cancelled=len(held))
-            cancelled = TaskCancelledError("the call was closed before this task could run again")
-            errors = {**errors, **dict.fromkeys(held, cancelled)}
+            stop = TaskCancelledError("the call was closed before this task could run again")
+            errors = {**errors, **dict.fromkeys(held, stop)}
             held = frozenset()
             again, lost = [], []
         self.deliver(batch, outcome.values, errors, held, outcome.busy)

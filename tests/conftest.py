@@ -1,0 +1,161 @@
+"""Test harness: per-test timeouts (pyproject), bounded waits, and an autouse leak check.
+
+The leak check fails a test that leaves behind a child process (searched recursively), a thread, a
+file descriptor or a /dev/shm entry. The multiprocessing forkserver and resource tracker are long-lived
+helpers shared by the whole session, so they are started once up front and not counted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import psutil
+import pytest
+
+import conveyor
+
+SLOWDOWN = float(os.environ.get("CONVEYOR_TEST_SLOWDOWN", "1"))
+"""Scale every bounded wait in the tests (set >1 on a slow or loaded machine)."""
+
+LEAK_GRACE = 5.0 * SLOWDOWN
+BACKENDS = ("serial", "thread", "process")
+START_METHODS = tuple(m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods())
+
+
+def bounded(seconds: float) -> float:
+    """A wait limit scaled for slow machines."""
+    return seconds * SLOWDOWN
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until true or ``seconds`` (scaled) pass; returns the last value."""
+    deadline = time.monotonic() + bounded(seconds)
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return predicate()
+        time.sleep(interval)
+
+
+def _is_session_helper(proc: psutil.Process) -> bool:
+    try:
+        text = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "forkserver" in text or "resource_tracker" in text
+
+
+def _children() -> set[int]:
+    me = psutil.Process()
+    found = set()
+    for child in me.children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        if not _is_session_helper(child):
+            found.add(child.pid)
+    return found
+
+
+_SHARED_THREADS = ("tqdm_monitor",)
+"""tqdm's bar monitor: one per process, started by the first bar, by design."""
+
+
+def _threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.is_alive() and t.name not in _SHARED_THREADS}
+
+
+def _fds() -> set[int]:
+    try:
+        return {int(fd) for fd in os.listdir("/proc/self/fd")}
+    except FileNotFoundError:  # not Linux
+        return set()
+
+
+def _shm() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_helpers() -> Iterator[None]:
+    """Start the forkserver and resource tracker once, so that no test is blamed for them."""
+    if "forkserver" in START_METHODS:
+        with conveyor.Pool(1, backend="process", start_method="forkserver") as pool:
+            pool.map(abs, [1])
+    yield
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    children, threads, fds, shm = _children(), _threads(), _fds(), _shm()
+    yield
+    ok = wait_until(lambda: not (_children() - children) and not (_threads() - threads), LEAK_GRACE)
+    problems = []
+    if not ok:
+        extra_children = _children() - children
+        extra_threads = _threads() - threads
+        if extra_children:
+            problems.append(f"child processes left: {sorted(extra_children)}")
+            for pid in extra_children:  # clean up so one leak does not cascade into later tests
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.NoSuchProcess:
+                    pass
+        if extra_threads:
+            problems.append(f"threads left: {sorted(t.name for t in extra_threads)}")
+    wait_until(lambda: not (_fds() - fds), 2.0)
+    extra_fds = _fds() - fds
+    if extra_fds:
+        details = []
+        for fd in sorted(extra_fds):
+            try:
+                details.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+            except OSError:
+                details.append(str(fd))
+        problems.append(f"file descriptors left: {details}")
+    extra_shm = _shm() - shm
+    if extra_shm:
+        problems.append(f"/dev/shm entries left: {sorted(extra_shm)}")
+    if problems:
+        pytest.fail("leak check: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_pool(backend: str) -> Iterator[Callable[..., conveyor.Pool]]:
+    """Pools for the current backend, shut down (and their accounting checked) after the test."""
+    pools: list[conveyor.Pool] = []
+
+    def make(workers: int = 2, **options: Any) -> conveyor.Pool:
+        pool = conveyor.Pool(workers, backend=options.pop("backend", backend), **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.shutdown(wait=True, kill=True)
+    for pool in pools:
+        stats = pool.statistics()
+        assert stats["in_flight"] == 0, stats
+        assert stats["submitted"] == stats["succeeded"] + stats["failed"] + stats["cancelled"], stats
+
+
+PY = sys.executable

@@ -1,0 +1,166 @@
+"""Task functions used by the tests, importable by worker processes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def kw(a: int, *, b: int = 0) -> tuple[int, int]:
+    return a, b
+
+
+def pid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def sleep_then(value: Any, seconds: float) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def fail_on(x: int, bad: int | tuple[int, ...] = 3) -> int:
+    bads = bad if isinstance(bad, tuple) else (bad,)
+    if x in bads:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+class CustomError(Exception):
+    """An exception whose constructor takes two arguments (pickles, rebuilds with care)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+
+class UnrebuildableError(Exception):
+    """Pickles, but its __init__ signature makes unpickling fail (a common user bug)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_custom(x: int) -> None:
+    raise CustomError(x, "custom")
+
+
+def raise_unrebuildable(x: int) -> None:
+    raise UnrebuildableError(x, x)
+
+
+def crash(x: int, how: str = "exit", when: int | None = None) -> int:
+    """Die in the way ``how`` says (when ``x == when``, or always when ``when`` is None)."""
+    if when is not None and x != when:
+        return x
+    if how == "exit":
+        os._exit(7)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segv":
+        ctypes.string_at(0)
+    if how == "sysexit":
+        raise SystemExit(5)
+    if how == "keyboard":
+        raise KeyboardInterrupt
+    raise AssertionError(how)
+    return x  # pragma: no cover
+
+
+def crash_once(x: int, marker_dir: str, how: str = "exit") -> int:
+    """Crash the first time each input is seen (a marker file remembers), succeed afterwards."""
+    marker = Path(marker_dir) / f"seen-{x}"
+    if not marker.exists():
+        marker.write_text("1")
+        crash(x, how)
+    return x
+
+
+def fail_once(x: int, marker_dir: str) -> int:
+    marker = Path(marker_dir) / f"seen-{x}"
+    if not marker.exists():
+        marker.write_text("1")
+        raise RuntimeError(f"first attempt at {x} fails")
+    return x
+
+
+def spin(seconds: float) -> int:
+    """Burn CPU in pure Python for ``seconds``."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def ignore_sigterm_and_sleep(seconds: float) -> str:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+    return "woke"
+
+
+def block_in_c(seconds: float) -> str:
+    """Sleep inside a C call (libc sleep), where no Python code runs."""
+    libc = ctypes.CDLL(None)
+    libc.sleep(int(seconds))
+    return "woke"
+
+
+def return_lock(_: Any) -> Any:
+    return threading.Lock()
+
+
+def return_unloadable(x: int) -> Any:
+    return Unloadable(x)
+
+
+def _refuse_to_load(x: int) -> Any:
+    raise RuntimeError(f"refusing to unpickle {x}")
+
+
+class Unloadable:
+    """Pickles fine, but raises when unpickled."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __reduce__(self) -> Any:
+        return (_refuse_to_load, (self.x,))
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+_state: dict[str, Any] = {}
+
+
+def remember(value: Any) -> None:
+    _state["value"] = value
+
+
+def recall(_: Any = None) -> Any:
+    return _state.get("value")
+
+
+def init_fails(*_: Any) -> None:
+    raise RuntimeError("initializer is broken")
+
+
+def grow_memory(megabytes: int) -> int:
+    _state.setdefault("hog", []).append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()
