@@ -80,9 +80,13 @@ def _fds() -> set[int]:
         return set()
 
 
+_SHM_PREFIXES = ("conveyor", "psm_", "sem.mp-", "mp-")
+"""Shared-memory names made by conveyor or the stdlib; other programs on a shared machine make theirs."""
+
+
 def _shm() -> set[str]:
     try:
-        return set(os.listdir("/dev/shm"))
+        return {name for name in os.listdir("/dev/shm") if name.startswith(_SHM_PREFIXES)}
     except FileNotFoundError:
         return set()
 

@@ -311,10 +311,9 @@ class ProcessBackend(Backend):
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         slot = self._ctx.RawArray("d", p.SLOT_SIZE)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
-        expected_parent = os.getpid() if self.start_method != "forkserver" else None
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, slot, expected_parent, self._initializer_blob),
+            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob),
             name="conveyor-worker",
             daemon=False,
         )
@@ -478,7 +477,9 @@ class ProcessBackend(Backend):
     # -- failures ----------------------------------------------------------------------------------
     def _on_exit(self, worker: _Worker) -> None:
         self._drain(worker)
-        worker.process.join(0)
+        # The sentinel fires when the dying process closes its files, a moment before it can be
+        # reaped; a blocking join (bounded, it is exiting) gets the real exit code.
+        worker.process.join(5)
         exitcode = worker.process.exitcode
         self._workers.remove(worker)
         worker.conn.close()

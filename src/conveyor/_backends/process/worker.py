@@ -1,9 +1,9 @@
 """The worker process: receive a batch, run it, send the results, repeat.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means and stops the workers itself) and dies
-with its parent: on Linux the kernel sends it SIGKILL when the thread that started it ends
-(``PR_SET_PDEATHSIG``; that thread is the pool's supervisor, which outlives every worker), and on
-every platform a watchdog thread notices when its parent process is gone.
+with the process that owns the pool: on Linux the kernel sends it SIGKILL when the thread that started
+it ends (``PR_SET_PDEATHSIG``; that thread is the pool's supervisor, which outlives every worker), and
+on every platform a watchdog thread notices when the owner is gone.
 """
 
 from __future__ import annotations
@@ -23,11 +23,34 @@ from conveyor._core import serialize
 _PARENT_POLL_SECONDS = 0.5
 
 
-def _die_with_parent(expected_parent: int | None) -> None:
+def _owner_alive(owner: int) -> bool:
+    """True while the pool's process exists and is not a zombie waiting to be reaped."""
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{owner}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill is all we can check
+    return state not in (b"Z", b"X")
+
+
+def _die_with_owner(owner: int, owner_is_parent: bool) -> None:
+    """Exit soon after the process that owns the pool dies, however it dies.
+
+    Under fork and spawn the owner is our parent: the kernel's parent-death signal covers it at once
+    and a change of parent pid backs it up. Under forkserver our parent is the fork server, which
+    outlives the owner for as long as any worker holds its keep-alive pipe, so the watchdog also
+    checks the owner's pid itself.
+    """
     parent = os.getppid()
-    if expected_parent is not None and parent != expected_parent:
-        os._exit(1)  # the pool's process died before this worker got going
-    if sys.platform.startswith("linux"):
+    if owner_is_parent and parent != owner:
+        os._exit(1)  # the owner died before this worker got going
+    if owner_is_parent and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -36,11 +59,11 @@ def _die_with_parent(expected_parent: int | None) -> None:
 
     def watch() -> None:
         while True:
-            if os.getppid() != parent:  # re-parented: the process that started us is gone
+            if os.getppid() != parent or not _owner_alive(owner):
                 os._exit(1)
             time.sleep(_PARENT_POLL_SECONDS)
 
-    threading.Thread(target=watch, name="conveyor-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="conveyor-owner-watch", daemon=True).start()
 
 
 def _call_one(fn: Callable[..., Any], item: Any) -> Any:
@@ -141,10 +164,10 @@ class _Worker:
         self.conn.send_bytes(values_blob)
 
 
-def worker_main(conn: Any, slot: Any, expected_parent: int | None, initializer_blob: bytes | None) -> None:
+def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(expected_parent)
+    _die_with_owner(owner, owner_is_parent)
     if initializer_blob is not None:
         try:
             initializer, initargs = serialize.loads(initializer_blob)

@@ -1,0 +1,578 @@
+"""The ``conveyor`` command: run a function over many inputs in parallel, and check the machine first.
+
+Why a command line: the most common parallel job is "apply this function to every line of that file".
+Writing it by hand means the same boilerplate every time (a ``__main__`` guard, a pool, keeping the
+order, reporting the one input that failed) and the same mistakes (reading everything into memory
+first, a function from a script that worker processes cannot import). ``conveyor run`` does it once:
+inputs are read lazily, results come out in input order as JSON lines, so it composes with pipes::
+
+    conveyor run examples/word_lengths.py:count_words book.txt > counts.jsonl
+    seq 100 | conveyor run --json math:sqrt --progress
+
+``conveyor doctor`` prints what to know before choosing a backend and a number of workers: the cores
+and memory this process can really use, the start method and why, and whether the GIL is on.
+
+Exit codes: 0 success, 1 a task or an input failed, 2 a mistake on the command line, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import sys
+import sysconfig
+import time
+from collections import deque
+from contextlib import ExitStack
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+
+import conveyor
+from conveyor._core import config as _config
+from conveyor.pool import default_workers
+
+__all__ = ["load_function", "machine_report", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+OPTIONAL_PACKAGES = ("numpy", "dask", "distributed", "ray", "tqdm", "cloudpickle", "psutil")
+
+
+class UsageError(Exception):
+    """A mistake on the command line (bad target, missing file, bad option): exit code 2."""
+
+
+class InputError(Exception):
+    """An input could not be read (for example a line that is not JSON): exit code 1."""
+
+
+class ItemFailed(Exception):
+    """The first failing item when ``--keep-going`` is off: stops the run, exit code 1."""
+
+    def __init__(self, index: int, item: Any, error: BaseException) -> None:
+        super().__init__(f"item #{index} (input {_short(repr(item))}) failed: {_describe(error)}. "
+                         "Use --keep-going to record failures and continue")
+
+
+# -- the target function ---------------------------------------------------------------------------
+def load_function(spec: str) -> Callable[..., Any]:
+    """Resolve ``MODULE:FUNCTION`` or ``FILE.py:FUNCTION`` to a callable that workers can run.
+
+    Args:
+        spec: an importable module (``json:dumps``, ``pkg.mod:Class.method``) or a path to a Python
+            file (``examples/job.py:work``), a colon, then an attribute path.
+
+    Raises:
+        UsageError: the spec is malformed, the module or file cannot be loaded, the attribute is
+            missing or not callable.
+    """
+    target, colon, attribute = spec.rpartition(":")
+    if not colon or not target or not attribute:
+        raise UsageError(f"bad target {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION "
+                         "(for example json:dumps or examples/word_lengths.py:count_words)")
+    module = _load_file(target) if _looks_like_path(target) else _import_module(target)
+    function = _attribute(module, target, attribute)
+    if not callable(function):
+        raise UsageError(f"{spec}: {attribute!r} is not callable (it is a {type(function).__name__})")
+    return function
+
+
+def _looks_like_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _import_module(name: str) -> ModuleType:
+    """Import a module; the current directory is searched first, as ``python -m`` does."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of the user's import is reported
+        raise UsageError(f"cannot import module {name!r}: {_describe(exc)}") from exc
+
+
+def _load_file(target: str) -> ModuleType:
+    """Load a Python file as a module whose functions travel to workers by value.
+
+    The module gets a private name (so a ``json.py`` cannot shadow the real ``json``), which worker
+    processes cannot import; cloudpickle is told to send its functions by value instead. The file's
+    directory goes first on ``sys.path``, as with ``python FILE``, so sibling imports work here and in
+    workers started later (spawn and forkserver copy ``sys.path``).
+    """
+    path = Path(target).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"file not found: {target}")
+    name = "_conveyor_run_" + re.sub(r"\W", "_", path.stem)
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    sys.modules[name] = module
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    try:
+        loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of the user's file is reported
+        del sys.modules[name]
+        raise UsageError(f"cannot load {target}: {_describe(exc)}") from exc
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def _attribute(module: ModuleType, target: str, attribute: str) -> Any:
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise UsageError(f"{target!r} has no attribute {attribute!r}") from None
+    return value
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def parse_range(text: str) -> range:
+    """``A:B`` or ``A:B:STEP`` (integers, as for ``range``) to a range; for argparse."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        bounds = range(*(int(part) for part in parts))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected A:B or A:B:STEP with integers and STEP not 0, got {text!r} (use 0:N for 0..N-1)"
+        ) from None
+    return bounds
+
+
+def _lines(stream: IO[str]) -> Iterator[str]:
+    for line in stream:
+        yield line[:-1] if line.endswith("\n") else line
+
+
+def _json_values(lines: Iterable[str]) -> Iterator[Any]:
+    for number, line in enumerate(lines, 1):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"input line {number} is not valid JSON: {exc}") from None
+
+
+def _open_inputs(args: argparse.Namespace, files: ExitStack) -> Iterable[Any]:
+    """The inputs, lazily: a range, or the lines (as str or parsed JSON) of a file or stdin."""
+    if args.range is not None:
+        if args.input is not None:
+            raise UsageError("give either INPUT or --range, not both")
+        return args.range
+    if args.input in (None, "-"):
+        stream: IO[str] = sys.stdin
+    else:
+        try:
+            stream = files.enter_context(open(args.input, encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
+    lines = _lines(stream)
+    return _json_values(lines) if args.json else lines
+
+
+class _Remembering:
+    """Passes inputs on while keeping those not yet answered, so a failure can name its input.
+
+    The pool pulls at most O(workers x chunk) inputs ahead of the results, so this stays small.
+    """
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = items
+        self.pending: deque[Any] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)  # type: ignore[arg-type] # TypeError (no length) is what Pool expects
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self._items)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a read error is not the failure of a task
+                raise InputError(f"cannot read input: {_describe(exc)}") from exc
+            self.pending.append(item)
+            yield item
+
+
+# -- output ----------------------------------------------------------------------------------------
+def _to_json(value: Any) -> str:
+    """One JSON line; values JSON cannot hold become their ``str`` (or ``repr`` as a last resort)."""
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):  # non-string dict keys, circular references
+        return json.dumps(repr(value))
+
+
+def _error_record(item: Any, error: BaseException) -> dict[str, Any]:
+    return {"error": str(error), "type": type(error).__name__, "input": item}
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return " ".join(text.split())  # one line, whatever the message
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _open_output(path: str | None, files: ExitStack) -> IO[str]:
+    if path in (None, "-"):
+        return sys.stdout
+    try:
+        return files.enter_context(open(path, "w", encoding="utf-8"))  # type: ignore[arg-type]
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+# -- conveyor run ----------------------------------------------------------------------------------
+def _make_pool(args: argparse.Namespace) -> conveyor.Pool:
+    try:
+        return conveyor.Pool(args.workers, backend=args.backend, task_timeout=args.task_timeout,
+                             retries=args.retries, start_method=args.start_method)
+    except (ValueError, TypeError, conveyor.BackendUnavailableError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _write_results(pool: conveyor.Pool, fn: Callable[..., Any], items: Iterable[Any],
+                   args: argparse.Namespace, out: IO[str]) -> tuple[int, int]:
+    """Write one JSON line per input, in input order; returns (items, failed items)."""
+    inputs = _Remembering(items)
+    results = pool.imap(fn, inputs, chunksize=args.chunksize, progress=args.progress)
+    flush = args.range is None and args.input in (None, "-")  # stdin may be a live stream: no buffering
+    done = failed = 0
+    while True:
+        try:
+            line = _to_json(next(results))
+        except StopIteration:
+            return done, failed
+        except (InputError, conveyor.BrokenPoolError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the failure of one task, raised at its position
+            item = inputs.pending.popleft()
+            if not args.keep_going:
+                raise ItemFailed(done, item, exc) from exc
+            failed += 1
+            line = _to_json(_error_record(item, exc))
+        else:
+            inputs.pending.popleft()
+        out.write(line + "\n")
+        if flush:
+            out.flush()
+        done += 1
+
+
+def _summary(done: int, failed: int, seconds: float, pool: conveyor.Pool) -> str:
+    count = f"{done} items" + (f" ({failed} failed)" if failed else "")
+    rate = done / seconds if seconds > 0 else float("inf")
+    return f"conveyor: {count} in {seconds:.2f} s ({rate:.0f} items/s) on {pool.backend_name} x{pool.workers}"
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``conveyor run``: apply the target to every input, in parallel, results in input order."""
+    fn = load_function(args.target)
+    with ExitStack() as files:
+        items = _open_inputs(args, files)
+        out = _open_output(args.output, files)
+        started = time.perf_counter()
+        pool = _make_pool(args)
+        try:
+            with pool:  # a failure leaves this block by an exception, which kills the running work
+                done, failed = _write_results(pool, fn, items, args, out)
+        except (ItemFailed, InputError, conveyor.BrokenPoolError) as exc:
+            out.flush()
+            _error(str(exc) if not isinstance(exc, conveyor.BrokenPoolError) else _describe(exc))
+            return EXIT_FAILED
+        out.flush()
+        if not args.quiet:
+            print(_summary(done, failed, time.perf_counter() - started, pool), file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- conveyor doctor -------------------------------------------------------------------------------
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read().strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_quota() -> float | None:
+    """Cores allowed by a cgroup CPU quota (containers), or None when there is no quota."""
+    v2 = _read("/sys/fs/cgroup/cpu.max")  # "max 100000" or "200000 100000"
+    if v2 is not None:
+        quota, _, period = v2.partition(" ")
+        return None if quota == "max" or not period else int(quota) / int(period)
+    quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1: -1 when there is no quota
+    period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if quota is None or period is None or int(quota) <= 0:
+        return None
+    return int(quota) / int(period)
+
+
+def _memory_limit(total: int) -> int | None:
+    """Bytes allowed by a cgroup memory limit, or None when there is none below physical memory."""
+    text = _read("/sys/fs/cgroup/memory.max") or _read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    if text is None or not text.isdigit() or int(text) >= total:
+        return None
+    return int(text)
+
+
+def _memory() -> dict[str, Any]:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return {"total": memory.total, "available": memory.available, "limit": _memory_limit(memory.total)}
+
+
+def _start_method() -> dict[str, Any]:
+    configured = _config.current()["start_method"]
+    method = configured or _config.default_start_method()
+    if configured:
+        reason = "set by CONVEYOR_START_METHOD"
+    elif method == "forkserver":
+        reason = "workers fork from a single-threaded server: safe with threads (plain fork is not), cheap"
+    else:
+        reason = "forkserver is used on Linux only, and fork is unsafe once threads exist"
+    return {"default": method, "reason": reason, "available": multiprocessing.get_all_start_methods()}
+
+
+def _gil() -> dict[str, bool]:
+    enabled = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    return {"enabled": bool(enabled), "free_threaded_build": free_threaded}
+
+
+def _shm() -> dict[str, int] | None:
+    if not os.path.isdir("/dev/shm"):
+        return None
+    usage = shutil.disk_usage("/dev/shm")
+    return {"total": usage.total, "free": usage.free}
+
+
+def _packages() -> dict[str, str | None]:
+    """Versions from package metadata: nothing is imported, so heavy packages cost nothing."""
+    versions: dict[str, str | None] = {}
+    for name in OPTIONAL_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine_report() -> dict[str, Any]:
+    """Everything ``conveyor doctor`` reports, as plain JSON-ready data (sizes in bytes)."""
+    return {
+        "conveyor": conveyor.__version__,
+        "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
+                   "executable": sys.executable},
+        "platform": platform.platform(),
+        "cpu": {"logical": os.cpu_count(), "usable": _usable_cores(), "quota": _cpu_quota()},
+        "memory": _memory(),
+        "start_method": _start_method(),
+        "gil": _gil(),
+        "shm": _shm(),
+        "default_workers": {"process": default_workers("process"), "thread": default_workers("thread")},
+        "environment": {key: os.environ[key] for key in sorted(os.environ) if key.startswith("CONVEYOR_")},
+        "packages": _packages(),
+        "backends": conveyor.available_backends(),
+    }
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def _gil_text(gil: dict[str, bool]) -> str:
+    if not gil["enabled"]:
+        return "disabled (free-threaded build: threads run Python code in parallel)"
+    if gil["free_threaded_build"]:
+        return "enabled (free-threaded build, but the GIL was turned back on)"
+    return "enabled (this build has no free-threading)"
+
+
+def _doctor_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    cpu, memory, method, shm = report["cpu"], report["memory"], report["start_method"], report["shm"]
+    installed = [f"{name} {version}" for name, version in report["packages"].items() if version]
+    missing = [name for name, version in report["packages"].items() if not version]
+    return [
+        ("python", f"{report['python']['version']} ({report['python']['implementation']}) "
+                   f"{report['python']['executable']}"),
+        ("platform", report["platform"]),
+        ("cores", f"{cpu['usable']} usable of {cpu['logical']} logical"),
+        ("cpu quota", "none" if cpu["quota"] is None else f"{cpu['quota']:g} cores (cgroup)"),
+        ("memory", f"{_size(memory['total'])} total, {_size(memory['available'])} available"
+                   + ("" if memory["limit"] is None else f", limit {_size(memory['limit'])} (cgroup)")),
+        ("start method", f"{method['default']}: {method['reason']}"),
+        ("start methods", ", ".join(method["available"])),
+        ("default workers", ", ".join(f"{name} {n}" for name, n in report["default_workers"].items())),
+        ("GIL", _gil_text(report["gil"])),
+        ("/dev/shm", "absent" if shm is None else f"{_size(shm['total'])} total, {_size(shm['free'])} free"),
+        ("environment", " ".join(f"{key}={value}" for key, value in report["environment"].items()) or "none"),
+        ("packages", ", ".join(installed) + (f"; not installed: {', '.join(missing)}" if missing else "")),
+        ("backends", ", ".join(report["backends"])),
+    ]
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    """``conveyor doctor``: print the facts that decide a backend and a worker count."""
+    report = machine_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"conveyor {report['conveyor']}")
+    for label, value in _doctor_lines(report):
+        print(f"  {label:<16} {value}")
+    return EXIT_OK
+
+
+# -- the parser ------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+
+
+def _non_negative_int(text: str) -> int:
+    if text.strip().isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds > 0 and seconds != float("inf"):
+        return seconds
+    raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+
+
+RUN_EPILOG = """\
+inputs: the lines of INPUT (or stdin) as strings, parsed as JSON with --json, or the integers of --range.
+output: one JSON line per input, in input order (values JSON cannot hold are written as strings).
+exit: 0 ok, 1 a task or input failed (with --keep-going: 1 if any item failed), 2 bad command line.
+
+examples:
+  conveyor run --range 0:1000 math:sqrt
+  conveyor run examples/word_lengths.py:count_words book.txt -o counts.jsonl
+  cat records.jsonl | conveyor run --json mypkg.jobs:score --backend thread --progress
+"""
+
+
+def _add_run_parser(commands: Any) -> None:
+    run = commands.add_parser(
+        "run", help="apply a function to many inputs in parallel",
+        description="Apply MODULE:FUNCTION or FILE.py:FUNCTION to every input, in parallel, and write "
+                    "the results in input order as JSON lines.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("target", metavar="MODULE_OR_FILE:FUNCTION",
+                     help="e.g. json:dumps, pkg.mod:fn, job.py:work")
+    run.add_argument("input", metavar="INPUT", nargs="?",
+                     help="file of inputs, one per line (default, or -: stdin)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--json", action="store_true", help="parse each input line as JSON")
+    source.add_argument("--range", type=parse_range, metavar="A:B[:STEP]",
+                        help="the integers range(A, B, STEP); write --range=-5:5 for a negative A")
+    run.add_argument("--backend", help="serial, thread or process (default: process, or $CONVEYOR_BACKEND)")
+    run.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="number of workers (default: usable cores)")
+    run.add_argument("--chunksize", type=_positive_int, metavar="N",
+                     help="inputs per batch (default: automatic)")
+    run.add_argument("--task-timeout", type=_positive_seconds, metavar="S", help="seconds one task may run")
+    run.add_argument("--retries", type=_non_negative_int, metavar="N",
+                     help="extra attempts for a failing task")
+    run.add_argument("--start-method", help="fork, forkserver or spawn (process backend)")
+    run.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    run.add_argument("-o", "--output", metavar="FILE", help="write results to FILE (default: stdout)")
+    run.add_argument("--keep-going", action="store_true",
+                     help='write {"error", "type", "input"} for a failing item and continue')
+    run.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    run.set_defaults(handler=command_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``conveyor`` argument parser with its ``run`` and ``doctor`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description="Parallel work from the command line. See 'conveyor COMMAND --help'.")
+    parser.add_argument("--version", action="version",
+                        version=f"conveyor {conveyor.__version__} (Python {platform.python_version()})")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run_parser(commands)
+    doctor = commands.add_parser(
+        "doctor", help="show cores, memory, start methods, GIL and installed extras",
+        description="Show what matters before choosing a backend and a worker count.")
+    doctor.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    doctor.set_defaults(handler=command_doctor)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"conveyor: error: {message}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``conveyor run ... | head``), stop Python's final flush from complaining."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``conveyor`` command.
+
+    Args:
+        argv: the arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 success, 1 a task or an input failed, 2 a usage error, 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
