@@ -405,3 +405,16 @@ def test_errors_pickle_round_trip():
     assert "out-of-memory" in str(again)
     remote = pickle.loads(pickle.dumps(conveyor.RemoteError("X", "msg", "tb")))
     assert remote.type_name == "X" and remote.remote_traceback == "tb"
+
+
+def test_inputs_read_before_a_source_error_still_run(make_pool):
+    pool = make_pool()
+
+    def source():
+        yield from range(5)
+        raise LookupError("source broke")
+
+    results = pool.imap(tasks.square, source(), chunksize=8)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    with pytest.raises(LookupError):
+        next(results)

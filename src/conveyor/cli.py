@@ -506,7 +506,8 @@ def _add_run_parser(commands: Any) -> None:
     source.add_argument("--json", action="store_true", help="parse each input line as JSON")
     source.add_argument("--range", type=parse_range, metavar="A:B[:STEP]",
                         help="the integers range(A, B, STEP); write --range=-5:5 for a negative A")
-    run.add_argument("--backend", help="serial, thread or process (default: process, or $CONVEYOR_BACKEND)")
+    run.add_argument("--backend", metavar="NAME",
+                     help="serial, thread or process (default: process, or $CONVEYOR_BACKEND)")
     run.add_argument("--workers", type=_positive_int, metavar="N",
                      help="number of workers (default: usable cores)")
     run.add_argument("--chunksize", type=_positive_int, metavar="N",
@@ -514,7 +515,7 @@ def _add_run_parser(commands: Any) -> None:
     run.add_argument("--task-timeout", type=_positive_seconds, metavar="S", help="seconds one task may run")
     run.add_argument("--retries", type=_non_negative_int, metavar="N",
                      help="extra attempts for a failing task")
-    run.add_argument("--start-method", help="fork, forkserver or spawn (process backend)")
+    run.add_argument("--start-method", metavar="METHOD", help="fork, forkserver or spawn (process backend)")
     run.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     run.add_argument("-o", "--output", metavar="FILE", help="write results to FILE (default: stdout)")
     run.add_argument("--keep-going", action="store_true",

@@ -12,7 +12,6 @@ import atexit
 import concurrent.futures
 import itertools
 import multiprocessing.util  # noqa: F401 - imported first so our exit hook runs before its own
-import os
 import threading
 import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -53,10 +52,7 @@ def _drop_backend(backend: Backend) -> None:
 
 def default_workers(backend: str) -> int:
     """CPU-bound backends get one worker per usable core; threads get more, as I/O waits dominate."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = _config.usable_cores()
     if backend == "thread":
         return min(32, cores + 4)
     return cores

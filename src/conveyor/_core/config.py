@@ -33,6 +33,25 @@ def default_start_method() -> str:
     return "spawn"
 
 
+def usable_cores() -> int:
+    """Cores this process may really use: CPU affinity, further limited by a cgroup v2 CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host should get 2 workers, not 64.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(-(-int(quota) // int(period)))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def _from_environment() -> dict[str, Any]:
     values: dict[str, Any] = {"backend": "process", "workers": None, "start_method": None,
                               "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,

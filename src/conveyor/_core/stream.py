@@ -110,12 +110,12 @@ class Stream(Iterator[Any]):
         while not self._exhausted and self._outstanding < self._window():
             remaining = None if self._remaining is None else self._remaining - self._sent
             size = self._sizer.next_size(remaining)
+            items: list[Any] = []
             try:
-                items = list(itertools.islice(self._source, size))
+                items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
             except BaseException as exc:  # noqa: BLE001 - re-raised after the inputs before it
                 self._source_error = exc
                 self._exhausted = True
-                return
             if len(items) < size:
                 self._exhausted = True
             if not items:
