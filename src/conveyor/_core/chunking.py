@@ -1,9 +1,13 @@
 """Automatic chunk size: big enough that dispatch cost vanishes, small enough to balance the tail.
 
-The sizer starts at one item per batch (so the first results arrive quickly and slow tasks are never
-lumped together), then sizes each batch from the measured time per item so that a batch runs for about
-``TARGET_SECONDS``. When the total is known it also never exceeds a quarter of a fair share, so the
-last batches still spread over all workers. It needs no ``len()``: an infinite generator works.
+The sizer starts with one probe item per worker (so the first results arrive quickly and slow tasks
+are never lumped together), then sizes each batch from the measured time per item so that a batch runs
+for about ``TARGET_SECONDS``. When the total is known it also never exceeds a quarter of a fair share,
+so the last batches still spread over all workers. It needs no ``len()``: an infinite generator works.
+
+Why no slow ramp-up and no shrinking tail: every batch costs a round trip to a worker, and for tiny
+tasks those round trips are the whole cost. A batch is never longer than ``TARGET_SECONDS``, so the
+imbalance at the end is bounded by that without shrinking batches.
 """
 
 from __future__ import annotations
@@ -40,14 +44,13 @@ class ChunkSizer:
     def size(self) -> int:
         return self._size
 
-    def next_size(self, remaining: int | None = None) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        size = self._size
-        if remaining is not None:
-            # Guided scheduling: keep at least ~2 batches per worker for what is left.
-            size = min(size, max(1, math.ceil(remaining / (2 * self.workers))))
-        return max(1, size)
+    def next_size(self) -> int:
+        return self._size
+
+    @property
+    def probing(self) -> bool:
+        """True until the first measurement: the caller should send one probe batch per worker."""
+        return self.fixed is None and self._items == 0
 
     def observe(self, items: int, busy: float) -> None:
         """Feed back how long ``items`` inputs took to run."""
@@ -61,7 +64,6 @@ class ChunkSizer:
             cap = max(1, math.ceil(self.total / (4 * self.workers)))
         else:
             cap = MAX_UNSIZED
-        # Grow at most 8x per observation so one lucky measurement cannot make a huge batch.
         if self.cap is not None:
             cap = min(cap, self.cap)
-        self._size = int(max(1, min(ideal, cap, self._size * 8)))
+        self._size = int(max(1, min(ideal, cap)))

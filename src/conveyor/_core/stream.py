@@ -86,7 +86,6 @@ class Stream(Iterator[Any]):
         if chunksize is not None and cap is not None:
             chunksize = min(chunksize, cap)
         self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap)
-        self._remaining = total
         self._call = Call(backend, TaskFunction(fn), kind, self._deliver, stats,
                           timeout=task_timeout, retries=retries)
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -104,12 +103,13 @@ class Stream(Iterator[Any]):
 
     # -- feeding -----------------------------------------------------------------------------------
     def _window(self) -> int:
+        if self._sizer.probing:
+            return self._workers
         return self._sizer.size * (2 * self._workers + 2)
 
     def _top_up(self) -> None:
         while not self._exhausted and self._outstanding < self._window():
-            remaining = None if self._remaining is None else self._remaining - self._sent
-            size = self._sizer.next_size(remaining)
+            size = self._sizer.next_size()
             items: list[Any] = []
             try:
                 items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
