@@ -19,6 +19,7 @@ import pytest
 
 import conveyor
 import tasks
+from conveyor._core.chunking import MAX_UNSIZED
 from conftest import bounded, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -75,8 +76,8 @@ def test_imap_is_lazy_and_bounded_over_an_infinite_generator(make_pool):
     first = [next(results) for _ in range(2000)]
     assert first == [x * x for x in range(2000)]
     in_flight = next(pulled) - 2000
-    # O(workers x chunk): the automatic chunk size is at most 4096 for unsized input.
-    assert in_flight <= 4096 * (2 * pool.workers + 3), in_flight
+    # O(workers x chunk): the window is 2 x workers + 2 batches of at most MAX_UNSIZED inputs.
+    assert in_flight <= MAX_UNSIZED * (2 * pool.workers + 3), in_flight
     results.close()
 
 

@@ -235,3 +235,14 @@ def test_crash_while_a_large_payload_is_in_flight():
 def test_unknown_start_method_is_rejected():
     with pytest.raises(ValueError, match="start method"):
         conveyor.Pool(1, backend="process", start_method="teleport")
+
+
+def test_unpicklable_function_fails_its_tasks_with_a_clear_error():
+    lock = threading.Lock()
+    with conveyor.Pool(1, backend="process") as pool:
+        with pytest.raises(conveyor.PicklingError) as info:
+            pool.submit(lambda: lock).result(timeout=bounded(20))
+        assert "task function" in str(info.value) and "Fix:" in str(info.value)
+        with pytest.raises(conveyor.PicklingError):
+            pool.map(lambda x: (x, lock), range(3))
+        assert pool.map(tasks.square, [2]) == [4]

@@ -1,21 +1,25 @@
 """Automatic chunk size: big enough that dispatch cost vanishes, small enough to balance the tail.
 
-The sizer starts with one probe item per worker (so the first results arrive quickly and slow tasks
-are never lumped together), then sizes each batch from the measured time per item so that a batch runs
-for about ``TARGET_SECONDS``. When the total is known it also never exceeds a quarter of a fair share,
-so the last batches still spread over all workers. It needs no ``len()``: an infinite generator works.
+The sizer starts with one probe input per worker (so the first results arrive quickly and slow tasks
+are never lumped together), then uses the measured time per input:
 
-Why no slow ramp-up and no shrinking tail: every batch costs a round trip to a worker, and for tiny
-tasks those round trips are the whole cost. A batch is never longer than ``TARGET_SECONDS``, so the
-imbalance at the end is bounded by that without shrinking batches.
+- ``floor``: the smallest batch worth a round trip to a worker (``TARGET_SECONDS`` of work);
+- ``guided``: a fair share of what is left (``remaining / (2 × workers)``), so batches start large and
+  shrink towards the end, and the last ones spread over all workers;
+- ``cap``: a quarter of a fair share of the whole input when its length is known (as
+  ``multiprocessing.Pool`` does), else ``MAX_UNSIZED`` to bound memory in flight.
+
+size = clamp(guided, floor, cap). Tiny tasks hit ``cap`` (few round trips, which are their whole cost);
+slow ones hit ``floor`` near the end, so the final imbalance is at most ``TARGET_SECONDS``. No ``len()``
+is needed: an infinite generator works.
 """
 
 from __future__ import annotations
 
 import math
 
-TARGET_SECONDS = 0.01
-MAX_UNSIZED = 4096
+TARGET_SECONDS = 0.02
+MAX_UNSIZED = 16384
 
 
 class ChunkSizer:
@@ -44,8 +48,18 @@ class ChunkSizer:
     def size(self) -> int:
         return self._size
 
-    def next_size(self) -> int:
-        return self._size
+    def next_size(self, remaining: int | None = None) -> int:
+        """Size of the next batch; ``remaining`` is how many inputs are left, when known."""
+        if self.fixed is not None or self._items == 0:
+            return self._size
+        size = self._size  # the floor, clamped to the cap by observe()
+        if remaining is not None:
+            size = max(size, math.ceil(remaining / (2 * self.workers)))
+        return max(1, min(size, self._cap()))
+
+    def _cap(self) -> int:
+        cap = MAX_UNSIZED if self.total is None else max(1, math.ceil(self.total / (4 * self.workers)))
+        return cap if self.cap is None else min(cap, self.cap)
 
     @property
     def probing(self) -> bool:
@@ -59,11 +73,5 @@ class ChunkSizer:
         self._items += items
         self._busy += busy
         per_item = self._busy / self._items
-        ideal = TARGET_SECONDS / per_item if per_item > 0 else float("inf")
-        if self.total is not None:
-            cap = max(1, math.ceil(self.total / (4 * self.workers)))
-        else:
-            cap = MAX_UNSIZED
-        if self.cap is not None:
-            cap = min(cap, self.cap)
-        self._size = int(max(1, min(ideal, cap)))
+        floor = TARGET_SECONDS / per_item if per_item > 0 else float("inf")
+        self._size = int(max(1, min(math.ceil(floor), self._cap())))

@@ -86,6 +86,7 @@ class Stream(Iterator[Any]):
         if chunksize is not None and cap is not None:
             chunksize = min(chunksize, cap)
         self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap)
+        self._total = total
         self._call = Call(backend, TaskFunction(fn), kind, self._deliver, stats,
                           timeout=task_timeout, retries=retries)
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -102,14 +103,15 @@ class Stream(Iterator[Any]):
         self._closed = False
 
     # -- feeding -----------------------------------------------------------------------------------
-    def _window(self) -> int:
-        if self._sizer.probing:
-            return self._workers
-        return self._sizer.size * (2 * self._workers + 2)
-
     def _top_up(self) -> None:
-        while not self._exhausted and self._outstanding < self._window():
-            size = self._sizer.next_size()
+        """Send batches until ``window`` inputs are in flight: one probe per worker at first, then
+        ``2 × workers + 2`` batches' worth (every worker busy, one queued, a spare in transit)."""
+        while not self._exhausted:
+            remaining = None if self._total is None else self._total - self._sent
+            size = self._sizer.next_size(remaining)
+            window = self._workers if self._sizer.probing else size * (2 * self._workers + 2)
+            if self._outstanding >= window:
+                return
             items: list[Any] = []
             try:
                 items.extend(itertools.islice(self._source, size))  # keeps what came before a failure

@@ -50,7 +50,7 @@ from conveyor._core.errors import (
 )
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
-PREFETCH_BYTES = 32 * 1024
+PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
 so sending it can never block the supervisor)."""
 KILL_GRACE_SECONDS = 1.0
