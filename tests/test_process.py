@@ -5,6 +5,7 @@ the pool goes on serving work. Runs under every start method.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -246,3 +247,19 @@ def test_unpicklable_function_fails_its_tasks_with_a_clear_error():
         with pytest.raises(conveyor.PicklingError):
             pool.map(lambda x: (x, lock), range(3))
         assert pool.map(tasks.square, [2]) == [4]
+
+
+def test_tiny_calls_run_in_strides_and_still_pin_failures_on_one_input(one_method_pool):
+    # After the first batches measure the calls as tiny, workers run them 64 at a time; an exception
+    # or a crash among them must still be reported for exactly one input.
+    items = range(20000)
+    outcomes = list(_outcomes(one_method_pool.imap(functools.partial(tasks.fail_on, bad=(5000, 15001)), items)))
+    errors = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, ValueError)]
+    assert errors == [5000, 15001]
+    assert [o for i, o in enumerate(outcomes) if i not in errors] == [i for i in items if i not in errors]
+    crash_at = functools.partial(tasks.crash, how="exit", when=17000)
+    outcomes = list(_outcomes(one_method_pool.imap(crash_at, items)))
+    crashed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, conveyor.WorkerCrashedError)]
+    assert crashed == [17000]
+    assert outcomes[17000].task_index == 17000
+    assert [o for i, o in enumerate(outcomes) if i != 17000] == [i for i in items if i != 17000]

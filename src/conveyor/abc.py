@@ -78,13 +78,28 @@ class TaskFunction:
     caller can send the bytes only once per worker.
     """
 
-    __slots__ = ("fn", "key", "_blob", "_lock")
+    __slots__ = ("fn", "key", "_blob", "_lock", "_calls", "_busy")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.key = next(_function_keys)
         self._blob: bytes | None = None
         self._lock = threading.Lock()
+        self._calls = 0
+        self._busy = 0.0
+
+    def observe(self, calls: int, busy: float) -> None:
+        """Record that ``calls`` calls took ``busy`` seconds (the core does, after each batch)."""
+        self._calls += calls
+        self._busy += busy
+
+    @property
+    def seconds_per_call(self) -> float | None:
+        """Measured mean duration of one call, or None before the first batch returns.
+
+        Backends may use it to pick a cheaper way to run very short calls.
+        """
+        return self._busy / self._calls if self._calls else None
 
     def blob(self, dumps: Callable[[Any], bytes]) -> bytes:
         """Serialize once with ``dumps`` and cache it (a snapshot taken at the first call)."""
@@ -108,15 +123,15 @@ class Outcome:
         errors: position -> the exception that failed that input.
         lost: positions that never ran or whose result was lost in a crash; the core runs them again
             without counting an attempt.
-        isolate: run the lost inputs again one per batch (a crash or decoding failure could not be
-            pinned on one input).
+        suspects: like ``lost``, but each is run again alone, in its own batch: one of them broke the
+            batch (a crash or a decoding failure) and the backend could not tell which.
         busy: seconds spent running the task code, for chunk sizing and statistics.
     """
 
     values: list[Any]
     errors: dict[int, BaseException] = field(default_factory=dict)
     lost: Sequence[int] = ()
-    isolate: bool = False
+    suspects: Sequence[int] = ()
     busy: float = 0.0
 
 

@@ -146,29 +146,33 @@ class Call:
             if again:
                 errors = {p: e for p, e in errors.items() if p not in set(again)}
         lost = list(outcome.lost)
-        held = frozenset(again) | frozenset(lost)
+        suspects = list(outcome.suspects)
+        held = frozenset(again) | frozenset(lost) | frozenset(suspects)
         cancelled = sum(1 for error in errors.values() if isinstance(error, concurrent.futures.CancelledError))
         self.stats.add(
             succeeded=len(batch) - len(held) - len(errors),
             failed=len(errors) - cancelled,
             cancelled=cancelled,
             retried=len(again),
-            rerun=len(lost),
+            rerun=len(lost) + len(suspects),
             busy=outcome.busy,
         )
+        if outcome.busy and not held and not errors:
+            self.function.observe(len(batch), outcome.busy)
         if self.closed and held:
             self.stats.add(cancelled=len(held))
             stop = TaskCancelledError("the call was closed before this task could run again")
             errors = {**errors, **dict.fromkeys(held, stop)}
             held = frozenset()
-            again, lost = [], []
+            again, lost, suspects = [], [], []
         self.deliver(batch, outcome.values, errors, held, outcome.busy)
         if lost:
             self.send([batch.items[p] for p in lost], [batch.indices[p] for p in lost],
-                      isolate=outcome.isolate or batch.isolate, count=False)
-        if again:
-            self.send([batch.items[p] for p in again], [batch.indices[p] for p in again],
-                      isolate=True, count=False)
+                      isolate=batch.isolate, count=False)
+        for positions in (suspects, again):
+            if positions:
+                self.send([batch.items[p] for p in positions], [batch.indices[p] for p in positions],
+                          isolate=True, count=False)
 
 
 class FutureDelivery:

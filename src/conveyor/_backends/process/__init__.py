@@ -48,7 +48,7 @@ from conveyor._core.errors import (
     describe_exit,
     short_repr,
 )
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
 
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
@@ -56,6 +56,9 @@ so sending it can never block the supervisor)."""
 KILL_GRACE_SECONDS = 1.0
 """After SIGTERM, a worker gets this long before SIGKILL."""
 STARTUP_FAILURES_BEFORE_BROKEN = 3
+TINY_CALL_SECONDS = 2e-6
+"""Calls shorter than this run in strides: tracking each one would cost as much as the call."""
+STRIDE = 64
 _IDLE_TICK = 1.0
 _TIMEOUT_TICK = 0.02
 
@@ -63,12 +66,13 @@ _TIMEOUT_TICK = 0.02
 class _Sent:
     """A batch encoded for the pipe, on its way to or inside a worker."""
 
-    __slots__ = ("batch", "seq", "positions", "errors", "payload", "function_blob")
+    __slots__ = ("batch", "seq", "stride", "positions", "errors", "payload", "function_blob")
 
     def __init__(self, batch: Batch, positions: Any, errors: dict[int, BaseException], payload: bytes,
                  function_blob: bytes) -> None:
         self.batch = batch
         self.seq = 0
+        self.stride = 1                   # inputs per progress-slot update in the worker
         self.positions = positions        # batch positions that travel (the others failed to encode)
         self.errors = errors              # batch position -> encoding error
         self.payload = payload
@@ -382,8 +386,9 @@ class ProcessBackend(Backend):
             worker.functions[key] = None
             if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
                 worker.functions.popitem(last=False)
+        sent.stride = self._stride(batch)
         header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
-                                  batch.isolate))
+                                  batch.isolate, sent.stride))
         worker.inflight.append(sent)
         worker.dispatched += len(sent.positions)
         try:
@@ -391,6 +396,19 @@ class ProcessBackend(Backend):
             worker.conn.send_bytes(sent.payload)
         except OSError:
             pass  # the worker is dying; its sentinel will report what it held
+
+    @staticmethod
+    def _stride(batch: Batch) -> int:
+        """How many inputs a worker may run between two progress-slot updates.
+
+        One, unless calls are known to be tiny: then the worker runs them ``STRIDE`` at a time at C
+        speed, and a crash among them re-runs those few alone to find the culprit.
+        """
+        per_call = batch.function.seconds_per_call
+        if (batch.kind == CallKind.ONE and batch.timeout is None and not batch.isolate
+                and per_call is not None and per_call < TINY_CALL_SECONDS):
+            return STRIDE
+        return 1
 
     # -- results -----------------------------------------------------------------------------------
     def _drain(self, worker: _Worker) -> None:
@@ -428,13 +446,13 @@ class ProcessBackend(Backend):
         errors = dict(sent.errors)
         if undecodable:
             # The worker could not unpickle the batch: send the inputs again one by one.
-            self._finish(batch, [None] * len(batch), errors, lost=list(positions), isolate=True, busy=0.0)
+            self._finish(batch, [None] * len(batch), errors, suspects=list(positions))
             self._after_batch(worker)
             return
         values, decode_errors = self._decode_values(values_blob, isolated)
         if values is None:
             if len(positions) > 1:
-                self._finish(batch, [None] * len(batch), errors, lost=list(positions), isolate=True, busy=busy)
+                self._finish(batch, [None] * len(batch), errors, suspects=list(positions), busy=busy)
                 self._after_batch(worker)
                 return
             values = [None]
@@ -471,8 +489,8 @@ class ProcessBackend(Backend):
             self._send_exit(worker)
 
     def _finish(self, batch: Batch, values: list[Any], errors: dict[int, BaseException], *,
-                lost: Any = (), isolate: bool = False, busy: float = 0.0) -> None:
-        batch.finish(Outcome(values, errors, lost=lost, isolate=isolate, busy=busy))
+                lost: Any = (), suspects: Any = (), busy: float = 0.0) -> None:
+        batch.finish(Outcome(values, errors, lost=lost, suspects=suspects, busy=busy))
 
     # -- failures ----------------------------------------------------------------------------------
     def _on_exit(self, worker: _Worker) -> None:
@@ -509,21 +527,24 @@ class ProcessBackend(Backend):
             batch = sent.batch
             errors = dict(sent.errors)
             lost = list(sent.positions)
-            isolate = False
+            suspects: list[int] = []
             if sent.seq == seq and position != p.PHASE_IDLE:
                 if position >= 0:
-                    culprit = sent.positions[int(position)]
+                    start = int(position)
+                    window = list(sent.positions[start:start + sent.stride])
                     where = ""
-                elif len(lost) > 1:
-                    culprit, isolate = None, True   # decoding or encoding: re-run one by one to find it
                 else:
-                    culprit = lost[0]
+                    window = lost
                     where = (" while unpickling its input" if position == p.PHASE_DECODE
                              else " while pickling its result")
-                if culprit is not None:
-                    lost.remove(culprit)
+                if len(window) == 1:
+                    culprit = window[0]
                     errors[culprit] = self._crash_error(worker, exitcode, batch, culprit, where)
-            self._finish(batch, [None] * len(batch), errors, lost=lost, isolate=isolate)
+                else:
+                    suspects = window  # one of these did it: each runs again alone to find out
+                taken = set(window)
+                lost = [position for position in lost if position not in taken]
+            self._finish(batch, [None] * len(batch), errors, lost=lost, suspects=suspects)
 
     @staticmethod
     def _crash_error(worker: _Worker, exitcode: int | None, batch: Batch, position: int,

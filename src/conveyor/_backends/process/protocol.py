@@ -3,7 +3,7 @@
 Every message is one or two ``send_bytes`` frames on the worker's own pipe::
 
     parent -> worker   RUN   (header)(payload)   header = (RUN, seq, fn_key, fn_blob|None, kind,
-                                                           timed, isolate)
+                                                           timed, isolate, stride)
                        EXIT  (header)
     worker -> parent   READY (header)            header = (READY, pid)
                        INIT_FAILED (header)      header = (INIT_FAILED, exception blob)
