@@ -217,6 +217,19 @@ def peer_skip(pools: Pools, peers: dict[str, tuple[Any, str | None]], name: str)
 
 
 # -- scenario 1: tiny tasks ------------------------------------------------------------------------
+def conveyor_rows(pools: Pools, methods: list[str], fn: Callable[[Any], Any], inputs: list[Any], n: int,
+                  same: Callable[[Any], bool]) -> list[c.Contender]:
+    """One row per start method: conveyor's default adaptive chunking on the warmed pool."""
+    rows = []
+    for i, method in enumerate(methods):
+        key = "conveyor" if i == 0 else f"conveyor/{method}"
+        label = f"conveyor {method}" + (" (default)" if i == 0 else "")
+        pool = pools.made.get(key)
+        rows.append(c.Contender(f"{label}, auto chunks", pool and (lambda p=pool: p.map(fn, inputs)), n, same,
+                                pools.skip(key)))
+    return rows
+
+
 def tiny_contenders(args: argparse.Namespace, pools: Pools, peers: dict[str, Any], methods: list[str],
                     xs: list[int], slow_xs: list[int]) -> list[c.Contender]:
     n = len(xs)
@@ -231,14 +244,8 @@ def tiny_contenders(args: argparse.Namespace, pools: Pools, peers: dict[str, Any
     def same_slow(result: Any) -> bool:
         return result == expected_slow
 
-    out: list[c.Contender] = []
     m = pools.made
-    for i, method in enumerate(methods):
-        key = "conveyor" if i == 0 else f"conveyor/{method}"
-        label = f"conveyor {method}" + (" (default)" if i == 0 else "")
-        pool = m.get(key)
-        out.append(c.Contender(f"{label}, auto chunks", pool and (lambda p=pool: p.map(square, xs)), n, same,
-                               pools.skip(key)))
+    out: list[c.Contender] = conveyor_rows(pools, methods, square, xs, n, same)
     pool = m.get("conveyor")
     out.append(c.Contender(f"conveyor {methods[0]}, chunksize={cs}",
                            pool and (lambda p=pool: p.map(square, xs, chunksize=cs)), n, same,
@@ -342,12 +349,7 @@ def cpu_contenders(args: argparse.Namespace, pools: Pools, peers: dict[str, Any]
 
     m = pools.made
     out = [c.Contender("serial (this process)", lambda: [burn(x) for x in inputs], tasks, same, group="serial")]
-    for i, method in enumerate(methods):
-        key = "conveyor" if i == 0 else f"conveyor/{method}"
-        label = f"conveyor {method}" + (" (default)" if i == 0 else "")
-        pool = m.get(key)
-        out.append(c.Contender(f"{label}, auto chunks", pool and (lambda p=pool: p.map(burn, inputs)), tasks, same,
-                               pools.skip(key)))
+    out += conveyor_rows(pools, methods, burn, inputs, tasks, same)
     pool = m.get("multiprocessing")
     out.append(c.Contender(f"multiprocessing.Pool ({multiprocessing.get_start_method()}), default chunks",
                            pool and (lambda p=pool: p.map(burn, inputs)), tasks, same, pools.skip("multiprocessing"),
