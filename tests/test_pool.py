@@ -419,3 +419,13 @@ def test_inputs_read_before_a_source_error_still_run(make_pool):
     assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
     with pytest.raises(LookupError):
         next(results)
+
+
+def test_keyboard_interrupt_in_a_serial_task_stops_the_caller_and_is_accounted():
+    with conveyor.Pool(backend="serial") as pool:
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(tasks.crash, [1, 2, 3], ["keyboard"] * 3, [2] * 3)
+        assert pool.map(tasks.square, [3]) == [9]
+        stats = pool.statistics()
+    assert stats["in_flight"] == 0
+    assert stats["submitted"] == stats["succeeded"] + stats["failed"] + stats["cancelled"]

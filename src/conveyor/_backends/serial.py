@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from conveyor._backends._inline import BatchRun
-from conveyor._core.errors import InitializerError, PoolClosedError
+from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
 
@@ -41,7 +41,15 @@ class SerialBackend(Backend):
         if not batch.claim():
             return
         run = BatchRun(batch)
-        run.run(propagate=(KeyboardInterrupt,))
+        try:
+            run.run(propagate=(KeyboardInterrupt,))
+        except KeyboardInterrupt:
+            # The user's Ctrl-C: account for the batch (the rest is cancelled), then let it stop them.
+            done = len(run.values)
+            stopped = TaskCancelledError("interrupted by KeyboardInterrupt")
+            errors = {**run.errors, **dict.fromkeys(range(done, len(batch)), stopped)}
+            batch.finish(Outcome(run.values + [None] * (len(batch) - done), errors, busy=run.busy))
+            raise
         batch.finish(Outcome(run.values, run.errors, busy=run.busy))
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:

@@ -41,6 +41,12 @@ def _hint(obj: Any, exc: BaseException) -> str:
             "it, or use backend=\"thread\" where nothing is pickled")
 
 
+def short_name(fn: Any) -> str:
+    """``module.qualname`` of a function, for messages."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', None) or type(fn).__qualname__}"
+
+
 def pickling_error(obj: Any, exc: BaseException, what: str) -> PicklingError:
     """A PicklingError that names the object, says where it was, and suggests a fix."""
     error = PicklingError(

@@ -202,6 +202,8 @@ class Stream(Iterator[Any]):
                     if error is not None:
                         raise error
                 return segment.values[position]
+            if self._closed:
+                raise StopIteration  # closed by the consumer, a timeout or an interrupt: nothing more comes
             try:
                 self._current = self._next_segment()
             except BaseException:

@@ -63,6 +63,17 @@ _IDLE_TICK = 1.0
 _TIMEOUT_TICK = 0.02
 
 
+def describe_input(batch: Batch, position: int) -> str:
+    """The input of one task as the user wrote it: ``x``, ``(a, b)`` or ``(a, b, key=value)``."""
+    item = batch.items[position]
+    if batch.kind == CallKind.FULL:
+        args, kwargs = item
+        parts = [short_repr(arg, 80) for arg in args] + [f"{k}={short_repr(v, 80)}" for k, v in kwargs.items()]
+        text = "(" + ", ".join(parts) + ")"
+        return text if len(text) <= 200 else text[:197] + "..."
+    return short_repr(item)
+
+
 class _Sent:
     """A batch encoded for the pipe, on its way to or inside a worker."""
 
@@ -510,8 +521,13 @@ class ProcessBackend(Backend):
         self._counters["workers_crashed"] += 1
         if not worker.ready and self._broken is None:
             self._startup_failures += 1
-            if self._startup_failures >= STARTUP_FAILURES_BEFORE_BROKEN:
-                _, how = describe_exit(exitcode)
+            _, how = describe_exit(exitcode)
+            if self.config.initializer is not None:
+                # Most likely the initializer itself: retrying would only crash again, forever.
+                self._break(InitializerError(
+                    f"worker process {worker.pid} {how} while running the initializer "
+                    f"{serialize.short_name(self.config.initializer)}; the pool cannot run tasks"))
+            elif self._startup_failures >= STARTUP_FAILURES_BEFORE_BROKEN:
                 self._break(BrokenPoolError(
                     f"{self._startup_failures} worker processes in a row {how} before they were ready "
                     f"(start method {self.start_method!r}); the pool cannot run tasks"))
@@ -550,7 +566,7 @@ class ProcessBackend(Backend):
     def _crash_error(worker: _Worker, exitcode: int | None, batch: Batch, position: int,
                      where: str) -> WorkerCrashedError:
         error = WorkerCrashedError(pid=worker.pid, exitcode=exitcode, task_index=batch.indices[position],
-                                   task_input=short_repr(batch.items[position]))
+                                   task_input=describe_input(batch, position))
         if where:
             error.args = (error.args[0] + where,)
         return error
@@ -581,7 +597,7 @@ class ProcessBackend(Backend):
             culprit = sent.positions[int(position)]
             batch = sent.batch
             error = TaskTimeoutError(
-                f"task #{batch.indices[culprit]} with input {short_repr(batch.items[culprit])} ran for "
+                f"task #{batch.indices[culprit]} with input {describe_input(batch, culprit)} ran for "
                 f"{elapsed:.2f}s, over its task_timeout of {timeout}s; worker {worker.pid} was killed "
                 "and replaced")
             self._doom(worker, {id(sent): (culprit, error)})
