@@ -164,3 +164,10 @@ def init_fails(*_: Any) -> None:
 def grow_memory(megabytes: int) -> int:
     _state.setdefault("hog", []).append(bytearray(megabytes * 1024 * 1024))
     return os.getpid()
+
+
+def record_start_and_sleep(x: int, directory: str, seconds: float) -> int:
+    """Write when this task started (monotonic clock, shared by all processes on Linux), then sleep."""
+    Path(directory, f"start-{x}").write_text(repr(time.monotonic()))
+    time.sleep(seconds)
+    return x

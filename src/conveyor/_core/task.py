@@ -175,6 +175,16 @@ class Call:
                           isolate=True, count=False)
 
 
+def _notify_cancelled(future: concurrent.futures.Future[Any]) -> None:
+    """Wake ``concurrent.futures.wait``/``as_completed`` on a cancelled future.
+
+    ``Future.cancel()`` alone wakes ``result()`` but not those waiters; an executor must then call
+    ``set_running_or_notify_cancel()``, which is only legal in the CANCELLED state (not yet notified).
+    """
+    if getattr(future, "_state", None) == "CANCELLED":
+        future.set_running_or_notify_cancel()
+
+
 class FutureDelivery:
     """Delivers the single input of a ``submit`` call into a ``concurrent.futures.Future``."""
 
@@ -189,10 +199,12 @@ class FutureDelivery:
             return
         future = self.future
         if future.done():
+            _notify_cancelled(future)
             return
         if errors:
             error = errors[0]
             if isinstance(error, TaskCancelledError) and future.cancel():
+                _notify_cancelled(future)
                 return
             if not future.running():
                 future.set_running_or_notify_cancel()

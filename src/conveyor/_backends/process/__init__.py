@@ -143,6 +143,8 @@ class ProcessBackend(Backend):
         self._broken: BaseException | None = None
         self._startup_failures = 0
         self._counters = collections.Counter[str]()
+        self._cancel_queued = False
+        self._queued_cancelled = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
@@ -177,9 +179,17 @@ class ProcessBackend(Backend):
                 self._pending.clear()
         for sent in abandoned:
             sent.batch.abandon()
+        in_supervisor = threading.current_thread() is self._supervisor
+        if cancel_pending and not kill:
+            # Batches already queued in a worker's pipe must not start after we return either.
+            with self._lock:
+                self._cancel_queued = True
+                self._wake()
+            if not in_supervisor:
+                self._queued_cancelled.wait(timeout=5.0)
         with self._lock:
             self._wake()
-        if wait and threading.current_thread() is not self._supervisor:
+        if wait and not in_supervisor:
             try:
                 while self._supervisor.is_alive():
                     self._supervisor.join(0.1)
@@ -258,6 +268,7 @@ class ProcessBackend(Backend):
             raise
         finally:
             self._kill_all_now()
+            self._queued_cancelled.set()
             with self._lock:
                 self._closed = True
                 os.close(self._wake_r)
@@ -267,9 +278,12 @@ class ProcessBackend(Backend):
     def _loop(self) -> None:
         while True:
             with self._lock:
-                closed, kill = self._closed, self._kill
+                closed, kill, cancel_queued = self._closed, self._kill, self._cancel_queued
             if kill:
                 self._stop_everything()
+            elif cancel_queued and not self._queued_cancelled.is_set():
+                self._cancel_queued_batches()
+                self._queued_cancelled.set()
             self._maintain()
             self._dispatch()
             if closed and not self._workers:
@@ -446,6 +460,8 @@ class ProcessBackend(Backend):
                 return
             elif tag == p.DONE:
                 self._complete(worker, header, values_blob)
+            elif tag == p.SKIPPED:
+                self._skipped(worker, header[1])
 
     def _complete(self, worker: _Worker, header: tuple[Any, ...], values_blob: bytes) -> None:
         _, seq, busy, isolated, encoded_errors, undecodable = header
@@ -481,6 +497,29 @@ class ProcessBackend(Backend):
                 full[position] = values[wpos]
             values = full
         self._finish(batch, values, errors, busy=busy)
+        self._after_batch(worker)
+
+    def _cancel_queued_batches(self) -> None:
+        """Send CANCEL for every batch a worker holds but has not started (cancelling shutdown)."""
+        for worker in self._workers:
+            if worker.doomed or not worker.conn_open:
+                continue
+            for sent in worker.inflight:
+                if worker.slot[p.SLOT_SEQ] == sent.seq:
+                    continue  # started: it runs to the end
+                try:
+                    worker.conn.send_bytes(serialize.dumps((p.CANCEL, sent.seq)))
+                except OSError:
+                    pass  # dying: its sentinel reports what it held
+
+    def _skipped(self, worker: _Worker, seq: int) -> None:
+        """A worker skipped a cancelled batch: its inputs are cancelled, never run."""
+        if not worker.inflight or worker.inflight[0].seq != seq:
+            return
+        sent = worker.inflight.popleft()
+        error = TaskCancelledError("the pool shut down with cancel_futures before this task started")
+        errors = {**dict.fromkeys(sent.positions, error), **sent.errors}
+        self._finish(sent.batch, [None] * len(sent.batch), errors)
         self._after_batch(worker)
 
     @staticmethod

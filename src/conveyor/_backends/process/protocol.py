@@ -4,8 +4,10 @@ Every message is one or two ``send_bytes`` frames on the worker's own pipe::
 
     parent -> worker   RUN   (header)(payload)   header = (RUN, seq, fn_key, fn_blob|None, kind,
                                                            timed, isolate, stride)
+                       CANCEL (header)           header = (CANCEL, seq): skip that batch if not started
                        EXIT  (header)
     worker -> parent   READY (header)            header = (READY, pid)
+                       SKIPPED (header)          header = (SKIPPED, seq): a cancelled batch never ran
                        INIT_FAILED (header)      header = (INIT_FAILED, exception blob)
                        DONE  (header)(values)    header = (DONE, seq, busy, isolated, errors,
                                                            undecodable)
@@ -15,6 +17,10 @@ supervisor, so that when a worker dies or overruns the supervisor knows which in
 without the worker having to say anything: ``[seq, position, started]``. ``position`` is the item
 index, or one of the PHASE_* values. The worker writes ``started`` before ``position``, so a reader
 that sees a new position never pairs it with an old start time.
+
+Cancelling a batch that is already in a worker's pipe (a prefetch): the worker writes the batch's
+``seq`` into its slot *before* it looks for a CANCEL, so once the supervisor has sent CANCEL, a slot
+that does not show that ``seq`` guarantees the batch will be skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ EXIT = 2
 READY = 3
 INIT_FAILED = 4
 DONE = 5
+CANCEL = 6
+SKIPPED = 7
 
 SLOT_SEQ = 0
 SLOT_POSITION = 1

@@ -137,6 +137,36 @@ def _run_general(fn: Callable[..., Any], call: Callable[[Callable[..., Any], Any
     return values
 
 
+class _Inbox:
+    """Messages from the supervisor, read ahead when needed to see a CANCEL behind a queued batch."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.backlog: collections.deque[tuple[Any, Any]] = collections.deque()
+        self.cancels: set[int] = set()
+
+    def _read(self) -> tuple[Any, Any]:
+        header = serialize.loads(self.conn.recv_bytes())
+        payload = self.conn.recv_bytes() if header[0] == p.RUN else None
+        return header, payload
+
+    def next(self) -> tuple[Any, Any]:
+        return self.backlog.popleft() if self.backlog else self._read()
+
+    def cancelled(self, seq: int) -> bool:
+        """Whether a CANCEL for ``seq`` has arrived (reads whatever is already waiting)."""
+        while self.conn.poll(0):
+            header, payload = self._read()
+            if header[0] == p.CANCEL:
+                self.cancels.add(header[1])
+            else:
+                self.backlog.append((header, payload))
+        if seq in self.cancels:
+            self.cancels.discard(seq)
+            return True
+        return False
+
+
 class _Worker:
     def __init__(self, conn: Any, slot: Any) -> None:
         self.conn = conn
@@ -166,8 +196,6 @@ class _Worker:
     def run(self, header: tuple[Any, ...], payload: bytes) -> None:
         _, seq, key, blob, kind, timed, isolate, stride = header
         slot = self.slot
-        slot[p.SLOT_SEQ] = seq
-        slot[p.SLOT_POSITION] = p.PHASE_DECODE
         fn = self.function(key, blob)
         items, errors = self.decode_items(payload, isolate)
         if items is None:
@@ -222,14 +250,25 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             os._exit(3)
     conn.send_bytes(serialize.dumps((p.READY, os.getpid())))
     worker = _Worker(conn, slot)
+    inbox = _Inbox(conn)
     while True:
         try:
-            header = serialize.loads(conn.recv_bytes())
+            header, payload = inbox.next()
         except (EOFError, OSError):
             break
-        if header[0] == p.EXIT:
+        tag = header[0]
+        if tag == p.EXIT:
             break
-        worker.run(header, conn.recv_bytes())
+        if tag == p.CANCEL:
+            continue  # for a batch that already ran
+        seq = header[1]
+        worker.slot[p.SLOT_SEQ] = seq  # committed to this batch, unless a CANCEL is already waiting
+        worker.slot[p.SLOT_POSITION] = p.PHASE_DECODE
+        if inbox.cancelled(seq):
+            conn.send_bytes(serialize.dumps((p.SKIPPED, seq)))
+            worker.slot[p.SLOT_POSITION] = p.PHASE_IDLE
+            continue
+        worker.run(header, payload)
     conn.close()
     # Skip interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
     # keep a finished worker alive.
