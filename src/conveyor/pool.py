@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import itertools
 import multiprocessing.util  # noqa: F401 - imported first so our exit hook runs before its own
 import threading
@@ -27,17 +28,20 @@ from conveyor.progress import ProgressOption, make_progress
 __all__ = ["AsyncResult", "Pool", "default_workers"]
 
 _live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
+_draining_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
+"""Closed with ``close()`` or ``shutdown(wait=False)``: the user asked for their work to finish."""
 
 
 def _stop_live_backends() -> None:
-    """At interpreter exit: stop what is still running, at once and quietly.
+    """At interpreter exit: finish what the user closed gracefully; stop the rest at once, quietly.
 
     Registered after ``multiprocessing.util`` is imported, so it runs before multiprocessing's own exit
     hook, which would otherwise wait forever for our (non-daemon) worker processes.
     """
     for backend in list(_live_backends):
+        graceful = backend in _draining_backends
         try:
-            backend.shutdown(wait=True, cancel_pending=True, kill=True)
+            backend.shutdown(wait=True, cancel_pending=not graceful, kill=not graceful)
         except BaseException:  # noqa: BLE001 - exiting anyway; never print at exit
             pass
 
@@ -46,8 +50,13 @@ atexit.register(_stop_live_backends)
 
 
 def _drop_backend(backend: Backend) -> None:
-    """A pool was garbage-collected without shutdown: cancel what is pending, stop the workers."""
-    backend.shutdown(wait=False, cancel_pending=True, kill=True)
+    """A pool was garbage-collected without shutdown: cancel what is pending, stop the workers.
+
+    Done from a new thread: the collection may run in any thread, even one that holds the backend's
+    own lock at that moment.
+    """
+    stop = functools.partial(backend.shutdown, wait=False, cancel_pending=True, kill=True)
+    threading.Thread(target=stop, name="conveyor-drop-pool", daemon=True).start()
 
 
 def default_workers(backend: str) -> int:
@@ -260,6 +269,7 @@ class Pool(concurrent.futures.Executor):
         name = getattr(fn, "__name__", "tasks")
         return Stream(
             self._backend, self._stats, fn, source, kind,
+            keepalive=self,
             ordered=ordered,
             chunksize=chunksize if chunksize is not None else self._chunksize,
             task_timeout=task_timeout if task_timeout is not None else self._task_timeout,
@@ -379,13 +389,16 @@ class Pool(concurrent.futures.Executor):
             elif self._jobs:
                 threading.Thread(target=self._finish_later, name="conveyor-pool-close", daemon=True).start()
                 return
+        if not wait and not cancel:
+            _draining_backends.add(self._backend)
+        self._finalizer.detach()  # from now on the user has said how this pool ends
         self._backend.shutdown(wait=wait, cancel_pending=cancel, kill=kill)
         if wait:
             _live_backends.discard(self._backend)
-            self._finalizer.detach()
 
     def _finish_later(self) -> None:
         self._wait_for_jobs()
+        _draining_backends.add(self._backend)
         self._backend.shutdown(wait=False)
 
     def close(self) -> None:

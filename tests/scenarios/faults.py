@@ -83,14 +83,14 @@ def applies(backend: str, kind: str, place: str) -> bool:
 
     A crash (``exit``, ``segv``, ``kill``) in the caller's own process takes the caller down on every
     library; so does one in a thread or serial task, which runs inside the caller. Nothing is pickled
-    on the thread and serial backends. A KeyboardInterrupt in a serial task is the user's Ctrl-C and
-    stops the caller, by design (tested on its own).
+    on the thread and serial backends. A KeyboardInterrupt raised in the caller's own thread (a serial
+    task, pickling arguments) is the user's Ctrl-C and stops the caller, by design (tested on its own).
     """
     in_caller = place in ("pickle_task", "unpickle_result") or backend != "process"
     if kind in CRASHES and in_caller:
         return False
-    if backend == "serial" and kind == "keyboard":
-        return False  # by design the serial backend lets a KeyboardInterrupt stop the caller
+    if kind == "keyboard" and (backend == "serial" or place == "pickle_task"):
+        return False  # by design a KeyboardInterrupt in the caller's own code is their Ctrl-C
     if backend != "process" and place not in ("task_body", "initializer"):
         return False
     return True

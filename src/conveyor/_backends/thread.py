@@ -65,7 +65,7 @@ class _Worker:
             batch.finish(Outcome(run.values, run.errors, busy=run.busy))
             done += len(batch)
             if limit is not None and done >= limit:
-                backend._retire(self)
+                backend._replace(self)
                 return
 
 
@@ -79,6 +79,8 @@ class ThreadBackend(Backend):
         self._cv = threading.Condition()
         self._workers: set[_Worker] = set()
         self._closed = False
+        self._killed = False
+        self._finished = False  # shutdown(wait=True) returned: nothing is accepted any more
         self._broken: BaseException | None = None
         self._watchdog: threading.Thread | None = None
         self._replaced = 0
@@ -92,10 +94,11 @@ class ThreadBackend(Backend):
         self._workers.add(worker)
         worker.thread.start()
 
-    def _retire(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> None:
+        """A worker leaves (recycled, or abandoned in a call): start another while work remains."""
         with self._cv:
             self._workers.discard(worker)
-            if not self._closed:
+            if not self._killed and (not self._closed or self._queue):
                 self._replaced += 1
                 self._start_worker()
             self._cv.notify_all()
@@ -132,12 +135,15 @@ class ThreadBackend(Backend):
 
     # -- the contract ------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
+        """Accept a batch until the pool is killed or drained (see the process backend's submit)."""
         with self._cv:
             if self._broken is not None:
                 raise self._broken
-            if self._closed:
+            if self._killed or self._finished:
                 raise PoolClosedError("cannot submit to a pool that is shut down")
             self._queue.append(batch)
+            if not self._workers:  # closed and idle, but a running call still feeds inputs
+                self._start_worker()
             self._cv.notify()
             if batch.timeout is not None and self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch, name="conveyor-thread-watchdog",
@@ -161,12 +167,11 @@ class ThreadBackend(Backend):
             errors = {p: e for p, e in run.errors.items() if p < position}
             errors[position] = error
             lost = range(position + 1, len(run.batch))
-        with self._cv:
-            self._workers.discard(worker)
-            if not self._closed:
-                self._replaced += 1
-                self._start_worker()
-            self._cv.notify_all()
+        self._replace(worker)
+        if self._killed:
+            stopped = TaskCancelledError("the pool was terminated before this task started")
+            errors.update(dict.fromkeys(lost, stopped))
+            lost = range(0)
         run.batch.finish(Outcome(values, errors, lost=lost, busy=time.monotonic() - run.started))
 
     def _watch(self) -> None:
@@ -189,6 +194,7 @@ class ThreadBackend(Backend):
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
         with self._cv:
             self._closed = True
+            self._killed = self._killed or kill
             pending: list[Batch] = []
             if cancel_pending or kill:
                 pending = list(self._queue)
@@ -201,9 +207,16 @@ class ThreadBackend(Backend):
             cancelled = TaskCancelledError("the pool was terminated while this task ran")
             for worker in workers:
                 self._abandon_run(worker, lambda run, position: cancelled)
-        if wait:
-            for worker in workers:
-                if not worker.abandoned and worker.thread is not threading.current_thread():
+        if wait and not any(worker.thread is threading.current_thread() for worker in workers):
+            # (From one of our own threads, e.g. a done-callback, waiting for the others could
+            # deadlock with another callback doing the same: the workers finish on their own.)
+            while True:  # again and again: a recycled worker's replacement joins the set meanwhile
+                with self._cv:
+                    remaining = [worker for worker in self._workers if not worker.abandoned]
+                    if not remaining:
+                        self._finished = True
+                        break
+                for worker in remaining:
                     worker.thread.join()
 
     def broken(self) -> BaseException | None:

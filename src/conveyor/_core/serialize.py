@@ -70,13 +70,23 @@ def dumps(obj: Any) -> bytes:
 loads: Callable[[bytes], Any] = pickle.loads
 
 
-def dumps_each(objects: list[Any], what: str) -> tuple[list[bytes | None], dict[int, PicklingError]]:
-    """Pickle objects one by one: (blobs with None where it failed, position -> error)."""
+def dumps_each(objects: list[Any], what: str, *, in_caller: bool = False,
+               ) -> tuple[list[bytes | None], dict[int, PicklingError]]:
+    """Pickle objects one by one: (blobs with None where it failed, position -> error).
+
+    ``in_caller``: we run in the user's own process, where a KeyboardInterrupt is their Ctrl-C and
+    must propagate; in a worker (which ignores SIGINT) it can only come from the object itself.
+    """
     blobs: list[bytes | None] = []
     errors: dict[int, PicklingError] = {}
     for position, obj in enumerate(objects):
         try:
             blobs.append(dumps(obj))
+        except KeyboardInterrupt:
+            if in_caller:
+                raise
+            blobs.append(None)
+            errors[position] = pickling_error(obj, KeyboardInterrupt(), what)
         except BaseException as exc:  # noqa: BLE001 - any failure of a user's __reduce__ fails that object
             blobs.append(None)
             errors[position] = pickling_error(obj, exc, what)

@@ -34,6 +34,10 @@ class _Progress(Protocol):
     def close(self) -> Any: ...
 
 
+def _discard(*_: Any) -> None:
+    """Where a closed stream's late results go."""
+
+
 class _Segment:
     """Results for consecutive input positions ``start .. start+len(values)-1``."""
 
@@ -61,6 +65,7 @@ class Stream(Iterator[Any]):
         retries: extra attempts for a failing input.
         timeout: overall limit on waiting for the next result.
         progress: told how many inputs just finished; closed with the stream.
+        keepalive: an object to keep alive as long as the stream (its pool).
     """
 
     def __init__(
@@ -78,7 +83,9 @@ class Stream(Iterator[Any]):
         timeout: float | None = None,
         total: int | None = None,
         progress: _Progress | None = None,
+        keepalive: object = None,
     ) -> None:
+        self._keepalive = keepalive  # the pool: ``Pool().imap(...)`` must not lose its pool mid-stream
         self._source = iter(iterable)
         self._ordered = ordered
         self._workers = backend.workers
@@ -234,6 +241,8 @@ class Stream(Iterator[Any]):
             self._closed = True
             self._exhausted = True
             self._call.close()
+            self._call.deliver = _discard   # late deliveries go nowhere, and the cycle is broken
+            self._keepalive = None          # a pool held only by this stream may now go
             if self._progress is not None:
                 self._progress.close()
 

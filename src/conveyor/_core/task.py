@@ -14,11 +14,14 @@ flight, with no input delivered twice.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 from typing import Any, Callable, Sequence
 
 from conveyor._core.errors import BrokenPoolError, PoolClosedError, SerializationError, TaskCancelledError
 from conveyor.abc import Backend, Batch, CallKind, Outcome, TaskFunction
+
+_log = logging.getLogger("conveyor")
 
 # (batch, values, errors by position, positions held back for a re-run, busy seconds)
 Delivery = Callable[[Batch, list[Any], "dict[int, BaseException]", "frozenset[int]", float], None]
@@ -165,7 +168,10 @@ class Call:
             errors = {**errors, **dict.fromkeys(held, stop)}
             held = frozenset()
             again, lost, suspects = [], [], []
-        self.deliver(batch, outcome.values, errors, held, outcome.busy)
+        try:
+            self.deliver(batch, outcome.values, errors, held, outcome.busy)
+        except BaseException:  # noqa: BLE001 - a user callback must not stop the re-runs below
+            _log.exception("delivering results raised (a done-callback?)")
         if lost:
             self.send([batch.items[p] for p in lost], [batch.indices[p] for p in lost],
                       isolate=batch.isolate, count=False)

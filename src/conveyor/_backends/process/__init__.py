@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -49,6 +50,8 @@ from conveyor._core.errors import (
     short_repr,
 )
 from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
+
+_log = logging.getLogger("conveyor")
 
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
@@ -140,6 +143,7 @@ class ProcessBackend(Backend):
         self._seq = itertools.count(1)
         self._closed = False
         self._kill = False
+        self._finished = False       # the supervisor has exited; nothing is accepted any more
         self._broken: BaseException | None = None
         self._startup_failures = 0
         self._counters = collections.Counter[str]()
@@ -157,17 +161,25 @@ class ProcessBackend(Backend):
         return self.config.max_tasks_per_worker
 
     def submit(self, batch: Batch) -> None:
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken
-            if self._closed:
-                raise PoolClosedError("cannot submit to a pool that is shut down")
+        """Accept a batch until the pool is killed or fully drained.
+
+        A gracefully closed pool still accepts: the front end refuses new calls after close, but the
+        calls already running may still feed inputs, re-run lost ones, or retry failed ones.
+        """
+        self._check_accepting()
         sent = self._encode(batch)
         if sent is None:
             return
         with self._lock:
+            self._check_accepting()  # again: the supervisor may have finished while we pickled
             self._pending.append(sent)
             self._wake()
+
+    def _check_accepting(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._kill or self._finished:
+            raise PoolClosedError("cannot submit to a pool that is shut down")
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
         with self._lock:
@@ -194,9 +206,12 @@ class ProcessBackend(Backend):
                 while self._supervisor.is_alive():
                     self._supervisor.join(0.1)
             except KeyboardInterrupt:
-                # A second Ctrl-C while waiting: stop being polite.
-                self.shutdown(wait=False, kill=True)
-                self._kill_all_now()
+                # Ctrl-C while waiting: stop being polite. SIGKILL now; the supervisor reaps.
+                with self._lock:
+                    self._kill = True
+                    self._wake()
+                for worker in list(self._workers):
+                    self._signal(worker, signal.SIGKILL)
                 raise
 
     def broken(self) -> BaseException | None:
@@ -215,6 +230,8 @@ class ProcessBackend(Backend):
         items = batch.items
         try:
             function_blob = batch.function.blob(serialize.dumps)
+        except KeyboardInterrupt:
+            raise  # the user's Ctrl-C, in their own process
         except BaseException as exc:  # noqa: BLE001 - every input of this call fails the same way
             error = serialize.pickling_error(batch.function.fn, exc, "the task function")
             self._fail_now(batch, dict.fromkeys(range(len(items)), error))
@@ -225,10 +242,12 @@ class ProcessBackend(Backend):
         if not batch.isolate:
             try:
                 payload = serialize.dumps(items)
+            except KeyboardInterrupt:
+                raise
             except BaseException:  # noqa: BLE001 - find the culprits one by one below
                 payload = b""
         if not payload:
-            blobs, bad = serialize.dumps_each(items, "the task's input")
+            blobs, bad = serialize.dumps_each(items, "the task's input", in_caller=True)
             for position, error in bad.items():
                 errors[position] = self._tag(error, batch, position)
             positions = [position for position in range(len(items)) if position not in bad]
@@ -245,10 +264,10 @@ class ProcessBackend(Backend):
         error.args = (f"task #{batch.indices[position]}: {error.args[0]}",) if error.args else error.args
         return error
 
-    @staticmethod
-    def _fail_now(batch: Batch, errors: dict[int, BaseException]) -> None:
+    @classmethod
+    def _fail_now(cls, batch: Batch, errors: dict[int, BaseException]) -> None:
         if batch.claim():
-            batch.finish(Outcome([None] * len(batch), errors))
+            cls._finish(batch, [None] * len(batch), errors)
 
     def _wake(self) -> None:
         """Interrupt the supervisor's wait. Call with ``self._lock`` held (the fd is closed under it)."""
@@ -270,7 +289,7 @@ class ProcessBackend(Backend):
             self._kill_all_now()
             self._queued_cancelled.set()
             with self._lock:
-                self._closed = True
+                self._closed = self._finished = True
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_w = -1
@@ -289,6 +308,7 @@ class ProcessBackend(Backend):
             if closed and not self._workers:
                 with self._lock:
                     if not self._pending:
+                        self._finished = True  # under the lock that submit appends under
                         return
             waitables: list[Any] = [self._wake_r]
             for worker in self._workers:
@@ -377,10 +397,13 @@ class ProcessBackend(Backend):
             depth = len(worker.inflight)
             if depth >= 2:
                 continue
-            if depth == 1 and (len(sent.payload) > PREFETCH_BYTES or not worker.ready):
-                continue
-            if depth == 0 and not worker.ready and len(sent.payload) > PREFETCH_BYTES:
-                continue
+            if depth == 1 or not worker.ready:
+                # The worker is not reading now: send only what fits in the pipe's buffer.
+                size = len(sent.payload)
+                if sent.batch.function.key not in worker.functions:
+                    size += len(sent.function_blob)
+                if size > PREFETCH_BYTES or (depth == 1 and not worker.ready):
+                    continue
             if best is None or depth < len(best.inflight):
                 best = worker
                 if depth == 0 and worker.ready:
@@ -538,9 +561,14 @@ class ProcessBackend(Backend):
         elif worker.retiring and not worker.inflight:
             self._send_exit(worker)
 
-    def _finish(self, batch: Batch, values: list[Any], errors: dict[int, BaseException], *,
+    @staticmethod
+    def _finish(batch: Batch, values: list[Any], errors: dict[int, BaseException], *,
                 lost: Any = (), suspects: Any = (), busy: float = 0.0) -> None:
-        batch.finish(Outcome(values, errors, lost=lost, suspects=suspects, busy=busy))
+        """Report a batch; nothing a user callback does may take the supervisor down."""
+        try:
+            batch.finish(Outcome(values, errors, lost=lost, suspects=suspects, busy=busy))
+        except BaseException:  # noqa: BLE001 - logged; the other batches must still be reported
+            _log.exception("reporting a finished batch raised")
 
     # -- failures ----------------------------------------------------------------------------------
     def _on_exit(self, worker: _Worker) -> None:
@@ -697,8 +725,15 @@ class ProcessBackend(Backend):
                 self._finish(sent.batch, [None] * len(sent.batch), dict.fromkeys(range(len(sent.batch)), error))
 
     def _kill_all_now(self) -> None:
-        for worker in list(self._workers):
+        """Last resort on the supervisor's way out: SIGKILL, reap and close whatever is left."""
+        for worker in self._workers:
             self._signal(worker, signal.SIGKILL)
-        for worker in list(self._workers):
+        for worker in self._workers:
             worker.process.join(5)
+            worker.conn.close()
+            try:
+                worker.process.close()
+            except ValueError:
+                pass  # would not die even after SIGKILL within 5 s (uninterruptible sleep)
+        self._workers.clear()
 
