@@ -40,13 +40,21 @@ class _Worker:
         self.thread = threading.Thread(target=self._main, name=f"conveyor-thread-{next(_names)}", daemon=True)
 
     def _main(self) -> None:
+        try:
+            self._serve()
+        finally:  # however this thread ends, it no longer counts as a worker
+            with self.backend._cv:
+                self.backend._workers.discard(self)
+                self.backend._cv.notify_all()
+
+    def _serve(self) -> None:
         backend = self.backend
         config = backend.config
         if config.initializer is not None:
             try:
                 config.initializer(*config.initargs)
             except BaseException as exc:  # noqa: BLE001 - the pool is broken, every waiter must hear why
-                backend._break(exc)
+                backend._break(exc, self)
                 return
         done = 0
         limit = config.max_tasks_per_worker
@@ -103,10 +111,11 @@ class ThreadBackend(Backend):
                 self._start_worker()
             self._cv.notify_all()
 
-    def _break(self, exc: BaseException) -> None:
+    def _break(self, exc: BaseException, worker: _Worker) -> None:
         error = InitializerError(f"the worker initializer raised {exc!r}; the pool cannot run tasks")
         error.__cause__ = exc
         with self._cv:
+            self._workers.discard(worker)
             if self._broken is None:
                 self._broken = error
             pending = list(self._queue)
@@ -212,7 +221,8 @@ class ThreadBackend(Backend):
             # deadlock with another callback doing the same: the workers finish on their own.)
             while True:  # again and again: a recycled worker's replacement joins the set meanwhile
                 with self._cv:
-                    remaining = [worker for worker in self._workers if not worker.abandoned]
+                    remaining = [worker for worker in self._workers
+                                 if not worker.abandoned and worker.thread.is_alive()]
                     if not remaining:
                         self._finished = True
                         break
