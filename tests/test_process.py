@@ -263,3 +263,28 @@ def test_tiny_calls_run_in_strides_and_still_pin_failures_on_one_input(one_metho
     assert crashed == [17000]
     assert outcomes[17000].task_index == 17000
     assert [o for i, o in enumerate(outcomes) if i != 17000] == [i for i in items if i != 17000]
+
+
+def test_max_memory_per_worker_recycles_a_growing_worker_between_tasks():
+    with conveyor.Pool(1, backend="process", max_memory_per_worker="150MB") as pool:
+        with pytest.warns(conveyor.WorkerRecycledWarning, match="max_memory_per_worker"):
+            pids = [pool.submit(tasks.grow_memory, 60).result(timeout=bounded(30)) for _ in range(6)]
+            # the warning is raised from the supervisor thread: give it a moment to land
+            time.sleep(0.2)
+        assert len(set(pids)) >= 2  # replaced at least once
+        assert pool.statistics()["workers_recycled_for_memory"] >= 1
+        with pytest.warns(conveyor.WorkerRecycledWarning):
+            batched = pool.map(tasks.grow_memory, [60] * 6, chunksize=6)
+            time.sleep(0.2)
+        assert len(batched) == 6 and len(set(batched)) >= 2  # a batch stops early and goes on elsewhere
+
+
+@pytest.mark.parametrize("text,expected", [("512MB", 512 * 10**6), ("1.5GiB", int(1.5 * 2**30)), (4096, 4096)])
+def test_memory_sizes_parse(text, expected):
+    from conveyor._core.config import parse_size
+    assert parse_size(text) == expected
+
+
+def test_bad_memory_size_is_rejected():
+    with pytest.raises(ValueError, match="unit"):
+        conveyor.Pool(1, backend="process", max_memory_per_worker="12 parsecs")

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import START_METHODS, bounded, wait_until
+from conftest import START_METHODS, _shm, bounded, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,38 +85,52 @@ class Scenario:
         self.proc.stderr.close()
 
 
-CTRL_C_DURING_MAP = """
+CTRL_C_DURING_CALL = """
 import time, conveyor, tasks
 if __name__ == "__main__":
-    method = sys.argv[1]
+    method, call = sys.argv[1], sys.argv[2]
     with conveyor.Pool(2, backend="process", start_method=method) as pool:
         pool.map(tasks.square, range(4))
         print("READY", flush=True)
         try:
-            pool.map(tasks.sleep_then, range(100), [1.0] * 100)
+            if call == "map":
+                pool.map(tasks.sleep_then, range(100), [1.0] * 100)
+            elif call == "imap":
+                for _ in pool.imap(tasks.sleep_then, range(100), [1.0] * 100):
+                    pass
+            else:
+                pool.submit(tasks.sleep_then, 1, 30).result()
         except KeyboardInterrupt:
             print("INTERRUPTED", time.monotonic(), flush=True)
             raise
 """
 
 
-@pytest.mark.parametrize("method", START_METHODS)
-@pytest.mark.parametrize("target", ["group", "parent"])
-def test_ctrl_c_during_map_stops_everything(tmp_path, method, target):
-    scenario = Scenario(tmp_path, CTRL_C_DURING_MAP, method)
+def _interrupt(scenario: Scenario, target: str) -> float:
+    sent = time.monotonic()
+    if target == "group":
+        os.killpg(scenario.proc.pid, signal.SIGINT)
+    else:
+        os.kill(scenario.proc.pid, signal.SIGINT)
+    return sent
+
+
+CASES = [(m, c, t) for m in START_METHODS for c in ("map", "imap", "result") for t in ("group", "parent")
+         if m == "forkserver" or c == "map"]
+
+
+@pytest.mark.parametrize("method,call,target", CASES, ids=["-".join(case) for case in CASES])
+def test_ctrl_c_stops_everything(tmp_path, method, call, target):
+    """KeyboardInterrupt within 1 s, the with-block exits within 5 s, no process left behind."""
+    scenario = Scenario(tmp_path, CTRL_C_DURING_CALL, method, call)
     try:
         scenario.expect("READY")
         time.sleep(0.3)
         scenario.snapshot_descendants()
-        sent = time.monotonic()
-        if target == "group":
-            os.killpg(scenario.proc.pid, signal.SIGINT)
-        else:
-            os.kill(scenario.proc.pid, signal.SIGINT)
+        sent = _interrupt(scenario, target)
         line = scenario.expect("INTERRUPTED", 10)
         assert float(line.split()[1]) - sent < bounded(1.0)
-        code = scenario.wait(5)
-        assert code != 0
+        assert scenario.wait(5) != 0
         assert "KeyboardInterrupt" in scenario.proc.stderr.read()
         assert wait_until(lambda: not scenario.alive_descendants(), 5), scenario.alive_descendants()
     finally:
@@ -124,33 +138,35 @@ def test_ctrl_c_during_map_stops_everything(tmp_path, method, target):
         scenario.close()
 
 
-CTRL_C_DURING_RESULT = """
+SECOND_CTRL_C = """
 import time, conveyor, tasks
 if __name__ == "__main__":
-    pool = conveyor.Pool(1, backend="process")
-    future = pool.submit(tasks.sleep_then, 1, 30)
-    pool.submit(tasks.square, 1)
-    print("READY", flush=True)
-    try:
-        with pool:
-            future.result()
-    except KeyboardInterrupt:
-        print("INTERRUPTED", time.monotonic(), flush=True)
+    with conveyor.Pool(2, backend="process") as pool:
+        futures = [pool.submit(tasks.ignore_sigterm_and_sleep, 30) for _ in range(2)]
+        time.sleep(1.0)  # both workers are now inside the task, ignoring SIGTERM
+        print("READY", flush=True)
+        try:
+            futures[0].result()
+        except KeyboardInterrupt:
+            print("FIRST", time.monotonic(), flush=True)
+            raise
 """
 
 
-def test_ctrl_c_during_future_result(tmp_path):
-    scenario = Scenario(tmp_path, CTRL_C_DURING_RESULT)
+def test_a_second_ctrl_c_during_shutdown_kills_at_once(tmp_path):
+    """Workers ignoring SIGTERM get a grace period; a second Ctrl-C cuts it short."""
+    scenario = Scenario(tmp_path, SECOND_CTRL_C)
     try:
         scenario.expect("READY")
         time.sleep(0.5)
         scenario.snapshot_descendants()
-        sent = time.monotonic()
-        os.killpg(scenario.proc.pid, signal.SIGINT)
-        line = scenario.expect("INTERRUPTED", 10)
-        assert float(line.split()[1]) - sent < bounded(1.0)
-        assert scenario.wait(5) == 0
-        assert wait_until(lambda: not scenario.alive_descendants(), 5)
+        _interrupt(scenario, "parent")
+        scenario.expect("FIRST", 10)
+        time.sleep(0.1)
+        second = _interrupt(scenario, "parent")
+        scenario.wait(5)
+        assert time.monotonic() - second < bounded(0.8)
+        assert wait_until(lambda: not scenario.alive_descendants(), 5), scenario.alive_descendants()
     finally:
         scenario.kill()
         scenario.close()
@@ -168,6 +184,7 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize("method", START_METHODS)
 def test_workers_exit_when_the_parent_is_killed(tmp_path, method):
+    shm_before = _shm()
     scenario = Scenario(tmp_path, PARENT_KILLED, method)
     try:
         scenario.expect("READY")
@@ -177,6 +194,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, method):
         os.kill(scenario.proc.pid, signal.SIGKILL)
         scenario.wait(5)
         assert wait_until(lambda: not scenario.alive_descendants(), 5), scenario.alive_descendants()
+        assert not (_shm() - shm_before), "leaked shared memory or semaphores"
     finally:
         scenario.kill()
         scenario.close()

@@ -21,6 +21,7 @@ from conveyor._core.errors import (
     TaskTimeoutError,
     UnpicklingError,
     WorkerCrashedError,
+    WorkerRecycledWarning,
 )
 from conveyor._core.registry import available_backends, register_backend
 from conveyor.context import Context, context, map
@@ -47,6 +48,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnpicklingError",
     "WorkerCrashedError",
+    "WorkerRecycledWarning",
     "__version__",
     "available_backends",
     "config",

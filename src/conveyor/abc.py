@@ -56,6 +56,7 @@ class BackendConfig:
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
+    max_memory_per_worker: int | None = None
     start_method: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -130,6 +130,9 @@ class Pool(concurrent.futures.Executor):
             Threads and serial: the task fails on time but its code cannot be stopped.
         retries: extra attempts for a task that raised, crashed its worker or timed out.
         max_tasks_per_worker: replace a worker after this many tasks (leaky libraries).
+        max_memory_per_worker: replace a worker (between tasks, with a ``WorkerRecycledWarning``) once
+            its resident memory passes this: bytes, or a string like ``"512MB"`` or ``"2GiB"``.
+            Process backend only: threads share one process's memory.
         start_method: ``"fork"``, ``"forkserver"`` or ``"spawn"`` (process backend); default forkserver
             on Linux, spawn elsewhere.
         progress: default for map-like calls: True for a tqdm bar, a callable ``(done, total)``, or
@@ -154,6 +157,7 @@ class Pool(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int | None = None,
         max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | str | None = None,
         start_method: str | None = None,
         progress: ProgressOption = None,
         **options: Any,
@@ -181,6 +185,7 @@ class Pool(concurrent.futures.Executor):
             initializer=initializer,
             initargs=tuple(initargs),
             max_tasks_per_worker=max_tasks,
+            max_memory_per_worker=_config.parse_size(max_memory_per_worker, "max_memory_per_worker"),
             start_method=start_method or defaults["start_method"],
             options=options,
         ))

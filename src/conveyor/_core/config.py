@@ -52,6 +52,33 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(value: int | str | None, name: str = "size") -> int | None:
+    """Bytes from an int or a string such as ``"512MB"``, ``"1.5 GiB"``; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number of bytes or a size like '512MB', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        try:
+            number = float(digits)
+        except ValueError:
+            number, unit = -1.0, unit
+        if unit not in _UNITS:
+            raise ValueError(f"{name}: unknown unit {unit!r} in {value!r}; use B, KB, MB, GB, KiB, MiB or GiB")
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return int(number * _UNITS[unit])
+
+
 def _from_environment() -> dict[str, Any]:
     values: dict[str, Any] = {"backend": "process", "workers": None, "start_method": None,
                               "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,

@@ -18,6 +18,8 @@ Each error also derives from the builtin or stdlib error that users already catc
     ├── PoolClosedError                + RuntimeError: submit after shutdown
     └── BackendUnavailableError        + ImportError: an optional backend is not installed
 
+Warnings: ``WorkerRecycledWarning`` (a worker passed ``max_memory_per_worker`` and was replaced).
+
 A user's own exception is never wrapped: it comes back as its own type, with the worker's traceback
 attached as ``__cause__`` (a :class:`RemoteTraceback`).
 """
@@ -46,6 +48,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnpicklingError",
     "WorkerCrashedError",
+    "WorkerRecycledWarning",
     "describe_exit",
 ]
 
@@ -213,3 +216,7 @@ class PoolClosedError(ConveyorError, RuntimeError):
 
 class BackendUnavailableError(ConveyorError, ImportError):
     """The requested backend is unknown or its optional dependency is not installed."""
+
+
+class WorkerRecycledWarning(RuntimeWarning):
+    """A worker process went over ``max_memory_per_worker`` and was replaced between tasks."""

@@ -32,6 +32,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -46,6 +47,7 @@ from conveyor._core.errors import (
     TaskCancelledError,
     TaskTimeoutError,
     WorkerCrashedError,
+    WorkerRecycledWarning,
     describe_exit,
     short_repr,
 )
@@ -362,7 +364,8 @@ class ProcessBackend(Backend):
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob),
+            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
+                  self.config.max_memory_per_worker),
             name="conveyor-worker",
             daemon=False,
         )
@@ -487,10 +490,12 @@ class ProcessBackend(Backend):
                 self._skipped(worker, header[1])
 
     def _complete(self, worker: _Worker, header: tuple[Any, ...], values_blob: bytes) -> None:
-        _, seq, busy, isolated, encoded_errors, undecodable = header
+        _, seq, busy, isolated, encoded_errors, undecodable, ran, over_memory = header
         if not worker.inflight or worker.inflight[0].seq != seq:
             return  # already reported (the worker was being killed for a timeout)
         sent = worker.inflight.popleft()
+        if over_memory:
+            self._recycle_for_memory(worker, over_memory)
         batch = sent.batch
         positions = sent.positions
         errors = dict(sent.errors)
@@ -519,8 +524,22 @@ class ProcessBackend(Backend):
             for wpos, position in enumerate(positions):
                 full[position] = values[wpos]
             values = full
-        self._finish(batch, values, errors, busy=busy)
+        unrun = list(positions[ran:])  # the memory limit stopped the batch before these
+        for position in unrun:
+            errors.pop(position, None)
+        self._finish(batch, values, errors, lost=unrun, busy=busy)
         self._after_batch(worker)
+
+    def _recycle_for_memory(self, worker: _Worker, resident: int) -> None:
+        """The worker passed ``max_memory_per_worker``: replace it once idle, and say so."""
+        if worker.retiring:
+            return
+        self._counters["workers_recycled_for_memory"] += 1
+        limit = self.config.max_memory_per_worker or 0
+        warnings.warn(
+            f"worker process {worker.pid} uses {resident / 2**20:.0f} MiB, over max_memory_per_worker "
+            f"({limit / 2**20:.0f} MiB): it is replaced by a fresh one", WorkerRecycledWarning, stacklevel=1)
+        self._retire(worker)
 
     def _cancel_queued_batches(self) -> None:
         """Send CANCEL for every batch a worker holds but has not started (cancelling shutdown)."""

@@ -10,7 +10,9 @@ Every message is one or two ``send_bytes`` frames on the worker's own pipe::
                        SKIPPED (header)          header = (SKIPPED, seq): a cancelled batch never ran
                        INIT_FAILED (header)      header = (INIT_FAILED, exception blob)
                        DONE  (header)(values)    header = (DONE, seq, busy, isolated, errors,
-                                                           undecodable)
+                                                           undecodable, ran, over_memory)
+                       (``ran`` < the batch's length: the memory limit stopped it early; the rest
+                       never ran. ``over_memory``: resident bytes, when over the limit.)
 
 The progress slot is three doubles in shared memory, written by the worker and read by the
 supervisor, so that when a worker dies or overruns the supervisor knows which input it was running

@@ -116,13 +116,31 @@ def _run_plain(fn: Callable[..., Any], items: list[Any], slot: Any, errors: dict
     return values
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident memory, cheaply (``/proc`` on Linux, psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
 def _run_general(fn: Callable[..., Any], call: Callable[[Callable[..., Any], Any], Any], items: list[Any],
-                 slot: Any, errors: dict[int, BaseException], timed: bool) -> list[Any]:
-    """Any call kind, inputs that failed to decode, and deadlines (start time written per input)."""
+                 slot: Any, errors: dict[int, BaseException], timed: bool,
+                 memory_limit: int | None = None) -> list[Any]:
+    """Any call kind, inputs that failed to decode, deadlines (start time written per input), and a
+    memory limit (checked after each input; the batch stops early once it is passed)."""
     values: list[Any] = []
     append = values.append
     monotonic = time.monotonic
     for position, item in enumerate(items):
+        if memory_limit is not None and position and resident_bytes() > memory_limit:
+            break
         if position in errors:
             append(None)
             continue
@@ -168,7 +186,8 @@ class _Inbox:
 
 
 class _Worker:
-    def __init__(self, conn: Any, slot: Any) -> None:
+    def __init__(self, conn: Any, slot: Any, memory_limit: int | None) -> None:
+        self.memory_limit = memory_limit
         self.conn = conn
         self.slot = memoryview(slot).cast("B").cast("d")
         self.functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -199,7 +218,7 @@ class _Worker:
         fn = self.function(key, blob)
         items, errors = self.decode_items(payload, isolate)
         if items is None:
-            self.reply(seq, 0.0, False, {}, True, b"")
+            self.reply(seq, 0.0, False, {}, True, b"", 0, 0)
             return
         if isinstance(fn, BaseException):
             errors = dict.fromkeys(range(len(items)), fn)
@@ -207,11 +226,15 @@ class _Worker:
             busy = 0.0
         else:
             begin = time.perf_counter()
-            if kind == 0 and not timed and not errors:
+            if kind == 0 and not timed and not errors and self.memory_limit is None:
                 values = _run_plain(fn, items, slot, errors, stride)
             else:
-                values = _run_general(fn, _CALLERS[kind], items, slot, errors, timed)
+                values = _run_general(fn, _CALLERS[kind], items, slot, errors, timed, self.memory_limit)
             busy = time.perf_counter() - begin
+        ran = len(values)  # fewer than the items when the memory limit stopped the batch early
+        values.extend([None] * (len(items) - ran))
+        resident = resident_bytes() if self.memory_limit is not None else 0
+        over = resident if resident > (self.memory_limit or 0) and self.memory_limit is not None else 0
         slot[p.SLOT_POSITION] = p.PHASE_ENCODE
         encoded_errors = {position: serialize.dumps_exception(exc) for position, exc in errors.items()}
         isolated = bool(isolate)
@@ -227,16 +250,18 @@ class _Worker:
         else:
             if isolated:
                 values_blob = serialize.dumps(serialize.dumps_each(values, "the task's result")[0])
-        self.reply(seq, busy, isolated, encoded_errors, False, values_blob)
+        self.reply(seq, busy, isolated, encoded_errors, False, values_blob, ran, over)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
 
     def reply(self, seq: int, busy: float, isolated: bool, errors: dict[int, bytes], undecodable: bool,
-              values_blob: bytes) -> None:
-        self.conn.send_bytes(serialize.dumps((p.DONE, seq, busy, isolated, errors, undecodable)))
+              values_blob: bytes, ran: int, over_memory: int) -> None:
+        self.conn.send_bytes(serialize.dumps((p.DONE, seq, busy, isolated, errors, undecodable, ran,
+                                              over_memory)))
         self.conn.send_bytes(values_blob)
 
 
-def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None) -> None:
+def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None,
+                memory_limit: int | None = None) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_owner(owner, owner_is_parent)
@@ -249,7 +274,7 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             conn.close()
             os._exit(3)
     conn.send_bytes(serialize.dumps((p.READY, os.getpid())))
-    worker = _Worker(conn, slot)
+    worker = _Worker(conn, slot, memory_limit)
     inbox = _Inbox(conn)
     while True:
         try:
