@@ -222,8 +222,10 @@ class ProcessBackend(Backend):
     def statistics(self) -> dict[str, Any]:
         with self._lock:
             stats: dict[str, Any] = dict(self._counters)
-            stats.update(workers_alive=len(self._workers), queued_batches=len(self._pending),
-                         start_method=self.start_method)
+            workers = list(self._workers)
+            stats.update(workers_alive=len(workers), queued_batches=len(self._pending),
+                         start_method=self.start_method,
+                         worker_pids=[worker.pid for worker in workers if not worker.doomed])
         return stats
 
     # -- encoding (caller's thread) ----------------------------------------------------------------
