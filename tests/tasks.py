@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 import threading
@@ -72,6 +73,7 @@ def crash(x: int, how: str = "exit", when: int | None = None) -> int:
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if how == "segv":
+        faulthandler.disable()  # pytest's handler, inherited under fork, would print a dump
         ctypes.string_at(0)
     if how == "sysexit":
         raise SystemExit(5)

@@ -89,7 +89,8 @@ CTRL_C_DURING_CALL = """
 import time, conveyor, tasks
 if __name__ == "__main__":
     method, call = sys.argv[1], sys.argv[2]
-    with conveyor.Pool(2, backend="process", start_method=method) as pool:
+    backend = "thread" if method == "thread" else "process"
+    with conveyor.Pool(2, backend=backend, start_method=None if backend == "thread" else method) as pool:
         pool.map(tasks.square, range(4))
         print("READY", flush=True)
         try:
@@ -117,6 +118,7 @@ def _interrupt(scenario: Scenario, target: str) -> float:
 
 CASES = [(m, c, t) for m in START_METHODS for c in ("map", "imap", "result") for t in ("group", "parent")
          if m == "forkserver" or c == "map"]
+CASES += [("thread", call, "group") for call in ("map", "imap", "result")]  # "thread": the thread backend
 
 
 @pytest.mark.parametrize("method,call,target", CASES, ids=["-".join(case) for case in CASES])

@@ -11,6 +11,7 @@ Places: ``pickle_task`` (the caller pickles an argument), ``unpickle_task`` (the
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 from typing import Any
@@ -35,6 +36,7 @@ def fault(kind: str) -> Any:
     if kind == "exit":
         os._exit(9)
     if kind == "segv":
+        faulthandler.disable()  # pytest's handler, inherited under fork, would print a dump
         ctypes.string_at(0)
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
