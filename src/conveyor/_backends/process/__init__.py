@@ -36,7 +36,10 @@ import warnings
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from conveyor._backends.process import batches
 from conveyor._backends.process import protocol as p
+from conveyor._backends.process.batches import Sent
+from conveyor._backends.process.handle import WorkerHandle
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method
@@ -61,61 +64,8 @@ so sending it can never block the supervisor)."""
 KILL_GRACE_SECONDS = 1.0
 """After SIGTERM, a worker gets this long before SIGKILL."""
 STARTUP_FAILURES_BEFORE_BROKEN = 3
-TINY_CALL_SECONDS = 2e-6
-"""Calls shorter than this run in strides: tracking each one would cost as much as the call."""
-STRIDE = 64
 _IDLE_TICK = 1.0
 _TIMEOUT_TICK = 0.02
-
-
-def describe_input(batch: Batch, position: int) -> str:
-    """The input of one task as the user wrote it: ``x``, ``(a, b)`` or ``(a, b, key=value)``."""
-    item = batch.items[position]
-    if batch.kind == CallKind.FULL:
-        args, kwargs = item
-        parts = [short_repr(arg, 80) for arg in args] + [f"{k}={short_repr(v, 80)}" for k, v in kwargs.items()]
-        text = "(" + ", ".join(parts) + ")"
-        return text if len(text) <= 200 else text[:197] + "..."
-    return short_repr(item)
-
-
-class _Sent:
-    """A batch encoded for the pipe, on its way to or inside a worker."""
-
-    __slots__ = ("batch", "seq", "stride", "positions", "errors", "payload", "function_blob")
-
-    def __init__(self, batch: Batch, positions: Any, errors: dict[int, BaseException], payload: bytes,
-                 function_blob: bytes) -> None:
-        self.batch = batch
-        self.seq = 0
-        self.stride = 1                   # inputs per progress-slot update in the worker
-        self.positions = positions        # batch positions that travel (the others failed to encode)
-        self.errors = errors              # batch position -> encoding error
-        self.payload = payload
-        self.function_blob = function_blob
-
-
-class _Worker:
-    """The supervisor's view of one worker process."""
-
-    def __init__(self, process: Any, conn: Any, slot: Any) -> None:
-        self.process = process
-        self.conn = conn
-        self.slot = memoryview(slot).cast("B").cast("d")
-        self.raw_slot = slot
-        self.pid: int = process.pid
-        self.ready = False
-        self.inflight: collections.deque[_Sent] = collections.deque()
-        self.functions: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self.dispatched = 0
-        self.retiring = False        # no new work; exits once idle
-        self.doomed = False          # being killed; its work was already reported
-        self.kill_at: float | None = None
-        self.conn_open = True
-
-    @property
-    def available(self) -> bool:
-        return not (self.retiring or self.doomed)
 
 
 class ProcessBackend(Backend):
@@ -140,8 +90,8 @@ class ProcessBackend(Backend):
             except BaseException as exc:  # noqa: BLE001
                 raise serialize.pickling_error(config.initializer, exc, "the initializer or its initargs") from exc
         self._lock = threading.Lock()
-        self._pending: collections.deque[_Sent] = collections.deque()
-        self._workers: list[_Worker] = []
+        self._pending: collections.deque[Sent] = collections.deque()
+        self._workers: list[WorkerHandle] = []
         self._seq = itertools.count(1)
         self._closed = False
         self._kill = False
@@ -169,8 +119,9 @@ class ProcessBackend(Backend):
         calls already running may still feed inputs, re-run lost ones, or retry failed ones.
         """
         self._check_accepting()
-        sent = self._encode(batch)
-        if sent is None:
+        sent = batches.encode(batch)
+        if not isinstance(sent, batches.Sent):
+            self._fail_now(batch, sent)
             return
         with self._lock:
             self._check_accepting()  # again: the supervisor may have finished while we pickled
@@ -187,7 +138,7 @@ class ProcessBackend(Backend):
         with self._lock:
             self._closed = True
             self._kill = self._kill or kill
-            abandoned: list[_Sent] = []
+            abandoned: list[Sent] = []
             if cancel_pending or kill:
                 abandoned = list(self._pending)
                 self._pending.clear()
@@ -213,7 +164,7 @@ class ProcessBackend(Backend):
                     self._kill = True
                     self._wake()
                 for worker in list(self._workers):
-                    self._signal(worker, signal.SIGKILL)
+                    worker.signal(signal.SIGKILL)
                 raise
 
     def broken(self) -> BaseException | None:
@@ -227,46 +178,6 @@ class ProcessBackend(Backend):
                          start_method=self.start_method,
                          worker_pids=[worker.pid for worker in workers if not worker.doomed])
         return stats
-
-    # -- encoding (caller's thread) ----------------------------------------------------------------
-    def _encode(self, batch: Batch) -> _Sent | None:
-        """Pickle a batch; inputs that cannot be pickled fail here, alone, before anything is sent."""
-        items = batch.items
-        try:
-            function_blob = batch.function.blob(serialize.dumps)
-        except KeyboardInterrupt:
-            raise  # the user's Ctrl-C, in their own process
-        except BaseException as exc:  # noqa: BLE001 - every input of this call fails the same way
-            error = serialize.pickling_error(batch.function.fn, exc, "the task function")
-            self._fail_now(batch, dict.fromkeys(range(len(items)), error))
-            return None
-        errors: dict[int, BaseException] = {}
-        positions: Any = range(len(items))
-        payload = b""
-        if not batch.isolate:
-            try:
-                payload = serialize.dumps(items)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:  # noqa: BLE001 - find the culprits one by one below
-                payload = b""
-        if not payload:
-            blobs, bad = serialize.dumps_each(items, "the task's input", in_caller=True)
-            for position, error in bad.items():
-                errors[position] = self._tag(error, batch, position)
-            positions = [position for position in range(len(items)) if position not in bad]
-            if not positions:
-                self._fail_now(batch, errors)
-                return None
-            payload = serialize.dumps([blobs[position] for position in positions])
-            if not batch.isolate:
-                batch.isolate = True
-        return _Sent(batch, positions, errors, payload, function_blob)
-
-    @staticmethod
-    def _tag(error: BaseException, batch: Batch, position: int) -> BaseException:
-        error.args = (f"task #{batch.indices[position]}: {error.args[0]}",) if error.args else error.args
-        return error
 
     @classmethod
     def _fail_now(cls, batch: Batch, errors: dict[int, BaseException]) -> None:
@@ -373,15 +284,15 @@ class ProcessBackend(Backend):
         )
         process.start()
         child_conn.close()
-        self._workers.append(_Worker(process, parent_conn, slot))
+        self._workers.append(WorkerHandle(process, parent_conn, slot))
         self._counters["workers_started"] += 1
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: WorkerHandle) -> None:
         worker.retiring = True
         if not worker.inflight:
             self._send_exit(worker)
 
-    def _send_exit(self, worker: _Worker) -> None:
+    def _send_exit(self, worker: WorkerHandle) -> None:
         if worker.conn_open:
             try:
                 worker.conn.send_bytes(serialize.dumps((p.EXIT,)))
@@ -390,9 +301,9 @@ class ProcessBackend(Backend):
             worker.conn_open = False
             # Keep the connection object alive until the process is reaped (its sentinel is watched).
 
-    def _pick(self, sent: _Sent) -> _Worker | None:
+    def _pick(self, sent: Sent) -> WorkerHandle | None:
         limit = self.config.max_tasks_per_worker
-        best: _Worker | None = None
+        best: WorkerHandle | None = None
         for worker in self._workers:
             if not worker.available:
                 continue
@@ -429,7 +340,7 @@ class ProcessBackend(Backend):
                 continue
             self._send(worker, sent)
 
-    def _send(self, worker: _Worker, sent: _Sent) -> None:
+    def _send(self, worker: WorkerHandle, sent: Sent) -> None:
         batch = sent.batch
         sent.seq = next(self._seq)
         key = batch.function.key
@@ -439,7 +350,7 @@ class ProcessBackend(Backend):
             worker.functions[key] = None
             if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
                 worker.functions.popitem(last=False)
-        sent.stride = self._stride(batch)
+        sent.stride = batches.stride(batch)
         header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
                                   batch.isolate, sent.stride))
         worker.inflight.append(sent)
@@ -450,21 +361,8 @@ class ProcessBackend(Backend):
         except OSError:
             pass  # the worker is dying; its sentinel will report what it held
 
-    @staticmethod
-    def _stride(batch: Batch) -> int:
-        """How many inputs a worker may run between two progress-slot updates.
-
-        One, unless calls are known to be tiny: then the worker runs them ``STRIDE`` at a time at C
-        speed, and a crash among them re-runs those few alone to find the culprit.
-        """
-        per_call = batch.function.seconds_per_call
-        if (batch.kind == CallKind.ONE and batch.timeout is None and not batch.isolate
-                and per_call is not None and per_call < TINY_CALL_SECONDS):
-            return STRIDE
-        return 1
-
     # -- results -----------------------------------------------------------------------------------
-    def _drain(self, worker: _Worker) -> None:
+    def _drain(self, worker: WorkerHandle) -> None:
         """Handle every complete message waiting on a worker's pipe."""
         while True:
             try:
@@ -491,7 +389,7 @@ class ProcessBackend(Backend):
             elif tag == p.SKIPPED:
                 self._skipped(worker, header[1])
 
-    def _complete(self, worker: _Worker, header: tuple[Any, ...], values_blob: bytes) -> None:
+    def _complete(self, worker: WorkerHandle, header: tuple[Any, ...], values_blob: bytes) -> None:
         _, seq, busy, isolated, encoded_errors, undecodable, ran, over_memory = header
         if not worker.inflight or worker.inflight[0].seq != seq:
             return  # already reported (the worker was being killed for a timeout)
@@ -506,7 +404,7 @@ class ProcessBackend(Backend):
             self._finish(batch, [None] * len(batch), errors, suspects=list(positions))
             self._after_batch(worker)
             return
-        values, decode_errors = self._decode_values(values_blob, isolated)
+        values, decode_errors = batches.decode_values(values_blob, isolated)
         if values is None:
             if len(positions) > 1:
                 self._finish(batch, [None] * len(batch), errors, suspects=list(positions), busy=busy)
@@ -520,7 +418,7 @@ class ProcessBackend(Backend):
             except BaseException as exc:  # noqa: BLE001
                 errors[positions[wpos]] = serialize.unpickling_error(exc, "the task's exception")
         for wpos, error in decode_errors.items():
-            errors.setdefault(positions[wpos], self._tag(error, batch, positions[wpos]))
+            errors.setdefault(positions[wpos], batches.tag(error, batch, positions[wpos]))
         if not isinstance(positions, range) or len(positions) != len(batch):
             full: list[Any] = [None] * len(batch)
             for wpos, position in enumerate(positions):
@@ -532,7 +430,7 @@ class ProcessBackend(Backend):
         self._finish(batch, values, errors, lost=unrun, busy=busy)
         self._after_batch(worker)
 
-    def _recycle_for_memory(self, worker: _Worker, resident: int) -> None:
+    def _recycle_for_memory(self, worker: WorkerHandle, resident: int) -> None:
         """The worker passed ``max_memory_per_worker``: replace it once idle, and say so."""
         if worker.retiring:
             return
@@ -556,7 +454,7 @@ class ProcessBackend(Backend):
                 except OSError:
                     pass  # dying: its sentinel reports what it held
 
-    def _skipped(self, worker: _Worker, seq: int) -> None:
+    def _skipped(self, worker: WorkerHandle, seq: int) -> None:
         """A worker skipped a cancelled batch: its inputs are cancelled, never run."""
         if not worker.inflight or worker.inflight[0].seq != seq:
             return
@@ -566,16 +464,7 @@ class ProcessBackend(Backend):
         self._finish(sent.batch, [None] * len(sent.batch), errors)
         self._after_batch(worker)
 
-    @staticmethod
-    def _decode_values(blob: bytes, isolated: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
-        if isolated:
-            return serialize.loads_each(serialize.loads(blob), "the task's result in the caller")
-        try:
-            return serialize.loads(blob), {}
-        except BaseException as exc:  # noqa: BLE001 - the caller decides: re-run isolated, or fail
-            return None, {0: serialize.unpickling_error(exc, "the task's result in the caller")}
-
-    def _after_batch(self, worker: _Worker) -> None:
+    def _after_batch(self, worker: WorkerHandle) -> None:
         limit = self.config.max_tasks_per_worker
         if limit is not None and worker.dispatched >= limit:
             self._retire(worker)
@@ -592,7 +481,7 @@ class ProcessBackend(Backend):
             _log.exception("reporting a finished batch raised")
 
     # -- failures ----------------------------------------------------------------------------------
-    def _on_exit(self, worker: _Worker) -> None:
+    def _on_exit(self, worker: WorkerHandle) -> None:
         self._drain(worker)
         # The sentinel fires when the dying process closes its files, a moment before it can be
         # reaped; a blocking join (bounded, it is exiting) gets the real exit code.
@@ -621,7 +510,7 @@ class ProcessBackend(Backend):
                     f"(start method {self.start_method!r}); the pool cannot run tasks"))
         self._report_crash(worker, exitcode)
 
-    def _report_crash(self, worker: _Worker, exitcode: int | None) -> None:
+    def _report_crash(self, worker: WorkerHandle, exitcode: int | None) -> None:
         """Fail the input a dead worker was running; hand everything else it held back to the core."""
         slot = worker.slot
         seq, position = slot[p.SLOT_SEQ], slot[p.SLOT_POSITION]
@@ -651,10 +540,10 @@ class ProcessBackend(Backend):
             self._finish(batch, [None] * len(batch), errors, lost=lost, suspects=suspects)
 
     @staticmethod
-    def _crash_error(worker: _Worker, exitcode: int | None, batch: Batch, position: int,
+    def _crash_error(worker: WorkerHandle, exitcode: int | None, batch: Batch, position: int,
                      where: str) -> WorkerCrashedError:
         error = WorkerCrashedError(pid=worker.pid, exitcode=exitcode, task_index=batch.indices[position],
-                                   task_input=describe_input(batch, position))
+                                   task_input=batches.describe_input(batch, position))
         if where:
             error.args = (error.args[0] + where,)
         return error
@@ -664,7 +553,7 @@ class ProcessBackend(Backend):
         for worker in list(self._workers):
             if worker.kill_at is not None:
                 if now >= worker.kill_at:
-                    self._signal(worker, signal.SIGKILL)
+                    worker.signal(signal.SIGKILL)
                     worker.kill_at = None
                 continue
             if worker.doomed or not worker.inflight:
@@ -685,17 +574,17 @@ class ProcessBackend(Backend):
             culprit = sent.positions[int(position)]
             batch = sent.batch
             error = TaskTimeoutError(
-                f"task #{batch.indices[culprit]} with input {describe_input(batch, culprit)} ran for "
+                f"task #{batch.indices[culprit]} with input {batches.describe_input(batch, culprit)} ran for "
                 f"{elapsed:.2f}s, over its task_timeout of {timeout}s; worker {worker.pid} was killed "
                 "and replaced")
             self._doom(worker, {id(sent): (culprit, error)})
 
-    def _doom(self, worker: _Worker, culprits: dict[int, tuple[int, BaseException]]) -> None:
+    def _doom(self, worker: WorkerHandle, culprits: dict[int, tuple[int, BaseException]]) -> None:
         """Kill a worker (SIGTERM, SIGKILL after a grace period) and report its work now."""
         worker.doomed = True
         inflight = list(worker.inflight)
         worker.inflight.clear()
-        self._signal(worker, signal.SIGTERM)
+        worker.signal(signal.SIGTERM)
         worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
         for sent in inflight:
             errors = dict(sent.errors)
@@ -705,13 +594,6 @@ class ProcessBackend(Backend):
                 lost.remove(culprit)
                 errors[culprit] = error
             self._finish(sent.batch, [None] * len(sent.batch), errors, lost=lost)
-
-    @staticmethod
-    def _signal(worker: _Worker, signum: int) -> None:
-        try:
-            os.kill(worker.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _break(self, error: BaseException) -> None:
         with self._lock:
@@ -726,7 +608,7 @@ class ProcessBackend(Backend):
                 inflight = list(worker.inflight)
                 worker.inflight.clear()
                 worker.doomed = True
-                self._signal(worker, signal.SIGKILL)
+                worker.signal(signal.SIGKILL)
                 for sent in inflight:
                     self._finish(sent.batch, [None] * len(sent.batch),
                                  dict.fromkeys(range(len(sent.batch)), self._broken))
@@ -740,7 +622,7 @@ class ProcessBackend(Backend):
             inflight = list(worker.inflight)
             worker.inflight.clear()
             worker.doomed = True
-            self._signal(worker, signal.SIGTERM)
+            worker.signal(signal.SIGTERM)
             worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
             for sent in inflight:
                 self._finish(sent.batch, [None] * len(sent.batch), dict.fromkeys(range(len(sent.batch)), error))
@@ -748,7 +630,7 @@ class ProcessBackend(Backend):
     def _kill_all_now(self) -> None:
         """Last resort on the supervisor's way out: SIGKILL, reap and close whatever is left."""
         for worker in self._workers:
-            self._signal(worker, signal.SIGKILL)
+            worker.signal(signal.SIGKILL)
         for worker in self._workers:
             worker.process.join(5)
             worker.conn.close()

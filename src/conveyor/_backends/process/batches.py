@@ -1,0 +1,109 @@
+"""Batches on their way through a worker's pipe: pickling in the caller, decoding the results.
+
+Pickling runs in the caller's thread (so the supervisor never spends its time there) and is
+whole-batch first, item by item only when the whole fails, so that only the guilty inputs fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor._core import serialize
+from conveyor._core.errors import short_repr
+from conveyor.abc import Batch, CallKind
+
+TINY_CALL_SECONDS = 2e-6
+"""Calls shorter than this run in strides: tracking each one would cost as much as the call."""
+STRIDE = 64
+
+
+def describe_input(batch: Batch, position: int) -> str:
+    """The input of one task as the user wrote it: ``x``, ``(a, b)`` or ``(a, b, key=value)``."""
+    item = batch.items[position]
+    if batch.kind == CallKind.FULL:
+        args, kwargs = item
+        parts = [short_repr(arg, 80) for arg in args] + [f"{k}={short_repr(v, 80)}" for k, v in kwargs.items()]
+        text = "(" + ", ".join(parts) + ")"
+        return text if len(text) <= 200 else text[:197] + "..."
+    return short_repr(item)
+
+
+class Sent:
+    """A batch encoded for the pipe, on its way to or inside a worker."""
+
+    __slots__ = ("batch", "seq", "stride", "positions", "errors", "payload", "function_blob")
+
+    def __init__(self, batch: Batch, positions: Any, errors: dict[int, BaseException], payload: bytes,
+                 function_blob: bytes) -> None:
+        self.batch = batch
+        self.seq = 0
+        self.stride = 1                   # inputs per progress-slot update in the worker
+        self.positions = positions        # batch positions that travel (the others failed to encode)
+        self.errors = errors              # batch position -> encoding error
+        self.payload = payload
+        self.function_blob = function_blob
+
+
+
+def encode(batch: Batch) -> Sent | dict[int, BaseException]:
+    """Pickle a batch; inputs that cannot be pickled fail here, alone, before anything is sent.
+
+    Returns the batch ready for the pipe, or (when nothing in it can be sent) an error per position.
+    """
+    items = batch.items
+    try:
+        function_blob = batch.function.blob(serialize.dumps)
+    except KeyboardInterrupt:
+        raise  # the user's Ctrl-C, in their own process
+    except BaseException as exc:  # noqa: BLE001 - every input of this call fails the same way
+        error = serialize.pickling_error(batch.function.fn, exc, "the task function")
+        return dict.fromkeys(range(len(items)), error)
+    errors: dict[int, BaseException] = {}
+    positions: Any = range(len(items))
+    payload = b""
+    if not batch.isolate:
+        try:
+            payload = serialize.dumps(items)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - find the culprits one by one below
+            payload = b""
+    if not payload:
+        blobs, bad = serialize.dumps_each(items, "the task's input", in_caller=True)
+        for position, error in bad.items():
+            errors[position] = tag(error, batch, position)
+        positions = [position for position in range(len(items)) if position not in bad]
+        if not positions:
+            return errors
+        payload = serialize.dumps([blobs[position] for position in positions])
+        batch.isolate = True
+    return Sent(batch, positions, errors, payload, function_blob)
+
+
+def tag(error: BaseException, batch: Batch, position: int) -> BaseException:
+    """Prefix an error's message with the task's index in its call."""
+    error.args = (f"task #{batch.indices[position]}: {error.args[0]}",) if error.args else error.args
+    return error
+
+
+def decode_values(blob: bytes, isolated: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
+    """Results from a worker: (values, position -> error), or (None, ...) when the whole list failed."""
+    if isolated:
+        return serialize.loads_each(serialize.loads(blob), "the task's result in the caller")
+    try:
+        return serialize.loads(blob), {}
+    except BaseException as exc:  # noqa: BLE001 - the caller decides: re-run isolated, or fail
+        return None, {0: serialize.unpickling_error(exc, "the task's result in the caller")}
+
+
+def stride(batch: Batch) -> int:
+    """How many inputs a worker may run between two progress-slot updates.
+
+    One, unless calls are known to be tiny: then the worker runs them ``STRIDE`` at a time at C
+    speed, and a crash among them re-runs those few alone to find the culprit.
+    """
+    per_call = batch.function.seconds_per_call
+    if (batch.kind == CallKind.ONE and batch.timeout is None and not batch.isolate
+            and per_call is not None and per_call < TINY_CALL_SECONDS):
+        return STRIDE
+    return 1
