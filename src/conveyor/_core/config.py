@@ -71,7 +71,7 @@ def parse_size(value: int | str | None, name: str = "size") -> int | None:
         try:
             number = float(digits)
         except ValueError:
-            number, unit = -1.0, unit
+            number = -1.0
         if unit not in _UNITS:
             raise ValueError(f"{name}: unknown unit {unit!r} in {value!r}; use B, KB, MB, GB, KiB, MiB or GiB")
     if number <= 0:

@@ -52,9 +52,8 @@ from conveyor._core.errors import (
     WorkerCrashedError,
     WorkerRecycledWarning,
     describe_exit,
-    short_repr,
 )
-from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
 _log = logging.getLogger("conveyor")
 
