@@ -213,6 +213,15 @@ class Backend(abc.ABC):
     def workers(self) -> int:
         return self.config.workers
 
+    @classmethod
+    def primitives(cls, config: BackendConfig) -> Any:
+        """The factory of locks, queues, shared values... that work with this backend's workers.
+
+        It must offer the methods of :class:`conveyor.primitives.PrimitiveFactories`. A context can
+        ask for it without starting workers, so it is a class method.
+        """
+        raise NotImplementedError(f"the {cls.name!r} backend has no synchronization primitives yet")
+
     @property
     def max_batch_size(self) -> int | None:
         """The largest batch this backend accepts, or None for no limit."""

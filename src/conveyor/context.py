@@ -10,15 +10,26 @@ from typing import Any, Callable, Iterable
 
 from conveyor._core import config as _config
 from conveyor._core.registry import backend_class
+from conveyor.abc import BackendConfig
 from conveyor.pool import Pool
+from conveyor.primitives import PrimitiveFactories
 
 __all__ = ["Context", "context", "map"]
 
 _CALL_OPTIONS = ("timeout", "chunksize", "task_timeout", "retries", "progress")
 
 
-class Context:
-    """Makes pools (and later primitives) for one backend, with shared defaults.
+class Context(PrimitiveFactories):
+    """Makes pools, locks, queues and shared values for one backend, with shared defaults.
+
+    Example:
+        >>> import conveyor
+        >>> ctx = conveyor.context("thread")
+        >>> q = ctx.Queue()
+        >>> with ctx.Pool(2) as pool:
+        ...     _ = pool.map(q.put, range(3))
+        >>> sorted(q.get() for _ in range(3))
+        [0, 1, 2]
 
     Args:
         backend: backend name (default from :func:`conveyor.config`).
@@ -27,8 +38,16 @@ class Context:
 
     def __init__(self, backend: str | None = None, **defaults: Any) -> None:
         self.backend = backend or _config.setting("backend")
-        backend_class(self.backend)  # fail now, with the install hint, if it is not available
+        self._backend_class = backend_class(self.backend)  # fails now, with the install hint
         self._defaults = defaults
+        self._primitives: object | None = None
+
+    def _primitive_factory(self) -> object:
+        if self._primitives is None:
+            start_method = self._defaults.get("start_method") or _config.setting("start_method")
+            self._primitives = self._backend_class.primitives(
+                BackendConfig(workers=1, start_method=start_method))
+        return self._primitives
 
     def Pool(self, workers: int | None = None, **options: Any) -> Pool:  # noqa: N802 - mirrors multiprocessing
         """A :class:`conveyor.Pool` on this context's backend."""

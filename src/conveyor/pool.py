@@ -23,6 +23,7 @@ from conveyor._core.registry import backend_class
 from conveyor._core.stream import Stream
 from conveyor._core.task import FutureDelivery, Stats, SubmitCall
 from conveyor.abc import Backend, BackendConfig, CallKind, TaskFunction
+from conveyor.primitives import PrimitiveFactories
 from conveyor.progress import ProgressOption, make_progress
 
 __all__ = ["AsyncResult", "Pool", "default_workers"]
@@ -117,7 +118,7 @@ class AsyncResult:
         return not self._future.cancelled() and self._future.exception() is None
 
 
-class Pool(concurrent.futures.Executor):
+class Pool(concurrent.futures.Executor, PrimitiveFactories):
     """A pool of workers on one backend.
 
     Args:
@@ -192,11 +193,17 @@ class Pool(concurrent.futures.Executor):
         self._stats = Stats()
         self._submit_index = itertools.count()
         self._closed = False
+        self._primitives: Any = None
         self._jobs: set[threading.Thread] = set()
         self._jobs_lock = threading.Lock()
         _live_backends.add(self._backend)
         self._finalizer = weakref.finalize(self, _drop_backend, self._backend)
         self._finalizer.atexit = False
+
+    def _primitive_factory(self) -> Any:
+        if self._primitives is None:
+            self._primitives = type(self._backend).primitives(self._backend.config)
+        return self._primitives
 
     # -- introspection -----------------------------------------------------------------------------
     @property

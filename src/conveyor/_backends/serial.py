@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 from conveyor._backends._inline import BatchRun
+from conveyor._backends._local_primitives import LocalPrimitives
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
@@ -17,6 +18,10 @@ from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 class SerialBackend(Backend):
     name = "serial"
     capabilities = Capabilities()
+
+    @classmethod
+    def primitives(cls, config: BackendConfig) -> LocalPrimitives:
+        return LocalPrimitives()
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(BackendConfig(workers=1, initializer=config.initializer, initargs=config.initargs,

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from conveyor._backends._inline import BatchRun, timeout_error
+from conveyor._backends._local_primitives import LocalPrimitives
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
@@ -80,6 +81,10 @@ class _Worker:
 class ThreadBackend(Backend):
     name = "thread"
     capabilities = Capabilities()
+
+    @classmethod
+    def primitives(cls, config: BackendConfig) -> LocalPrimitives:
+        return LocalPrimitives()
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

@@ -16,6 +16,7 @@ Each error also derives from the builtin or stdlib error that users already catc
     ├── BrokenPoolError                + concurrent.futures.BrokenExecutor: the pool cannot run work
     │   └── InitializerError           the worker initializer failed
     ├── PoolClosedError                + RuntimeError: submit after shutdown
+    ├── ShutDown                       + queue.ShutDown (3.13+): get/put on a shut-down queue
     └── BackendUnavailableError        + ImportError: an optional backend is not installed
 
 Warnings: ``WorkerRecycledWarning`` (a worker passed ``max_memory_per_worker`` and was replaced).
@@ -29,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import pickle
+import queue
 import signal
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultTimeoutError",
     "SerializationError",
+    "ShutDown",
     "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
@@ -212,6 +215,16 @@ class InitializerError(BrokenPoolError):
 
 class PoolClosedError(ConveyorError, RuntimeError):
     """Work was submitted to a pool that is shut down or shutting down."""
+
+
+_QUEUE_SHUTDOWN: tuple[type, ...] = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
+
+
+class ShutDown(ConveyorError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
+    """``put`` on a shut-down queue, or ``get`` on one that is shut down and empty.
+
+    From Python 3.13 on it is also a ``queue.ShutDown``, so the stdlib's except clauses catch it.
+    """
 
 
 class BackendUnavailableError(ConveyorError, ImportError):

@@ -1,0 +1,77 @@
+"""The primitives every context and pool can make: ``ctx.Lock()``, ``pool.Queue()``, ``ctx.Value("i")``...
+
+They come from the thing that runs the workers, so they work with its workers: a ``threading`` lock
+for the thread backend, a process-safe one for processes. Names and semantics are the stdlib's.
+This mixin only forwards each call to the backend's factory (``Backend.primitives``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+
+class PrimitiveFactories:
+    """Adds ``Lock``, ``RLock``, ``Condition``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
+    ``Barrier``, ``Queue``, ``LifoQueue``, ``PriorityQueue``, ``Pipe``, ``Value``, ``Array``, ``dict``,
+    ``list`` and ``Namespace`` to a class that defines ``_primitive_factory()``."""
+
+    def _primitive_factory(self) -> Any:
+        raise NotImplementedError
+
+    def Lock(self) -> Any:  # noqa: N802 - the stdlib's names
+        """A mutual-exclusion lock (``acquire(blocking=True, timeout=-1)``, ``release``, ``with``)."""
+        return self._primitive_factory().Lock()
+
+    def RLock(self) -> Any:  # noqa: N802
+        """A lock its holder may acquire again."""
+        return self._primitive_factory().RLock()
+
+    def Condition(self, lock: Any = None) -> Any:  # noqa: N802
+        """``wait``/``wait_for``/``notify(n)``/``notify_all`` around ``lock`` (a new RLock by default)."""
+        return self._primitive_factory().Condition(lock)
+
+    def Semaphore(self, value: int = 1) -> Any:  # noqa: N802
+        return self._primitive_factory().Semaphore(value)
+
+    def BoundedSemaphore(self, value: int = 1) -> Any:  # noqa: N802
+        """A semaphore whose over-release raises ValueError."""
+        return self._primitive_factory().BoundedSemaphore(value)
+
+    def Event(self) -> Any:  # noqa: N802
+        return self._primitive_factory().Event()
+
+    def Barrier(self, parties: int, action: Callable[[], Any] | None = None,  # noqa: N802
+                timeout: float | None = None) -> Any:
+        """``wait``/``abort``/``reset``; a broken barrier raises ``threading.BrokenBarrierError``."""
+        return self._primitive_factory().Barrier(parties, action, timeout)
+
+    def Queue(self, maxsize: int = 0) -> Any:  # noqa: N802
+        """``queue.Queue`` semantics plus ``shutdown(immediate=False)`` and ``put_many``/``get_many``."""
+        return self._primitive_factory().Queue(maxsize)
+
+    def LifoQueue(self, maxsize: int = 0) -> Any:  # noqa: N802
+        return self._primitive_factory().LifoQueue(maxsize)
+
+    def PriorityQueue(self, maxsize: int = 0) -> Any:  # noqa: N802
+        return self._primitive_factory().PriorityQueue(maxsize)
+
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
+        """Two connection ends: ``send``/``recv``/``poll``/``close``."""
+        return self._primitive_factory().Pipe(duplex)
+
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: bool = True) -> Any:  # noqa: N802
+        """A shared number (``.value``; ``get_lock()`` for read-modify-write)."""
+        return self._primitive_factory().Value(typecode_or_type, value, lock)
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: bool = True) -> Any:  # noqa: N802
+        """A shared array of numbers (indexing, slicing, ``get_lock()``)."""
+        return self._primitive_factory().Array(typecode_or_type, size_or_initializer, lock)
+
+    def dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._primitive_factory().dict(*args, **kwargs)
+
+    def list(self, iterable: Iterable[Any] = ()) -> Any:
+        return self._primitive_factory().list(iterable)
+
+    def Namespace(self, **attributes: Any) -> Any:  # noqa: N802
+        return self._primitive_factory().Namespace(**attributes)

@@ -1,0 +1,192 @@
+"""Primitives made by a context or a pool: stdlib names and semantics, usable by that pool's tasks.
+
+Parametrized over the backends that have primitives (the process backend joins this suite when its
+process-safe primitives land).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import conveyor
+from conftest import bounded
+
+pytestmark = pytest.mark.timeout(60)
+
+PRIMITIVE_BACKENDS = ("thread", "serial")
+
+
+@pytest.fixture(params=PRIMITIVE_BACKENDS)
+def ctx(request):
+    return conveyor.context(request.param)
+
+
+def test_lock_acquire_release_and_timeout(ctx):
+    lock = ctx.Lock()
+    assert lock.acquire()
+    assert not lock.acquire(blocking=False)
+    started = time.monotonic()
+    assert not lock.acquire(timeout=0.05)
+    assert time.monotonic() - started >= 0.04
+    lock.release()
+    with lock:
+        assert lock.locked()
+    assert not lock.locked()
+
+
+def test_rlock_can_be_taken_again_by_its_holder(ctx):
+    rlock = ctx.RLock()
+    with rlock, rlock:
+        pass
+    with pytest.raises(RuntimeError):
+        rlock.release()
+
+
+def test_condition_wait_for_and_notify_n(ctx):
+    cond = ctx.Condition()
+    state = {"ready": 0, "woken": 0}
+
+    def waiter():
+        with cond:
+            cond.wait_for(lambda: state["ready"], timeout=bounded(5))
+            state["woken"] += 1
+
+    threads = [threading.Thread(target=waiter) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    with cond:
+        state["ready"] = 1
+        cond.notify(2)
+    time.sleep(0.1)
+    with cond:
+        assert state["woken"] == 2
+        cond.notify_all()
+    for thread in threads:
+        thread.join(bounded(5))
+    assert state["woken"] == 3
+    with cond:
+        assert not cond.wait(timeout=0.01)
+
+
+def test_semaphores_and_bounded_over_release(ctx):
+    sem = ctx.Semaphore(2)
+    assert sem.acquire() and sem.acquire()
+    assert not sem.acquire(timeout=0.01)
+    sem.release()
+    bsem = ctx.BoundedSemaphore(1)
+    bsem.acquire()
+    bsem.release()
+    with pytest.raises(ValueError):
+        bsem.release()
+
+
+def test_event(ctx):
+    event = ctx.Event()
+    assert not event.wait(0.01)
+    threading.Timer(0.05, event.set).start()
+    assert event.wait(bounded(5))
+    assert event.is_set()
+    event.clear()
+    assert not event.is_set()
+
+
+def test_barrier_action_abort_and_reset(ctx):
+    calls = []
+    barrier = ctx.Barrier(2, action=lambda: calls.append("action"), timeout=bounded(5))
+    other = threading.Thread(target=barrier.wait)
+    other.start()
+    assert barrier.wait() in (0, 1)
+    other.join(bounded(5))
+    assert calls == ["action"]
+    broken = ctx.Barrier(2, timeout=0.05)
+    with pytest.raises(threading.BrokenBarrierError):
+        broken.wait()
+    assert broken.broken
+    broken.reset()
+    assert not broken.broken
+    aborted = ctx.Barrier(3)
+    aborted.abort()
+    with pytest.raises(threading.BrokenBarrierError):
+        aborted.wait()
+
+
+def test_queues_keep_their_order_and_shut_down(ctx):
+    q, lq, pq = ctx.Queue(), ctx.LifoQueue(), ctx.PriorityQueue()
+    for item in (3, 1, 2):
+        q.put(item)
+        lq.put(item)
+        pq.put(item)
+    assert [q.get() for _ in range(3)] == [3, 1, 2]
+    assert [lq.get() for _ in range(3)] == [2, 1, 3]
+    assert [pq.get() for _ in range(3)] == [1, 2, 3]
+    q.shutdown()
+    with pytest.raises(conveyor.ShutDown):
+        q.put(1)
+
+
+def test_pipe_send_recv_poll(ctx):
+    a, b = ctx.Pipe()
+    try:
+        a.send({"x": 1})
+        assert b.poll(bounded(5))
+        assert b.recv() == {"x": 1}
+        b.send("back")
+        assert a.recv() == "back"
+        one_way_r, one_way_w = ctx.Pipe(duplex=False)
+        one_way_w.send(5)
+        assert one_way_r.recv() == 5
+        one_way_r.close()
+        one_way_w.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_value_array_and_containers(ctx):
+    counter = ctx.Value("i", 5)
+    assert counter.value == 5
+    with counter.get_lock():
+        counter.value += 1
+    assert counter.value == 6
+    arr = ctx.Array("d", [1.0, 2.0, 3.0])
+    arr[0] = 9.0
+    assert arr[:] == [9.0, 2.0, 3.0] and len(arr) == 3
+    d, lst, ns = ctx.dict(a=1), ctx.list([1, 2]), ctx.Namespace(x=1)
+    d["b"] = 2
+    lst.append(3)
+    ns.y = 2
+    assert d == {"a": 1, "b": 2} and lst == [1, 2, 3] and (ns.x, ns.y) == (1, 2)
+
+
+def _add_many(args):
+    counter, times = args
+    for _ in range(times):
+        with counter.get_lock():
+            counter.value += 1
+
+
+@pytest.mark.parametrize("backend", PRIMITIVE_BACKENDS)
+def test_the_shared_counter_demo_is_exact_with_the_lock(backend):
+    with conveyor.Pool(4, backend=backend) as pool:
+        counter = pool.Value("i", 0)
+        pool.map(_add_many, [(counter, 2000)] * 8, chunksize=1)
+    assert counter.value == 16000
+
+
+@pytest.mark.parametrize("backend", PRIMITIVE_BACKENDS)
+def test_pool_primitives_work_as_task_arguments(backend):
+    with conveyor.Pool(2, backend=backend) as pool:
+        q, event = pool.Queue(), pool.Event()
+        pool.map(q.put, range(10))
+        pool.submit(event.set).result(timeout=bounded(10))
+        assert sorted(q.get_many(10)) == list(range(10))
+        assert event.is_set()
+
+
+def test_process_primitives_say_they_are_not_there_yet():
+    with pytest.raises(NotImplementedError, match="process"):
+        conveyor.context("process").Lock()
