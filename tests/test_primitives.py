@@ -1,22 +1,24 @@
 """Primitives made by a context or a pool: stdlib names and semantics, usable by that pool's tasks.
 
-Parametrized over the backends that have primitives (the process backend joins this suite when its
-process-safe primitives land).
+The synchronization primitives run on every backend; queues, pipes and shared values on the thread
+and serial backends (the process versions are next).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
 import conveyor
-from conftest import bounded
+from conftest import START_METHODS, bounded
 
 pytestmark = pytest.mark.timeout(60)
 
 PRIMITIVE_BACKENDS = ("thread", "serial")
+SYNC_BACKENDS = ("thread", "serial", "process")
 
 
 @pytest.fixture(params=PRIMITIVE_BACKENDS)
@@ -24,8 +26,13 @@ def ctx(request):
     return conveyor.context(request.param)
 
 
-def test_lock_acquire_release_and_timeout(ctx):
-    lock = ctx.Lock()
+@pytest.fixture(params=SYNC_BACKENDS)
+def sync_ctx(request):
+    return conveyor.context(request.param)
+
+
+def test_lock_acquire_release_and_timeout(sync_ctx):
+    lock = sync_ctx.Lock()
     assert lock.acquire()
     assert not lock.acquire(blocking=False)
     started = time.monotonic()
@@ -37,16 +44,16 @@ def test_lock_acquire_release_and_timeout(ctx):
     assert not lock.locked()
 
 
-def test_rlock_can_be_taken_again_by_its_holder(ctx):
-    rlock = ctx.RLock()
+def test_rlock_can_be_taken_again_by_its_holder(sync_ctx):
+    rlock = sync_ctx.RLock()
     with rlock, rlock:
         pass
     with pytest.raises(RuntimeError):
         rlock.release()
 
 
-def test_condition_wait_for_and_notify_n(ctx):
-    cond = ctx.Condition()
+def test_condition_wait_for_and_notify_n(sync_ctx):
+    cond = sync_ctx.Condition()
     state = {"ready": 0, "woken": 0}
 
     def waiter():
@@ -72,20 +79,20 @@ def test_condition_wait_for_and_notify_n(ctx):
         assert not cond.wait(timeout=0.01)
 
 
-def test_semaphores_and_bounded_over_release(ctx):
-    sem = ctx.Semaphore(2)
+def test_semaphores_and_bounded_over_release(sync_ctx):
+    sem = sync_ctx.Semaphore(2)
     assert sem.acquire() and sem.acquire()
     assert not sem.acquire(timeout=0.01)
     sem.release()
-    bsem = ctx.BoundedSemaphore(1)
+    bsem = sync_ctx.BoundedSemaphore(1)
     bsem.acquire()
     bsem.release()
     with pytest.raises(ValueError):
         bsem.release()
 
 
-def test_event(ctx):
-    event = ctx.Event()
+def test_event(sync_ctx):
+    event = sync_ctx.Event()
     assert not event.wait(0.01)
     threading.Timer(0.05, event.set).start()
     assert event.wait(bounded(5))
@@ -187,6 +194,68 @@ def test_pool_primitives_work_as_task_arguments(backend):
         assert event.is_set()
 
 
-def test_process_primitives_say_they_are_not_there_yet():
-    with pytest.raises(NotImplementedError, match="process"):
-        conveyor.context("process").Lock()
+def test_process_queues_and_values_say_they_are_not_there_yet():
+    ctx = conveyor.context("process")
+    for make in (ctx.Queue, ctx.Value, ctx.Barrier, ctx.dict):
+        with pytest.raises(NotImplementedError, match="not available on the process backend yet"):
+            make(1)
+
+
+def _hold_and_die(lock):
+    lock.acquire()
+    os._exit(3)
+
+
+def _locked_increment(args):
+    lock, path, times = args
+    for _ in range(times):
+        with lock:
+            value = int(path.read_text())
+            path.write_text(str(value + 1))
+
+
+def _wait_for(event):
+    return event.wait(bounded(10))
+
+
+def _take(sem):
+    return sem.acquire(timeout=bounded(10))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_lock_serializes_tasks_of_a_running_pool(method, tmp_path):
+    path = tmp_path / "counter"
+    path.write_text("0")
+    with conveyor.Pool(2, backend="process", start_method=method) as pool:
+        lock = pool.Lock()
+        pool.map(_locked_increment, [(lock, path, 50)] * 6, chunksize=1)
+    assert path.read_text() == "300"
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_lock_whose_holder_died_is_reported_then_free(method):
+    with conveyor.Pool(1, backend="process", start_method=method) as pool:
+        lock = pool.Lock()
+        with pytest.raises(conveyor.WorkerCrashedError):
+            pool.submit(_hold_and_die, lock).result(timeout=bounded(20))
+        started = time.monotonic()
+        with pytest.raises(conveyor.OwnerDiedError, match="died while holding"):
+            lock.acquire(timeout=bounded(5))
+        assert time.monotonic() - started < bounded(1.0)
+        assert lock.acquire(timeout=bounded(5))
+        lock.release()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_event_and_semaphore_reach_workers(method):
+    with conveyor.Pool(2, backend="process", start_method=method) as pool:
+        event, sem = pool.Event(), pool.BoundedSemaphore(1)
+        sem.acquire()
+        waiting = pool.submit(_wait_for, event)
+        taking = pool.submit(_take, sem)
+        time.sleep(0.2)
+        assert not waiting.done() and not taking.done()
+        event.set()
+        sem.release()
+        assert waiting.result(timeout=bounded(10)) is True
+        assert taking.result(timeout=bounded(10)) is True

@@ -17,6 +17,7 @@ Each error also derives from the builtin or stdlib error that users already catc
     │   └── InitializerError           the worker initializer failed
     ├── PoolClosedError                + RuntimeError: submit after shutdown
     ├── ShutDown                       + queue.ShutDown (3.13+): get/put on a shut-down queue
+    ├── OwnerDiedError                 + RuntimeError: a process died holding a shared lock
     └── BackendUnavailableError        + ImportError: an optional backend is not installed
 
 Warnings: ``WorkerRecycledWarning`` (a worker passed ``max_memory_per_worker`` and was replaced).
@@ -39,6 +40,7 @@ __all__ = [
     "BrokenPoolError",
     "ConveyorError",
     "InitializerError",
+    "OwnerDiedError",
     "PicklingError",
     "PoolClosedError",
     "RemoteError",
@@ -224,6 +226,14 @@ class ShutDown(ConveyorError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
     """``put`` on a shut-down queue, or ``get`` on one that is shut down and empty.
 
     From Python 3.13 on it is also a ``queue.ShutDown``, so the stdlib's except clauses catch it.
+    """
+
+
+class OwnerDiedError(ConveyorError, RuntimeError):
+    """A process died while holding a cross-process lock.
+
+    The lock has been made free again; the data it guarded may be half-updated. Acquire again to go
+    on (after checking that data), or stop.
     """
 
 

@@ -72,6 +72,12 @@ class ProcessBackend(Backend):
     capabilities = Capabilities(cancel_running=True, enforce_timeout=True, needs_pickle=True,
                                 isolates_crashes=True, shared_memory=True)
 
+    @classmethod
+    def primitives(cls, config: BackendConfig) -> Any:
+        from conveyor._backends.process.sync import ProcessPrimitives
+
+        return ProcessPrimitives()
+
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         method = config.start_method or default_start_method()

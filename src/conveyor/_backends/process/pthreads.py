@@ -1,0 +1,136 @@
+"""Process-shared, robust POSIX mutexes and condition variables in shared memory, through ctypes.
+
+Why not ``multiprocessing.Lock``: a process that dies while holding one wedges every other process
+forever, and it cannot be passed to an already running worker. A *robust* mutex tells the next
+locker that its owner died (``EOWNERDEAD``) instead; living in a named shared-memory segment, it can
+be pickled by name and attached anywhere.
+
+All waits use ``CLOCK_MONOTONIC`` deadlines and wake at least every ``SLICE_SECONDS``, so Ctrl-C is
+handled promptly and a wake-up lost to a waiter that died costs at most one slice. Linux (glibc)
+only; :func:`available` says whether this build has the functions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import time
+from typing import Any
+
+SLICE_SECONDS = 0.1
+MUTEX_BYTES = 64     # sizeof(pthread_mutex_t) is 40 on x86-64 glibc; leave room
+COND_BYTES = 64      # sizeof(pthread_cond_t) is 48
+_ATTR_BYTES = 16
+_PTHREAD_PROCESS_SHARED = 1
+_PTHREAD_MUTEX_ROBUST = 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+try:
+    _libc: Any = ctypes.CDLL(None, use_errno=True)
+    _HAVE = all(hasattr(_libc, name) for name in (
+        "pthread_mutexattr_setrobust", "pthread_mutex_consistent", "pthread_mutex_clocklock",
+        "pthread_cond_clockwait", "pthread_condattr_setclock"))
+except OSError:  # pragma: no cover - no C library to load
+    _libc, _HAVE = None, False
+
+
+def available() -> bool:
+    """Whether robust process-shared mutexes can be used here."""
+    return _HAVE
+
+
+class OwnerDied(Exception):
+    """Internal: the mutex was taken, and its previous owner had died holding it."""
+
+
+def _deadline_after(seconds: float) -> _Timespec:
+    deadline = time.clock_gettime(time.CLOCK_MONOTONIC) + seconds
+    return _Timespec(int(deadline), int((deadline % 1.0) * 1e9))
+
+
+def _check(code: int, what: str) -> None:
+    if code:
+        raise OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
+
+
+def init_mutex(address: int) -> None:
+    attr = ctypes.create_string_buffer(_ATTR_BYTES)
+    _check(_libc.pthread_mutexattr_init(attr), "pthread_mutexattr_init")
+    _check(_libc.pthread_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
+    _check(_libc.pthread_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST), "setrobust")
+    _check(_libc.pthread_mutex_init(ctypes.c_void_p(address), attr), "pthread_mutex_init")
+
+
+def init_cond(address: int) -> None:
+    attr = ctypes.create_string_buffer(_ATTR_BYTES)
+    _check(_libc.pthread_condattr_init(attr), "pthread_condattr_init")
+    _check(_libc.pthread_condattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
+    _check(_libc.pthread_condattr_setclock(attr, time.CLOCK_MONOTONIC), "setclock")
+    _check(_libc.pthread_cond_init(ctypes.c_void_p(address), attr), "pthread_cond_init")
+
+
+def lock(mutex: int, timeout: float | None) -> bool:
+    """Take the mutex; False on timeout. Raises :class:`OwnerDied` (holding it) if its owner died."""
+    pointer = ctypes.c_void_p(mutex)
+    if timeout is not None and timeout <= 0:
+        code = _libc.pthread_mutex_trylock(pointer)
+        if code == errno.EBUSY:
+            return False
+    else:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = SLICE_SECONDS if end is None else min(SLICE_SECONDS, max(0.0, end - time.monotonic()))
+            code = _libc.pthread_mutex_clocklock(pointer, time.CLOCK_MONOTONIC, ctypes.byref(_deadline_after(step)))
+            if code != errno.ETIMEDOUT:
+                break
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(0)  # back in Python between slices: a pending Ctrl-C is raised here
+    if code == errno.EOWNERDEAD:
+        _check(_libc.pthread_mutex_consistent(pointer), "pthread_mutex_consistent")
+        raise OwnerDied
+    _check(code, "pthread_mutex_lock")
+    return True
+
+
+def lock_internal(mutex: int) -> None:
+    """Take a mutex that guards conveyor's own state (a counter, a flag): an owner that died left
+    that state consistent (every update is one store), so simply carry on."""
+    try:
+        lock(mutex, None)
+    except OwnerDied:
+        pass
+
+
+def unlock(mutex: int) -> None:
+    _check(_libc.pthread_mutex_unlock(ctypes.c_void_p(mutex)), "pthread_mutex_unlock")
+
+
+def wait(cond: int, mutex: int, seconds: float) -> bool:
+    """Wait on ``cond`` (holding ``mutex``) for at most ``min(seconds, SLICE_SECONDS)``.
+
+    Returns True when woken (possibly spuriously), False when the slice ran out; the mutex is held
+    again either way, even if its owner died meanwhile.
+    """
+    step = min(max(seconds, 0.0), SLICE_SECONDS)
+    code = _libc.pthread_cond_clockwait(ctypes.c_void_p(cond), ctypes.c_void_p(mutex), time.CLOCK_MONOTONIC,
+                                        ctypes.byref(_deadline_after(step)))
+    if code == errno.EOWNERDEAD:
+        _check(_libc.pthread_mutex_consistent(ctypes.c_void_p(mutex)), "pthread_mutex_consistent")
+        return True
+    if code == errno.ETIMEDOUT:
+        return False
+    _check(code, "pthread_cond_clockwait")
+    return True
+
+
+def signal(cond: int) -> None:
+    _check(_libc.pthread_cond_signal(ctypes.c_void_p(cond)), "pthread_cond_signal")
+
+
+def broadcast(cond: int) -> None:
+    _check(_libc.pthread_cond_broadcast(ctypes.c_void_p(cond)), "pthread_cond_broadcast")

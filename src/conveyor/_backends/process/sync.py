@@ -1,0 +1,422 @@
+"""Locks, semaphores, events and conditions that work across worker processes and survive their death.
+
+Each object owns one small named shared-memory segment::
+
+    [ mutex | condition | state: int64 fields ... ]
+
+It pickles by name (so it can be passed to tasks of a running pool, under every start method) and is
+attached on arrival. The creating process unlinks the segment when its object is garbage-collected or
+at exit; if it is killed, the stdlib's resource tracker unlinks it.
+
+A process that dies holding a ``Lock`` does not wedge the others: the next ``acquire`` raises
+:class:`~conveyor.OwnerDiedError` (the lock is then free again, so a retry succeeds) — the data it
+guarded may be half-updated, and that is for the caller to decide.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+import weakref
+from multiprocessing import shared_memory
+from typing import Any
+
+from conveyor._backends.process import pthreads
+from conveyor._core.errors import OwnerDiedError
+
+_MUTEX = 0
+_COND = pthreads.MUTEX_BYTES
+_STATE = _COND + pthreads.COND_BYTES
+
+
+def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool) -> None:
+    anchor.clear()  # drop the only export of the buffer, or close() refuses
+    try:
+        shm.close()
+        if owner:
+            shm.unlink()
+    except (BufferError, FileNotFoundError, OSError):
+        pass
+
+
+class _Segment:
+    """One primitive's shared memory: a robust mutex, a condition, and ``fields`` int64 slots."""
+
+    def __init__(self, fields: int, name: str | None = None) -> None:
+        size = _STATE + 8 * max(fields, 1)
+        self.owner = name is None
+        self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=size)
+        anchor = (ctypes.c_char * size).from_buffer(self.shm.buf)
+        self._anchor = [anchor]
+        self.base = ctypes.addressof(anchor)
+        self.mutex = self.base + _MUTEX
+        self.cond = self.base + _COND
+        self.state = (ctypes.c_int64 * max(fields, 1)).from_address(self.base + _STATE)
+        if self.owner:
+            pthreads.init_mutex(self.mutex)
+            pthreads.init_cond(self.cond)
+        weakref.finalize(self, _close, self.shm, self._anchor, self.owner)
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def wait(self, timeout: float | None, ready: Any) -> bool:
+        """With the mutex held: wait until ``ready()`` or the timeout; returns ``ready()``."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            remaining = pthreads.SLICE_SECONDS if end is None else end - time.monotonic()
+            if remaining <= 0:
+                return bool(ready())
+            pthreads.wait(self.cond, self.mutex, remaining)
+        return True
+
+
+_attached: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_attach_lock = threading.Lock()
+
+
+def _attach(cls: type, name: str, *args: Any) -> Any:
+    """Rebuild a primitive from its segment name; one object per segment per process."""
+    with _attach_lock:
+        existing = _attached.get(name)
+        if existing is None:
+            existing = cls(*args, _name=name)
+            _attached[name] = existing
+        return existing
+
+
+def _timeout_of(blocking: bool, timeout: float) -> float | None:
+    if not blocking:
+        if timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        return 0.0
+    if timeout == -1:
+        return None
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    return timeout
+
+
+class _Shared:
+    """Common pickling by segment name."""
+
+    _fields = 1
+    _segment: _Segment
+
+    def _init_segment(self, name: str | None) -> None:
+        self._segment = _Segment(self._fields, name)
+        if name is None:
+            _attached[self._segment.name] = self
+
+    def _args(self) -> tuple[Any, ...]:
+        return ()
+
+    def __reduce__(self) -> Any:
+        return (_attach, (type(self), self._segment.name, *self._args()))
+
+    def __repr__(self) -> str:
+        return f"<conveyor process {type(self).__name__} {self._segment.name}>"
+
+
+class ProcessLock(_Shared):
+    """``threading.Lock`` semantics across processes; a dead holder is reported, not fatal."""
+
+    _fields = 1  # [holder pid]
+
+    def __init__(self, *, _name: str | None = None) -> None:
+        self._init_segment(_name)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        try:
+            taken = pthreads.lock(self._segment.mutex, _timeout_of(blocking, timeout))
+        except pthreads.OwnerDied:
+            dead = self._segment.state[0]
+            pthreads.unlock(self._segment.mutex)
+            raise OwnerDiedError(
+                f"process {dead} died while holding this lock; the lock is free again, but what it "
+                "guarded may be half-updated") from None
+        if taken:
+            self._segment.state[0] = os.getpid()
+        return taken
+
+    def release(self) -> None:
+        if not self.locked():
+            raise RuntimeError("release unlocked lock")
+        self._segment.state[0] = 0
+        pthreads.unlock(self._segment.mutex)
+
+    def locked(self) -> bool:
+        return self._segment.state[0] != 0
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # For Condition: release fully / take back.
+    def _release_save(self) -> Any:
+        self.release()
+
+    def _acquire_restore(self, state: Any) -> None:
+        self.acquire()
+
+    def _is_owned(self) -> bool:
+        return self._segment.state[0] == os.getpid()
+
+
+class ProcessRLock(ProcessLock):
+    """``threading.RLock`` semantics across processes: the holding thread may acquire again."""
+
+    _fields = 3  # [holder pid, holder thread id, depth]
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        state = self._segment.state
+        if self._is_owned():
+            state[2] += 1
+            return True
+        if not super().acquire(blocking, timeout):
+            return False
+        state[1] = threading.get_ident()
+        state[2] = 1
+        return True
+
+    def release(self) -> None:
+        state = self._segment.state
+        if not self._is_owned():
+            raise RuntimeError("cannot release un-acquired lock")
+        state[2] -= 1
+        if state[2] == 0:
+            state[1] = 0
+            super().release()
+
+    def _is_owned(self) -> bool:
+        state = self._segment.state
+        return state[0] == os.getpid() and state[1] == threading.get_ident()
+
+    def _release_save(self) -> Any:
+        depth = self._segment.state[2]
+        self._segment.state[2] = 1
+        self.release()
+        return depth
+
+    def _acquire_restore(self, depth: Any) -> None:
+        self.acquire()
+        self._segment.state[2] = depth
+
+
+class ProcessSemaphore(_Shared):
+    """``threading.Semaphore`` across processes."""
+
+    _fields = 2  # [value, bound (0: unbounded)]
+
+    def __init__(self, value: int = 1, *, _name: str | None = None) -> None:
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self._init_segment(_name)
+        if _name is None:
+            self._segment.state[0] = value
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        try:
+            if not segment.wait(0.0 if not blocking else timeout, lambda: segment.state[0] > 0):
+                return False
+            segment.state[0] -= 1
+            return True
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def release(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError("n must be one or more")
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        try:
+            bound = segment.state[1]
+            if bound and segment.state[0] + n > bound:
+                raise ValueError("Semaphore released too many times")
+            segment.state[0] += n
+            pthreads.broadcast(segment.cond)
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class ProcessBoundedSemaphore(ProcessSemaphore):
+    """A semaphore whose over-release raises ValueError."""
+
+    def __init__(self, value: int = 1, *, _name: str | None = None) -> None:
+        super().__init__(value, _name=_name)
+        if _name is None:
+            self._segment.state[1] = value
+
+
+class ProcessEvent(_Shared):
+    """``threading.Event`` across processes."""
+
+    _fields = 1  # [flag]
+
+    def __init__(self, *, _name: str | None = None) -> None:
+        self._init_segment(_name)
+
+    def is_set(self) -> bool:
+        return bool(self._segment.state[0])
+
+    def set(self) -> None:
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        try:
+            segment.state[0] = 1
+            pthreads.broadcast(segment.cond)
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def clear(self) -> None:
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        segment.state[0] = 0
+        pthreads.unlock(segment.mutex)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        try:
+            return segment.wait(timeout, lambda: segment.state[0] != 0)
+        finally:
+            pthreads.unlock(segment.mutex)
+
+
+class ProcessCondition(_Shared):
+    """``threading.Condition`` across processes, around a process Lock or RLock.
+
+    Waiters count themselves in shared state and ``notify(n)`` hands out ``n`` tickets, so exactly
+    ``n`` waiters wake (a ticket whose waiter died is reclaimed at the next slice).
+    """
+
+    _fields = 3  # [waiters, tickets, generation]
+
+    def __init__(self, lock: Any = None, *, _name: str | None = None, _lock: Any = None) -> None:
+        self._init_segment(_name)
+        lock = lock if lock is not None else _lock
+        if lock is None:
+            lock = ProcessRLock()
+        if not isinstance(lock, ProcessLock):
+            raise TypeError("a process Condition needs a lock made by the same context (ctx.Lock() or ctx.RLock())")
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+
+    def _args(self) -> tuple[Any, ...]:
+        return ()
+
+    def __reduce__(self) -> Any:
+        return (_attach_condition, (self._segment.name, self._lock))
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.__exit__(*exc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        segment.state[0] += 1
+        pthreads.unlock(segment.mutex)
+        saved = self._lock._release_save()
+        woken = False
+        try:
+            pthreads.lock_internal(segment.mutex)
+            try:
+                woken = segment.wait(timeout, lambda: segment.state[1] > 0)
+                if woken:
+                    segment.state[1] -= 1
+                segment.state[0] -= 1
+            finally:
+                pthreads.unlock(segment.mutex)
+        finally:
+            self._lock._acquire_restore(saved)
+        return woken
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        end = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        segment = self._segment
+        pthreads.lock_internal(segment.mutex)
+        try:
+            segment.state[1] = min(segment.state[0], segment.state[1] + n)
+            pthreads.broadcast(segment.cond)
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def notify_all(self) -> None:
+        self.notify(1 << 30)
+
+
+def _attach_condition(name: str, lock: Any) -> ProcessCondition:
+    with _attach_lock:
+        existing = _attached.get(name)
+        if existing is None:
+            existing = ProcessCondition(_name=name, _lock=lock)
+            _attached[name] = existing
+        return existing
+
+
+class ProcessPrimitives:
+    """The factory behind ``conveyor.context("process").Lock()`` and friends."""
+
+    def __init__(self) -> None:
+        if not pthreads.available():
+            raise NotImplementedError("process-shared primitives need Linux (robust POSIX mutexes)")
+
+    def Lock(self) -> ProcessLock:  # noqa: N802 - the stdlib's names
+        return ProcessLock()
+
+    def RLock(self) -> ProcessRLock:  # noqa: N802
+        return ProcessRLock()
+
+    def Condition(self, lock: Any = None) -> ProcessCondition:  # noqa: N802
+        return ProcessCondition(lock)
+
+    def Semaphore(self, value: int = 1) -> ProcessSemaphore:  # noqa: N802
+        return ProcessSemaphore(value)
+
+    def BoundedSemaphore(self, value: int = 1) -> ProcessBoundedSemaphore:  # noqa: N802
+        return ProcessBoundedSemaphore(value)
+
+    def Event(self) -> ProcessEvent:  # noqa: N802
+        return ProcessEvent()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"Barrier", "Queue", "LifoQueue", "PriorityQueue", "Pipe", "Value", "Array", "dict", "list",
+                    "Namespace"}:
+            def missing(*_: Any, **__: Any) -> Any:
+                raise NotImplementedError(f"{name} is not available on the process backend yet; "
+                                          "Lock, RLock, Condition, Semaphore, BoundedSemaphore and Event are")
+            return missing
+        raise AttributeError(name)
