@@ -259,3 +259,16 @@ def test_process_event_and_semaphore_reach_workers(method):
         sem.release()
         assert waiting.result(timeout=bounded(10)) is True
         assert taking.result(timeout=bounded(10)) is True
+
+
+def _make_lock_in_worker(_):
+    lock = conveyor.context("process").Lock()
+    _make_lock_in_worker.keep = lock  # alive until the worker exits
+    return lock._segment.name
+
+
+def test_primitives_made_inside_workers_are_removed_when_the_worker_exits():
+    with conveyor.Pool(1, backend="process") as pool:
+        name = pool.submit(_make_lock_in_worker, 0).result(timeout=bounded(20))
+        assert os.path.exists(f"/dev/shm/{name}")
+    assert not os.path.exists(f"/dev/shm/{name}")

@@ -41,6 +41,15 @@ def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool) -> N
         pass
 
 
+_owned: weakref.WeakSet[_Segment] = weakref.WeakSet()
+
+
+def release_owned() -> None:
+    """Unlink every segment this process created; for workers, which exit without finalizers."""
+    for segment in list(_owned):
+        segment.finalizer()
+
+
 class _Segment:
     """One primitive's shared memory: a robust mutex, a condition, and ``fields`` int64 slots."""
 
@@ -57,7 +66,9 @@ class _Segment:
         if self.owner:
             pthreads.init_mutex(self.mutex)
             pthreads.init_cond(self.cond)
-        weakref.finalize(self, _close, self.shm, self._anchor, self.owner)
+        self.finalizer = weakref.finalize(self, _close, self.shm, self._anchor, self.owner)
+        if self.owner:
+            _owned.add(self)
 
     @property
     def name(self) -> str:

@@ -296,7 +296,10 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
         worker.run(header, payload)
     conn.close()
     # Skip interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
-    # keep a finished worker alive.
+    # keep a finished worker alive. Shared-memory primitives its tasks created are removed first.
+    sync = sys.modules.get("conveyor._backends.process.sync")
+    if sync is not None:
+        sync.release_owned()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
