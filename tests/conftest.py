@@ -7,6 +7,7 @@ helpers shared by the whole session, so they are started once up front and not c
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -107,6 +108,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     children, threads, fds, shm = _children(), _threads(), _fds(), _shm()
     yield
+    gc.collect()  # objects caught in reference cycles release their resources now, not "eventually"
     ok = wait_until(lambda: not (_children() - children) and not (_threads() - threads), LEAK_GRACE)
     problems = []
     if not ok:

@@ -101,21 +101,21 @@ def test_event(sync_ctx):
     assert not event.is_set()
 
 
-def test_barrier_action_abort_and_reset(ctx):
+def test_barrier_action_abort_and_reset(sync_ctx):
     calls = []
-    barrier = ctx.Barrier(2, action=lambda: calls.append("action"), timeout=bounded(5))
+    barrier = sync_ctx.Barrier(2, action=lambda: calls.append("action"), timeout=bounded(5))
     other = threading.Thread(target=barrier.wait)
     other.start()
     assert barrier.wait() in (0, 1)
     other.join(bounded(5))
     assert calls == ["action"]
-    broken = ctx.Barrier(2, timeout=0.05)
+    broken = sync_ctx.Barrier(2, timeout=0.05)
     with pytest.raises(threading.BrokenBarrierError):
         broken.wait()
     assert broken.broken
     broken.reset()
     assert not broken.broken
-    aborted = ctx.Barrier(3)
+    aborted = sync_ctx.Barrier(3)
     aborted.abort()
     with pytest.raises(threading.BrokenBarrierError):
         aborted.wait()
@@ -153,21 +153,28 @@ def test_pipe_send_recv_poll(ctx):
         b.close()
 
 
-def test_value_array_and_containers(ctx):
-    counter = ctx.Value("i", 5)
+def test_value_and_array(sync_ctx):
+    counter = sync_ctx.Value("i", 5)
     assert counter.value == 5
     with counter.get_lock():
         counter.value += 1
     assert counter.value == 6
-    arr = ctx.Array("d", [1.0, 2.0, 3.0])
+    arr = sync_ctx.Array("d", [1.0, 2.0, 3.0])
     arr[0] = 9.0
     assert arr[:] == [9.0, 2.0, 3.0] and len(arr) == 3
+    zeros = sync_ctx.Array("i", 4)
+    assert zeros[:] == [0, 0, 0, 0]
+    raw = sync_ctx.Value("d", 1.5, lock=False)
+    raw.value *= 2
+    assert raw.value == 3.0
+
+
+def test_containers(ctx):
     d, lst, ns = ctx.dict(a=1), ctx.list([1, 2]), ctx.Namespace(x=1)
     d["b"] = 2
     lst.append(3)
     ns.y = 2
     assert d == {"a": 1, "b": 2} and lst == [1, 2, 3] and (ns.x, ns.y) == (1, 2)
-
 
 def _add_many(args):
     counter, times = args
@@ -176,7 +183,7 @@ def _add_many(args):
             counter.value += 1
 
 
-@pytest.mark.parametrize("backend", PRIMITIVE_BACKENDS)
+@pytest.mark.parametrize("backend", SYNC_BACKENDS)
 def test_the_shared_counter_demo_is_exact_with_the_lock(backend):
     with conveyor.Pool(4, backend=backend) as pool:
         counter = pool.Value("i", 0)
@@ -196,7 +203,7 @@ def test_pool_primitives_work_as_task_arguments(backend):
 
 def test_process_queues_and_values_say_they_are_not_there_yet():
     ctx = conveyor.context("process")
-    for make in (ctx.Queue, ctx.Value, ctx.Barrier, ctx.dict):
+    for make in (ctx.Queue, ctx.LifoQueue, ctx.Pipe, ctx.dict):
         with pytest.raises(NotImplementedError, match="not available on the process backend yet"):
             make(1)
 
@@ -272,3 +279,32 @@ def test_primitives_made_inside_workers_are_removed_when_the_worker_exits():
         name = pool.submit(_make_lock_in_worker, 0).result(timeout=bounded(20))
         assert os.path.exists(f"/dev/shm/{name}")
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_a_barrier_party_killed_while_waiting_breaks_the_barrier():
+    with conveyor.Pool(1, backend="process") as pool:
+        barrier = pool.Barrier(3)
+        worker = pool.statistics()
+        waiting = pool.submit(barrier.wait)
+        time.sleep(0.3)
+        pids = pool.statistics()["worker_pids"]
+        assert waiting.running() and pids, worker
+        os.kill(pids[0], 9)
+        started = time.monotonic()
+        with pytest.raises(threading.BrokenBarrierError):
+            barrier.wait(timeout=bounded(10))
+        assert time.monotonic() - started < bounded(2.0)
+        with pytest.raises(conveyor.WorkerCrashedError):
+            waiting.result(timeout=bounded(10))
+
+
+def test_primitives_made_while_fork_workers_start_do_not_hang_them(tmp_path):
+    """Under fork, a worker forked while another thread held a lock inherits it held: creating
+    primitives concurrently with worker start-up must not leave workers stuck."""
+    path = tmp_path / "counter"
+    for _ in range(5):
+        path.write_text("0")
+        with conveyor.Pool(2, backend="process", start_method="fork") as pool:
+            lock = pool.Lock()
+            pool.map(_locked_increment, [(lock, path, 5)] * 4, chunksize=1, timeout=bounded(20))
+        assert path.read_text() == "20"

@@ -40,6 +40,10 @@ from conveyor._backends.process import batches
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
+
+# Imported here, not lazily: under the fork start method a worker forked while another thread holds
+# an import lock would inherit it held, and hang the first time it unpickles a primitive.
+from conveyor._backends.process.sync import ProcessPrimitives
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method
@@ -74,8 +78,6 @@ class ProcessBackend(Backend):
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
-        from conveyor._backends.process.sync import ProcessPrimitives
-
         return ProcessPrimitives()
 
     def __init__(self, config: BackendConfig) -> None:

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 from conveyor._backends.process import pthreads
@@ -41,13 +41,31 @@ def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool) -> N
         pass
 
 
+def _fresh_tracker_lock() -> None:
+    """After a fork: the stdlib resource tracker's lock may have been held by another thread of the
+    parent at that instant, and would stay held forever in the child (which needs it to create or
+    attach a segment). Give the child a fresh one."""
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    lock = getattr(tracker, "_lock", None)
+    if lock is not None:
+        tracker._lock = threading.RLock() if "RLock" in type(lock).__name__ else threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_tracker_lock)
+
 _owned: weakref.WeakSet[_Segment] = weakref.WeakSet()
 
 
 def release_owned() -> None:
-    """Unlink every segment this process created; for workers, which exit without finalizers."""
+    """Unlink every segment this process created; for workers, which exit without finalizers.
+
+    (Under fork a worker inherits its parent's set: those segments are the parent's to remove.)
+    """
+    me = os.getpid()
     for segment in list(_owned):
-        segment.finalizer()
+        if segment.creator == me:
+            segment.finalizer()
 
 
 class _Segment:
@@ -56,6 +74,7 @@ class _Segment:
     def __init__(self, fields: int, name: str | None = None) -> None:
         size = _STATE + 8 * max(fields, 1)
         self.owner = name is None
+        self.creator = os.getpid()
         self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=size)
         anchor = (ctypes.c_char * size).from_buffer(self.shm.buf)
         self._anchor = [anchor]
@@ -398,6 +417,255 @@ def _attach_condition(name: str, lock: Any) -> ProcessCondition:
         return existing
 
 
+class ProcessBarrier(_Shared):
+    """``threading.Barrier`` across processes.
+
+    A party that dies while the others wait breaks the barrier for them (``BrokenBarrierError``)
+    instead of leaving them waiting forever: waiters check each other's pids at every wait slice.
+    """
+
+    # [parties, count, generation, broken, reset generation + 1, pid of each waiting party...]
+    _PARTIES, _COUNT, _GENERATION, _BROKEN, _RESET = range(5)
+
+    def __init__(self, parties: int, action: Any = None, timeout: float | None = None, *,
+                 _name: str | None = None) -> None:
+        if parties < 1:
+            raise ValueError("parties must be >= 1")
+        self._fields = 5 + parties
+        self._init_segment(_name)
+        self._action = action
+        self._timeout = timeout
+        if _name is None:
+            self._segment.state[self._PARTIES] = parties
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.parties, self._action, self._timeout)
+
+    def __reduce__(self) -> Any:
+        return (_attach_barrier, (self._segment.name, self.parties, self._action, self._timeout))
+
+    @property
+    def parties(self) -> int:
+        return int(self._segment.state[self._PARTIES])
+
+    @property
+    def n_waiting(self) -> int:
+        return int(self._segment.state[self._COUNT])
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._segment.state[self._BROKEN])
+
+    def _break(self) -> None:
+        self._segment.state[self._BROKEN] = 1
+        pthreads.broadcast(self._segment.cond)
+
+    def _someone_died(self, count: int) -> bool:
+        state = self._segment.state
+        for slot in range(5, 5 + count):
+            pid = state[slot]
+            if pid and pid != os.getpid():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    return True
+                except PermissionError:
+                    pass
+        return False
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            timeout = self._timeout
+        segment, state = self._segment, self._segment.state
+        pthreads.lock_internal(segment.mutex)
+        try:
+            if state[self._BROKEN]:
+                raise threading.BrokenBarrierError
+            generation = state[self._GENERATION]
+            index = int(state[self._COUNT])
+            state[5 + index] = os.getpid()
+            state[self._COUNT] = index + 1
+            if index + 1 == state[self._PARTIES]:
+                if self._action is not None:
+                    try:
+                        self._action()
+                    except BaseException:
+                        self._break()
+                        raise
+                self._next_generation()
+                return index
+
+            def released() -> bool:
+                if state[self._GENERATION] != generation or state[self._BROKEN]:
+                    return True
+                if self._someone_died(int(state[self._COUNT])):
+                    self._break()
+                    return True
+                return False
+
+            if not segment.wait(timeout, released):
+                self._break()
+                raise threading.BrokenBarrierError
+            if state[self._BROKEN] or state[self._RESET] == generation + 1:
+                raise threading.BrokenBarrierError
+            return index
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def _next_generation(self) -> None:
+        state = self._segment.state
+        for slot in range(5, 5 + int(state[self._PARTIES])):
+            state[slot] = 0
+        state[self._COUNT] = 0
+        state[self._GENERATION] += 1
+        pthreads.broadcast(self._segment.cond)
+
+    def reset(self) -> None:
+        segment, state = self._segment, self._segment.state
+        pthreads.lock_internal(segment.mutex)
+        try:
+            if state[self._COUNT]:
+                state[self._RESET] = state[self._GENERATION] + 1  # those waiting now fail
+            state[self._BROKEN] = 0
+            self._next_generation()
+        finally:
+            pthreads.unlock(segment.mutex)
+
+    def abort(self) -> None:
+        pthreads.lock_internal(self._segment.mutex)
+        try:
+            self._break()
+        finally:
+            pthreads.unlock(self._segment.mutex)
+
+
+def _attach_barrier(name: str, parties: int, action: Any, timeout: float | None) -> ProcessBarrier:
+    with _attach_lock:
+        existing = _attached.get(name)
+        if existing is None:
+            existing = ProcessBarrier(parties, action, timeout, _name=name)
+            _attached[name] = existing
+        return existing
+
+
+class ProcessValue(_Shared):
+    """``multiprocessing.Value`` without a server or inheritance: a ctypes value in shared memory."""
+
+    def __init__(self, typecode_or_type: Any, value: Any = 0, lock: Any = True, *, _name: str | None = None) -> None:
+        self._type = _ctype(typecode_or_type)
+        self._typecode = typecode_or_type
+        self._fields = -(-ctypes.sizeof(self._type) // 8)
+        self._init_segment(_name)
+        self._obj = self._type.from_address(self._segment.base + _STATE)
+        self._lock = ProcessRLock() if lock is True else (lock or None)
+        if _name is None:
+            self._obj.value = value
+
+    def __reduce__(self) -> Any:
+        return (_attach_value, (type(self), self._segment.name, self._typecode, self._lock))
+
+    def get_lock(self) -> Any:
+        if self._lock is None:
+            raise AttributeError("this Value was made with lock=False")
+        return self._lock
+
+    def get_obj(self) -> Any:
+        return self._obj
+
+    @property
+    def value(self) -> Any:
+        if self._lock is None:
+            return self._obj.value
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        if self._lock is None:
+            self._obj.value = new
+            return
+        with self._lock:
+            self._obj.value = new
+
+
+class ProcessArray(_Shared):
+    """``multiprocessing.Array`` without a server or inheritance: a ctypes array in shared memory."""
+
+    def __init__(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True, *,
+                 _name: str | None = None, _length: int | None = None) -> None:
+        self._typecode = typecode_or_type
+        item = _ctype(typecode_or_type)
+        initial = None
+        if _length is not None:
+            length = _length
+        elif isinstance(size_or_initializer, int):
+            length = size_or_initializer
+        else:
+            initial = list(size_or_initializer)
+            length = len(initial)
+        self._type = item * length
+        self._fields = -(-max(ctypes.sizeof(self._type), 1) // 8)
+        self._init_segment(_name)
+        self._obj = self._type.from_address(self._segment.base + _STATE)
+        self._lock = ProcessRLock() if lock is True else (lock or None)
+        if initial is not None:
+            self._obj[:] = initial
+
+    def __reduce__(self) -> Any:
+        return (_attach_array, (self._segment.name, self._typecode, len(self), self._lock))
+
+    def get_lock(self) -> Any:
+        if self._lock is None:
+            raise AttributeError("this Array was made with lock=False")
+        return self._lock
+
+    def get_obj(self) -> Any:
+        return self._obj
+
+    def __len__(self) -> int:
+        return len(self._obj)
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._lock is None:
+            return self._obj[index]
+        with self._lock:
+            return self._obj[index]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if self._lock is None:
+            self._obj[index] = value
+            return
+        with self._lock:
+            self._obj[index] = value
+
+
+def _ctype(typecode_or_type: Any) -> Any:
+    from multiprocessing.sharedctypes import typecode_to_type
+
+    if isinstance(typecode_or_type, str):
+        return typecode_to_type[typecode_or_type]
+    return typecode_or_type
+
+
+def _attach_value(cls: type, name: str, typecode: Any, lock: Any) -> Any:
+    with _attach_lock:
+        existing = _attached.get(name)
+        if existing is None:
+            existing = cls(typecode, lock=lock if lock is not None else False, _name=name)
+            _attached[name] = existing
+        return existing
+
+
+def _attach_array(name: str, typecode: Any, length: int, lock: Any) -> Any:
+    with _attach_lock:
+        existing = _attached.get(name)
+        if existing is None:
+            existing = ProcessArray(typecode, length, lock=lock if lock is not None else False, _name=name,
+                                    _length=length)
+            _attached[name] = existing
+        return existing
+
+
 class ProcessPrimitives:
     """The factory behind ``conveyor.context("process").Lock()`` and friends."""
 
@@ -423,11 +691,20 @@ class ProcessPrimitives:
     def Event(self) -> ProcessEvent:  # noqa: N802
         return ProcessEvent()
 
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> ProcessBarrier:  # noqa: N802
+        return ProcessBarrier(parties, action, timeout)
+
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> ProcessValue:  # noqa: N802
+        return ProcessValue(typecode_or_type, value, lock)
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> ProcessArray:  # noqa: N802
+        return ProcessArray(typecode_or_type, size_or_initializer, lock)
+
     def __getattr__(self, name: str) -> Any:
-        if name in {"Barrier", "Queue", "LifoQueue", "PriorityQueue", "Pipe", "Value", "Array", "dict", "list",
-                    "Namespace"}:
+        if name in {"Queue", "LifoQueue", "PriorityQueue", "Pipe", "dict", "list", "Namespace"}:
             def missing(*_: Any, **__: Any) -> Any:
                 raise NotImplementedError(f"{name} is not available on the process backend yet; "
-                                          "Lock, RLock, Condition, Semaphore, BoundedSemaphore and Event are")
+                                          "Lock, RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier, "
+                                          "Value and Array are")
             return missing
         raise AttributeError(name)
