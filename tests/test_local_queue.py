@@ -1,5 +1,5 @@
-"""The in-process queues (thread and serial backends): stdlib semantics, 3.13-style shutdown, batched
-put_many/get_many. A Hypothesis state machine checks them against a sequential model; threaded tests
+"""The queues: stdlib semantics, 3.13-style shutdown, batched put_many/get_many — the in-process ones
+(thread and serial backends) and the shared-memory ring of the process backend. A Hypothesis state machine checks them against a sequential model; threaded tests
 check blocking, wake-ups and many producers × many consumers.
 """
 
@@ -19,10 +19,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import conveyor
 from conftest import bounded
 from conveyor._backends._local_queue import LocalLifoQueue, LocalPriorityQueue, LocalQueue
+from conveyor._backends.process.channel import ProcessQueue
 
 pytestmark = pytest.mark.timeout(60)
 
-KINDS = {"fifo": LocalQueue, "lifo": LocalLifoQueue, "priority": LocalPriorityQueue}
+KINDS = {"fifo": LocalQueue, "lifo": LocalLifoQueue, "priority": LocalPriorityQueue,
+         "process-fifo": lambda maxsize: ProcessQueue(maxsize, capacity=4096)}
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -38,7 +40,7 @@ class QueueModel(RuleBasedStateMachine):
         self.shut = False
 
     def _take(self) -> int:
-        if self.kind == "fifo":
+        if self.kind in ("fifo", "process-fifo"):
             return self.model.pop(0)
         if self.kind == "lifo":
             return self.model.pop()

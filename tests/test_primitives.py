@@ -203,7 +203,7 @@ def test_pool_primitives_work_as_task_arguments(backend):
 
 def test_process_queues_and_values_say_they_are_not_there_yet():
     ctx = conveyor.context("process")
-    for make in (ctx.Queue, ctx.LifoQueue, ctx.Pipe, ctx.dict):
+    for make in (ctx.LifoQueue, ctx.PriorityQueue, ctx.Pipe, ctx.dict):
         with pytest.raises(NotImplementedError, match="not available on the process backend yet"):
             make(1)
 

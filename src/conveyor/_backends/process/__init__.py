@@ -43,7 +43,7 @@ from conveyor._backends.process.handle import WorkerHandle
 
 # Imported here, not lazily: under the fork start method a worker forked while another thread holds
 # an import lock would inherit it held, and hang the first time it unpickles a primitive.
-from conveyor._backends.process.sync import ProcessPrimitives
+from conveyor._backends.process.primitives import ProcessPrimitives
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method

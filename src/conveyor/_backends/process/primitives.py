@@ -1,0 +1,66 @@
+"""The factory behind ``conveyor.context("process").Lock()``, ``.Queue()`` and friends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor._backends.process import pthreads
+from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.sync import (
+    ProcessArray,
+    ProcessBarrier,
+    ProcessBoundedSemaphore,
+    ProcessCondition,
+    ProcessEvent,
+    ProcessLock,
+    ProcessRLock,
+    ProcessSemaphore,
+    ProcessValue,
+)
+
+
+class ProcessPrimitives:
+    """The factory behind ``conveyor.context("process").Lock()`` and friends."""
+
+    def __init__(self) -> None:
+        if not pthreads.available():
+            raise NotImplementedError("process-shared primitives need Linux (robust POSIX mutexes)")
+
+    def Lock(self) -> ProcessLock:  # noqa: N802 - the stdlib's names
+        return ProcessLock()
+
+    def RLock(self) -> ProcessRLock:  # noqa: N802
+        return ProcessRLock()
+
+    def Condition(self, lock: Any = None) -> ProcessCondition:  # noqa: N802
+        return ProcessCondition(lock)
+
+    def Semaphore(self, value: int = 1) -> ProcessSemaphore:  # noqa: N802
+        return ProcessSemaphore(value)
+
+    def BoundedSemaphore(self, value: int = 1) -> ProcessBoundedSemaphore:  # noqa: N802
+        return ProcessBoundedSemaphore(value)
+
+    def Event(self) -> ProcessEvent:  # noqa: N802
+        return ProcessEvent()
+
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> ProcessBarrier:  # noqa: N802
+        return ProcessBarrier(parties, action, timeout)
+
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> ProcessValue:  # noqa: N802
+        return ProcessValue(typecode_or_type, value, lock)
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> ProcessArray:  # noqa: N802
+        return ProcessArray(typecode_or_type, size_or_initializer, lock)
+
+    def Queue(self, maxsize: int = 0) -> ProcessQueue:  # noqa: N802
+        return ProcessQueue(maxsize)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"LifoQueue", "PriorityQueue", "Pipe", "dict", "list", "Namespace"}:
+            def missing(*_: Any, **__: Any) -> Any:
+                raise NotImplementedError(f"{name} is not available on the process backend yet; "
+                                          "Lock, RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier, "
+                                          "Value, Array and Queue are")
+            return missing
+        raise AttributeError(name)
