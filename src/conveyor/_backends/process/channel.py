@@ -37,10 +37,10 @@ _HEADER = struct.Struct("<q")       # record length; WRAP marks "continue at off
 _WRAP = -(1 << 62)
 
 # State fields (int64): live values, then their journal copy.
-_HEAD, _TAIL, _USED, _COUNT, _UNFINISHED, _SHUT, _MAXSIZE, _CAPACITY = range(8)
+_HEAD, _TAIL, _USED, _COUNT, _UNFINISHED, _SHUT, _MAXSIZE, _CAPACITY, _WAITING = range(9)
 _LIVE = (_HEAD, _TAIL, _USED, _COUNT, _UNFINISHED)
-_JOURNAL_VALID = 8
-_JOURNAL = 9                         # 5 fields: head, tail, used, count, unfinished
+_JOURNAL_VALID = 9
+_JOURNAL = 10                        # 5 fields: head, tail, used, count, unfinished
 _FIELDS = _JOURNAL + len(_LIVE)
 
 
@@ -100,7 +100,8 @@ class ProcessQueue(_Shared):
         for offset, field in enumerate(_LIVE):
             state[field] = state[_JOURNAL + offset]
         state[_JOURNAL_VALID] = 0
-        pthreads.broadcast(self._segment.cond)
+        if state[_WAITING]:  # a futex wake is a system call: only when someone sleeps
+            pthreads.broadcast(self._segment.cond)
 
     # -- ring records (with the mutex held) ------------------------------------------------------------
     def _record_of(self, data: bytes) -> tuple[bytes, Any]:
@@ -158,7 +159,9 @@ class ProcessQueue(_Shared):
             remaining = pthreads.SLICE_SECONDS if end is None else end - time.monotonic()
             if remaining <= 0:
                 raise error
+            self._state[_WAITING] += 1
             pthreads.wait(self._segment.cond, self._segment.mutex, remaining)
+            self._state[_WAITING] -= 1
             if self._state[_JOURNAL_VALID]:
                 self._recover()  # woke holding a mutex whose previous owner died mid-commit
 
@@ -262,7 +265,9 @@ class ProcessQueue(_Shared):
         self._lock()
         try:
             while state[_UNFINISHED]:
+                state[_WAITING] += 1
                 pthreads.wait(self._segment.cond, self._segment.mutex, pthreads.SLICE_SECONDS)
+                state[_WAITING] -= 1
         finally:
             self._unlock()
 
