@@ -68,7 +68,7 @@ class ProcessQueue(_Shared):
         return ()
 
     def __reduce__(self) -> Any:
-        return (_attach, (type(self), self._segment.name, self.maxsize, self._capacity))
+        return (_attach, (type(self), self._segment.name, (self.maxsize, self._capacity)))
 
     @property
     def maxsize(self) -> int:

@@ -7,7 +7,6 @@ from typing import Any
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessQueue
 from conveyor._backends.process.sync import (
-    ProcessArray,
     ProcessBarrier,
     ProcessBoundedSemaphore,
     ProcessCondition,
@@ -15,8 +14,8 @@ from conveyor._backends.process.sync import (
     ProcessLock,
     ProcessRLock,
     ProcessSemaphore,
-    ProcessValue,
 )
+from conveyor._backends.process.values import ProcessArray, ProcessValue
 
 
 class ProcessPrimitives:

@@ -108,12 +108,12 @@ _attached: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _attach_lock = threading.Lock()
 
 
-def _attach(cls: type, name: str, *args: Any) -> Any:
+def _attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
     """Rebuild a primitive from its segment name; one object per segment per process."""
     with _attach_lock:
         existing = _attached.get(name)
         if existing is None:
-            existing = cls(*args, _name=name)
+            existing = cls(*args, _name=name, **(kwargs or {}))
             _attached[name] = existing
         return existing
 
@@ -145,7 +145,7 @@ class _Shared:
         return ()
 
     def __reduce__(self) -> Any:
-        return (_attach, (type(self), self._segment.name, *self._args()))
+        return (_attach, (type(self), self._segment.name, self._args()))
 
     def __repr__(self) -> str:
         return f"<conveyor process {type(self).__name__} {self._segment.name}>"
@@ -352,7 +352,7 @@ class ProcessCondition(_Shared):
         return ()
 
     def __reduce__(self) -> Any:
-        return (_attach_condition, (self._segment.name, self._lock))
+        return (_attach, (ProcessCondition, self._segment.name, (), {"_lock": self._lock}))
 
     def __enter__(self) -> bool:
         return self._lock.__enter__()
@@ -408,14 +408,6 @@ class ProcessCondition(_Shared):
         self.notify(1 << 30)
 
 
-def _attach_condition(name: str, lock: Any) -> ProcessCondition:
-    with _attach_lock:
-        existing = _attached.get(name)
-        if existing is None:
-            existing = ProcessCondition(_name=name, _lock=lock)
-            _attached[name] = existing
-        return existing
-
 
 class ProcessBarrier(_Shared):
     """``threading.Barrier`` across processes.
@@ -442,7 +434,7 @@ class ProcessBarrier(_Shared):
         return (self.parties, self._action, self._timeout)
 
     def __reduce__(self) -> Any:
-        return (_attach_barrier, (self._segment.name, self.parties, self._action, self._timeout))
+        return (_attach, (ProcessBarrier, self._segment.name, self._args()))
 
     @property
     def parties(self) -> int:
@@ -537,130 +529,3 @@ class ProcessBarrier(_Shared):
             self._break()
         finally:
             pthreads.unlock(self._segment.mutex)
-
-
-def _attach_barrier(name: str, parties: int, action: Any, timeout: float | None) -> ProcessBarrier:
-    with _attach_lock:
-        existing = _attached.get(name)
-        if existing is None:
-            existing = ProcessBarrier(parties, action, timeout, _name=name)
-            _attached[name] = existing
-        return existing
-
-
-class ProcessValue(_Shared):
-    """``multiprocessing.Value`` without a server or inheritance: a ctypes value in shared memory."""
-
-    def __init__(self, typecode_or_type: Any, value: Any = 0, lock: Any = True, *, _name: str | None = None) -> None:
-        self._type = _ctype(typecode_or_type)
-        self._typecode = typecode_or_type
-        self._fields = -(-ctypes.sizeof(self._type) // 8)
-        self._init_segment(_name)
-        self._obj = self._type.from_address(self._segment.base + _STATE)
-        self._lock = ProcessRLock() if lock is True else (lock or None)
-        if _name is None:
-            self._obj.value = value
-
-    def __reduce__(self) -> Any:
-        return (_attach_value, (type(self), self._segment.name, self._typecode, self._lock))
-
-    def get_lock(self) -> Any:
-        if self._lock is None:
-            raise AttributeError("this Value was made with lock=False")
-        return self._lock
-
-    def get_obj(self) -> Any:
-        return self._obj
-
-    @property
-    def value(self) -> Any:
-        if self._lock is None:
-            return self._obj.value
-        with self._lock:
-            return self._obj.value
-
-    @value.setter
-    def value(self, new: Any) -> None:
-        if self._lock is None:
-            self._obj.value = new
-            return
-        with self._lock:
-            self._obj.value = new
-
-
-class ProcessArray(_Shared):
-    """``multiprocessing.Array`` without a server or inheritance: a ctypes array in shared memory."""
-
-    def __init__(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True, *,
-                 _name: str | None = None, _length: int | None = None) -> None:
-        self._typecode = typecode_or_type
-        item = _ctype(typecode_or_type)
-        initial = None
-        if _length is not None:
-            length = _length
-        elif isinstance(size_or_initializer, int):
-            length = size_or_initializer
-        else:
-            initial = list(size_or_initializer)
-            length = len(initial)
-        self._type = item * length
-        self._fields = -(-max(ctypes.sizeof(self._type), 1) // 8)
-        self._init_segment(_name)
-        self._obj = self._type.from_address(self._segment.base + _STATE)
-        self._lock = ProcessRLock() if lock is True else (lock or None)
-        if initial is not None:
-            self._obj[:] = initial
-
-    def __reduce__(self) -> Any:
-        return (_attach_array, (self._segment.name, self._typecode, len(self), self._lock))
-
-    def get_lock(self) -> Any:
-        if self._lock is None:
-            raise AttributeError("this Array was made with lock=False")
-        return self._lock
-
-    def get_obj(self) -> Any:
-        return self._obj
-
-    def __len__(self) -> int:
-        return len(self._obj)
-
-    def __getitem__(self, index: Any) -> Any:
-        if self._lock is None:
-            return self._obj[index]
-        with self._lock:
-            return self._obj[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        if self._lock is None:
-            self._obj[index] = value
-            return
-        with self._lock:
-            self._obj[index] = value
-
-
-def _ctype(typecode_or_type: Any) -> Any:
-    from multiprocessing.sharedctypes import typecode_to_type
-
-    if isinstance(typecode_or_type, str):
-        return typecode_to_type[typecode_or_type]
-    return typecode_or_type
-
-
-def _attach_value(cls: type, name: str, typecode: Any, lock: Any) -> Any:
-    with _attach_lock:
-        existing = _attached.get(name)
-        if existing is None:
-            existing = cls(typecode, lock=lock if lock is not None else False, _name=name)
-            _attached[name] = existing
-        return existing
-
-
-def _attach_array(name: str, typecode: Any, length: int, lock: Any) -> Any:
-    with _attach_lock:
-        existing = _attached.get(name)
-        if existing is None:
-            existing = ProcessArray(typecode, length, lock=lock if lock is not None else False, _name=name,
-                                    _length=length)
-            _attached[name] = existing
-        return existing
