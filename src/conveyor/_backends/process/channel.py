@@ -21,6 +21,7 @@ Records bigger than a quarter of the ring travel in a segment of their own, name
 from __future__ import annotations
 
 import ctypes
+import pickle
 import queue as _stdlib_queue
 import struct
 import time
@@ -174,7 +175,7 @@ class ProcessQueue(_Shared):
 
     def put_many(self, items: Iterable[Any], block: bool = True, timeout: float | None = None) -> None:
         """Put every item in order; waits for room as needed (items before a Full/ShutDown were put)."""
-        records = [self._record_of(serialize.dumps(item)) for item in items]
+        records = [self._record_of(_dumps(item)) for item in items]
         end = None if timeout is None else time.monotonic() + timeout
         state = self._state
         position = 0
@@ -302,6 +303,16 @@ class ProcessQueue(_Shared):
     def full(self) -> bool:
         maxsize = self.maxsize
         return 0 < maxsize <= self.qsize()
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+def _dumps(item: Any) -> bytes:
+    """The C pickler for plain values (several times faster for small items), cloudpickle otherwise."""
+    if type(item) in _PLAIN:
+        return pickle.dumps(item, serialize.PROTOCOL)
+    return serialize.dumps(item)
 
 
 def _take(name: bytes) -> bytes:

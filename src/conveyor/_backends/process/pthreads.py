@@ -76,11 +76,10 @@ def init_cond(address: int) -> None:
 def lock(mutex: int, timeout: float | None) -> bool:
     """Take the mutex; False on timeout. Raises :class:`OwnerDied` (holding it) if its owner died."""
     pointer = ctypes.c_void_p(mutex)
-    if timeout is not None and timeout <= 0:
-        code = _libc.pthread_mutex_trylock(pointer)
-        if code == errno.EBUSY:
+    code = _libc.pthread_mutex_trylock(pointer)  # uncontended: no deadline to compute
+    if code == errno.EBUSY:
+        if timeout is not None and timeout <= 0:
             return False
-    else:
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             step = SLICE_SECONDS if end is None else min(SLICE_SECONDS, max(0.0, end - time.monotonic()))
