@@ -4,13 +4,35 @@ in a named shared-memory segment and travel to tasks by name, like the locks in 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from typing import Any
 
 from conveyor._backends.process.sync import _STATE, ProcessRLock, _attach, _Shared
 
 
-class ProcessValue(_Shared):
+class _Guarded(_Shared):
+    """A ctypes object in shared memory, read and written under an optional process RLock."""
+
+    _lock: Any
+    _obj: Any
+
+    def get_lock(self) -> Any:
+        if self._lock is None:
+            raise AttributeError(f"this {type(self).__name__} was made with lock=False")
+        return self._lock
+
+    def get_obj(self) -> Any:
+        return self._obj
+
+    def _guard(self) -> Any:
+        return self._lock if self._lock is not None else contextlib.nullcontext()
+
+    def _lock_argument(self) -> Any:
+        return self._lock if self._lock is not None else False
+
+
+class ProcessValue(_Guarded):
     """``multiprocessing.Value`` without a server or inheritance: a ctypes value in shared memory."""
 
     def __init__(self, typecode_or_type: Any, value: Any = 0, lock: Any = True, *, _name: str | None = None) -> None:
@@ -25,33 +47,20 @@ class ProcessValue(_Shared):
 
     def __reduce__(self) -> Any:
         return (_attach, (type(self), self._segment.name, (self._typecode,),
-                          {"lock": self._lock if self._lock is not None else False}))
-
-    def get_lock(self) -> Any:
-        if self._lock is None:
-            raise AttributeError("this Value was made with lock=False")
-        return self._lock
-
-    def get_obj(self) -> Any:
-        return self._obj
+                          {"lock": self._lock_argument()}))
 
     @property
     def value(self) -> Any:
-        if self._lock is None:
-            return self._obj.value
-        with self._lock:
+        with self._guard():
             return self._obj.value
 
     @value.setter
     def value(self, new: Any) -> None:
-        if self._lock is None:
-            self._obj.value = new
-            return
-        with self._lock:
+        with self._guard():
             self._obj.value = new
 
 
-class ProcessArray(_Shared):
+class ProcessArray(_Guarded):
     """``multiprocessing.Array`` without a server or inheritance: a ctypes array in shared memory."""
 
     def __init__(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True, *,
@@ -76,30 +85,17 @@ class ProcessArray(_Shared):
 
     def __reduce__(self) -> Any:
         return (_attach, (ProcessArray, self._segment.name, (self._typecode, len(self)),
-                          {"lock": self._lock if self._lock is not None else False, "_length": len(self)}))
-
-    def get_lock(self) -> Any:
-        if self._lock is None:
-            raise AttributeError("this Array was made with lock=False")
-        return self._lock
-
-    def get_obj(self) -> Any:
-        return self._obj
+                          {"lock": self._lock_argument(), "_length": len(self)}))
 
     def __len__(self) -> int:
         return len(self._obj)
 
     def __getitem__(self, index: Any) -> Any:
-        if self._lock is None:
-            return self._obj[index]
-        with self._lock:
+        with self._guard():
             return self._obj[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        if self._lock is None:
-            self._obj[index] = value
-            return
-        with self._lock:
+        with self._guard():
             self._obj[index] = value
 
 
