@@ -1,32 +1,39 @@
-"""A first-in-first-out queue between processes: a ring buffer in shared memory under a robust mutex.
+"""Queues between processes: records in shared memory under one robust mutex, changed by journaled commits.
 
 ::
 
-    producer: pickle (no lock) ─► lock ─► copy record into the ring ─► commit ─► unlock ─► notify
-    consumer: lock ─► copy record out of the ring ─► commit ─► unlock ─► unpickle (no lock)
+    producer: pickle (no lock) ─► lock ─► copy record in ─► commit ─► unlock ─► wake a getter if one sleeps
+    consumer: lock ─► copy record out ─► commit ─► unlock ─► unpickle (no lock)
 
-    segment = [ mutex | condition | state fields | journal | ring of records: [length][bytes]... ]
+    segment = [ mutex | not-empty cond | words: live fields, settings, waiter counts, journal,
+                not-full cond, all-done cond | storage (the ring, or arenas and an index) ]
 
 Why not ``multiprocessing.Queue``: its feeder thread writes to one pipe under one lock, so a producer
 killed mid-message corrupts the stream or leaves the lock held for everyone. Here a record is copied in
-full before it becomes visible, and every change of the queue's fields goes through a one-word
-*commit*: the new values are written to a journal, a flag marks the journal valid, then they are
-applied. A process killed anywhere leaves either the old state or a valid journal, which the next
-locker (told by the robust mutex that the owner died) applies. So a killed producer loses only the
-item it was putting; a consumer killed before its commit leaves the item for another consumer.
+full into free space before it becomes visible, and every change of the queue's words goes through a
+*commit*: the (word, value) pairs are written to a journal, one word marks the journal valid, then they
+are applied and the mark cleared. A process killed anywhere leaves either the old state or a valid
+journal, which the next locker (told by the robust mutex that the owner died) applies. So a killed
+producer loses only the item it was putting; a consumer killed before its commit leaves the item for
+another consumer.
 
-Records bigger than a quarter of the ring travel in a segment of their own, named in the ring.
+Waiters count themselves, so a put or get makes a system call to wake someone only when someone
+sleeps; every wait is sliced (``pthreads.SLICE_SECONDS``), so a lost wake-up costs one slice, never a
+hang, and Ctrl-C is seen promptly.
+
+Records bigger than a quarter of the storage travel in a segment of their own, named in the record.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import pickle
 import queue as _stdlib_queue
 import struct
 import time
 from multiprocessing import shared_memory
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.sync import _STATE, _attach, _Shared
@@ -34,191 +41,175 @@ from conveyor._core import serialize
 from conveyor._core.errors import ShutDown
 
 DEFAULT_CAPACITY = 4 * 1024 * 1024
-_HEADER = struct.Struct("<q")       # record length; WRAP marks "continue at offset 0"; < 0: by reference
-_WRAP = -(1 << 62)
+BATCH_BYTES = 64 * 1024
+"""``put_many``/``get_many`` move items in slices of about this many bytes of pickles per lock hold."""
+_HEADER = struct.Struct("<q")       # record length; < 0: by reference (name of a segment)
+_WRAP = -(1 << 62)                  # FIFO ring: "the records continue at offset 0"
 
-# State fields (int64): live values, then their journal copy.
-_HEAD, _TAIL, _USED, _COUNT, _UNFINISHED, _SHUT, _MAXSIZE, _CAPACITY, _WAITING = range(9)
-_LIVE = (_HEAD, _TAIL, _USED, _COUNT, _UNFINISHED)
-_JOURNAL_VALID = 9
-_JOURNAL = 10                        # 5 fields: head, tail, used, count, unfinished
-_FIELDS = _JOURNAL + len(_LIVE)
+# Words (int64) at the start of the state block. Words 0-4 are the live fields every commit may change.
+_HEAD, _TAIL, _USED = 0, 1, 2       # the FIFO ring
+_TOP, _ACTIVE, _LIVE_BYTES = 0, 1, 2  # indexed queues: arena top, active arena/index half, bytes in live records
+_COUNT, _UNFINISHED = 3, 4
+_SHUT, _MAXSIZE, _CAPACITY, _GETTERS, _PUTTERS, _JOINERS, _JOURNAL_LEN = range(5, 12)
+_JOURNAL = 12
+_JOURNAL_PAIRS = 128
+_NOT_FULL = _JOURNAL + 2 * _JOURNAL_PAIRS   # a 64-byte condition variable (8 words)
+_ALL_DONE = _NOT_FULL + 8
+_STORAGE = _ALL_DONE + 8                     # first word of the queue kind's storage
+_SPINS = 16                                  # yields before sleeping on the mutex or on an empty queue
+_LIVE = struct.Struct("<5q")
+_LIVE_LOG = struct.Struct("<10q")            # the five live fields as (word, value) journal pairs
 
 
-class ProcessQueue(_Shared):
-    """``queue.Queue`` semantics across processes, plus ``shutdown`` and ``put_many``/``get_many``.
-
-    Args:
-        maxsize: at most this many items wait; ``<= 0``: no limit but the ring's bytes.
-        capacity: bytes of the ring buffer (items that do not fit wait for room).
-    """
+class _SharedQueue(_Shared):
+    """What every process queue shares: the segment, locking with recovery, commits, waits, and the
+    parts of the ``queue.Queue`` interface that do not depend on the order of items."""
 
     def __init__(self, maxsize: int = 0, capacity: int = DEFAULT_CAPACITY, *, _name: str | None = None) -> None:
         if capacity < 4096:
             raise ValueError("capacity must be at least 4096 bytes")
-        self._fields = _FIELDS + capacity // 8 + 1
+        capacity = -(-capacity // 8) * 8
+        self._fields = _STORAGE + self._storage_words(capacity)
         self._init_segment(_name)
-        self._state = self._segment.state
-        self._ring = self._segment.base + _STATE + 8 * _FIELDS
+        segment = self._segment
+        raw = (ctypes.c_char * (_STATE + 8 * self._fields)).from_address(segment.base)
+        self._view = memoryview(raw).cast("B")   # a view of the mapping, not an export of it
+        self._words = self._view[_STATE:].cast("q")
+        self._mutex = ctypes.c_void_p(segment.mutex)
+        self._not_empty = segment.cond
+        self._not_full = segment.base + _STATE + 8 * _NOT_FULL
+        self._all_done = segment.base + _STATE + 8 * _ALL_DONE
+        self._storage = _STATE + 8 * _STORAGE       # byte offset of the storage in the view
         if _name is None:
-            self._state[_MAXSIZE] = maxsize
-            self._state[_CAPACITY] = capacity
-        self._capacity = int(self._state[_CAPACITY])
+            pthreads.init_cond(self._not_full)
+            pthreads.init_cond(self._all_done)
+            self._words[_MAXSIZE] = maxsize
+            self._words[_CAPACITY] = capacity
+        self._capacity = int(self._words[_CAPACITY])
+        self._max_inline = self._capacity // 4
 
-    def _args(self) -> tuple[Any, ...]:
-        return ()
+    @classmethod
+    def _storage_words(cls, capacity: int) -> int:
+        raise NotImplementedError
 
     def __reduce__(self) -> Any:
         return (_attach, (type(self), self._segment.name, (self.maxsize, self._capacity)))
 
     @property
     def maxsize(self) -> int:
-        return int(self._state[_MAXSIZE])
+        return int(self._words[_MAXSIZE])
 
-    # -- locking with recovery ----------------------------------------------------------------------
-    def _lock(self) -> None:
+    # -- locking, commits, recovery ------------------------------------------------------------------
+    def _acquire(self) -> None:
         try:
-            pthreads.lock(self._segment.mutex, None)
+            if not pthreads.try_lock(self._mutex):
+                for _ in range(_SPINS):  # held only for a copy: yielding once or twice usually frees it
+                    os.sched_yield()
+                    if pthreads.try_lock(self._mutex):
+                        return
+                pthreads.lock(self._segment.mutex, None)
         except pthreads.OwnerDied:
             self._recover()
 
-    def _unlock(self) -> None:
-        pthreads.unlock(self._segment.mutex)
+    def _release(self) -> None:
+        pthreads.unlock_pointer(self._mutex)
 
     def _recover(self) -> None:
         """The last holder died: finish its commit if it had written one, else it never happened."""
-        state = self._state
-        if state[_JOURNAL_VALID]:
-            for offset, field in enumerate(_LIVE):
-                state[field] = state[_JOURNAL + offset]
-            state[_JOURNAL_VALID] = 0
+        words = self._words
+        for pair in range(words[_JOURNAL_LEN]):
+            words[words[_JOURNAL + 2 * pair]] = words[_JOURNAL + 2 * pair + 1]
+        words[_JOURNAL_LEN] = 0
 
-    def _commit(self, head: int, tail: int, used: int, count: int, unfinished: int) -> None:
-        state = self._state
-        for offset, value in enumerate((head, tail, used, count, unfinished)):
-            state[_JOURNAL + offset] = value
-        state[_JOURNAL_VALID] = 1        # the commit point: one aligned word
-        for offset, field in enumerate(_LIVE):
-            state[field] = state[_JOURNAL + offset]
-        state[_JOURNAL_VALID] = 0
-        if state[_WAITING]:  # a futex wake is a system call: only when someone sleeps
-            pthreads.broadcast(self._segment.cond)
+    def _commit_live(self, first: int, second: int, third: int, count: int, unfinished: int) -> None:
+        """Commit the five live fields (the common case: one journal write, one flag, one apply)."""
+        view, words = self._view, self._words
+        _LIVE_LOG.pack_into(view, _STATE + 8 * _JOURNAL, 0, first, 1, second, 2, third, 3, count, 4, unfinished)
+        words[_JOURNAL_LEN] = 5          # the commit point: one aligned word
+        _LIVE.pack_into(view, _STATE, first, second, third, count, unfinished)
+        words[_JOURNAL_LEN] = 0
 
-    # -- ring records (with the mutex held) ------------------------------------------------------------
-    def _record_of(self, data: bytes) -> tuple[bytes, Any]:
-        """What goes in the ring for ``data``: the bytes, or the name of a segment holding them."""
-        if len(data) + _HEADER.size <= self._capacity // 4:
+    def _commit(self, changes: dict[int, int]) -> None:
+        """Commit any set of word changes (word index in the state block → value)."""
+        if len(changes) > _JOURNAL_PAIRS:  # pragma: no cover - the queues never change this many
+            raise RuntimeError("commit too large for the journal")
+        words = self._words
+        flat = [number for pair in changes.items() for number in pair]
+        struct.pack_into(f"<{len(flat)}q", self._view, _STATE + 8 * _JOURNAL, *flat)
+        words[_JOURNAL_LEN] = len(changes)
+        for word, value in changes.items():
+            words[word] = value
+        words[_JOURNAL_LEN] = 0
+
+    def _wake_after_put(self, items: int) -> None:
+        if self._words[_GETTERS]:
+            if items == 1:
+                pthreads.signal(self._not_empty)
+            else:
+                pthreads.broadcast(self._not_empty)
+
+    def _wait(self, cond: int, counter: int, ready: Callable[[], bool], block: bool, deadline: float | None,
+              error: type[Exception]) -> None:
+        """With the mutex held: sleep on ``cond`` until ``ready()``; raises ``error`` on timeout (at once
+        when not ``block``) and ShutDown when the queue is shut down meanwhile."""
+        words = self._words
+        while not ready():
+            if words[_SHUT]:
+                raise ShutDown("the queue is shut down")
+            if not block:
+                raise error
+            step = pthreads.SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+            if step <= 0:
+                raise error
+            words[counter] += 1
+            try:
+                pthreads.wait(cond, self._segment.mutex, step)
+            finally:
+                words[counter] -= 1
+            if words[_JOURNAL_LEN]:
+                self._recover()  # woke holding a mutex whose previous owner died mid-commit
+
+    def _spin_for_items(self) -> None:
+        """Before sleeping on an empty queue: yield a few times, watching the count without the lock.
+
+        A producer is often microseconds away; catching its item this way saves both sides a futex
+        system call (the producer's wake-up and the consumer's sleep)."""
+        words = self._words
+        for _ in range(_SPINS):
+            os.sched_yield()
+            if words[_COUNT]:
+                return
+
+    @staticmethod
+    def _deadline(block: bool, timeout: float | None) -> float | None:
+        if not block or timeout is None:
+            return None
+        if timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return time.monotonic() + timeout
+
+    # -- records ----------------------------------------------------------------------------------------
+    def _record_of(self, item: Any) -> tuple[bytes, Any]:
+        """What goes in the storage for ``item``: its pickle, or the name of a segment holding it."""
+        data = _dumps(item)
+        if len(data) + _HEADER.size <= self._max_inline:
             return data, None
         spill = shared_memory.SharedMemory(create=True, size=len(data))
         spill.buf[:len(data)] = data
         return spill.name.encode(), spill
 
-    def _fits(self, tail: int, used: int, size: int) -> bool:
-        need = _HEADER.size + size
-        waste = self._capacity - tail if tail + need > self._capacity else 0
-        return used + waste + need <= self._capacity
+    @staticmethod
+    def _settle(records: list[tuple[bytes, Any]], stored: int) -> None:
+        """After a put: the segments of stored records now belong to the queue; the rest are removed."""
+        for position, (_, spill) in enumerate(records):
+            if spill is not None:
+                spill.close()
+                if position >= stored:
+                    spill.unlink()
 
-    def _write(self, tail: int, used: int, payload: bytes, by_reference: bool) -> tuple[int, int]:
-        need = _HEADER.size + len(payload)
-        if tail + need > self._capacity:
-            if self._capacity - tail >= _HEADER.size:
-                ctypes.memmove(self._ring + tail, _HEADER.pack(_WRAP), _HEADER.size)
-            used += self._capacity - tail
-            tail = 0
-        length = -len(payload) - 1 if by_reference else len(payload)
-        ctypes.memmove(self._ring + tail, _HEADER.pack(length), _HEADER.size)
-        ctypes.memmove(self._ring + tail + _HEADER.size, payload, len(payload))
-        return tail + need, used + need
-
-    def _read(self, head: int, used: int) -> tuple[int, int, bytes, bool]:
-        if self._capacity - head < _HEADER.size:
-            used -= self._capacity - head
-            head = 0
-        (length,) = _HEADER.unpack(ctypes.string_at(self._ring + head, _HEADER.size))
-        if length == _WRAP:
-            used -= self._capacity - head
-            head = 0
-            (length,) = _HEADER.unpack(ctypes.string_at(self._ring, _HEADER.size))
-        by_reference = length < 0
-        size = -length - 1 if by_reference else length
-        payload = ctypes.string_at(self._ring + head + _HEADER.size, size)
-        need = _HEADER.size + size
-        return head + need, used - need, payload, by_reference
-
-    # -- waiting ----------------------------------------------------------------------------------------
-    def _wait(self, ready: Any, block: bool, timeout: float | None, error: type[Exception]) -> None:
-        if not block:
-            if not ready():
-                raise error
-            return
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        end = None if timeout is None else time.monotonic() + timeout
-        while not ready():
-            if self._state[_SHUT]:
-                raise ShutDown("the queue is shut down")
-            remaining = pthreads.SLICE_SECONDS if end is None else end - time.monotonic()
-            if remaining <= 0:
-                raise error
-            self._state[_WAITING] += 1
-            pthreads.wait(self._segment.cond, self._segment.mutex, remaining)
-            self._state[_WAITING] -= 1
-            if self._state[_JOURNAL_VALID]:
-                self._recover()  # woke holding a mutex whose previous owner died mid-commit
-
-    # -- the queue interface ------------------------------------------------------------------------------
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self.put_many([item], block, timeout)
-
+    # -- the order-independent part of the interface ----------------------------------------------------
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
-
-    def put_many(self, items: Iterable[Any], block: bool = True, timeout: float | None = None) -> None:
-        """Put every item in order; waits for room as needed (items before a Full/ShutDown were put)."""
-        records = [self._record_of(_dumps(item)) for item in items]
-        end = None if timeout is None else time.monotonic() + timeout
-        state = self._state
-        position = 0
-        try:
-            self._lock()
-            try:
-                while position < len(records):
-                    if state[_SHUT]:
-                        raise ShutDown("the queue is shut down")
-                    payload = records[position][0]
-
-                    def room(payload: bytes = payload) -> bool:
-                        if state[_SHUT]:
-                            return True
-                        maxsize = state[_MAXSIZE]
-                        return (maxsize <= 0 or state[_COUNT] < maxsize) and self._fits(
-                            int(state[_TAIL]), int(state[_USED]), len(payload))
-
-                    remaining = None if end is None else max(0.0, end - time.monotonic())
-                    self._wait(room, block, remaining, _stdlib_queue.Full)
-                    if state[_SHUT]:
-                        raise ShutDown("the queue is shut down")
-                    head, tail, used = int(state[_HEAD]), int(state[_TAIL]), int(state[_USED])
-                    count, unfinished = int(state[_COUNT]), int(state[_UNFINISHED])
-                    while position < len(records):
-                        payload, spill = records[position]
-                        if (state[_MAXSIZE] > 0 and count >= state[_MAXSIZE]) or not self._fits(tail, used, len(payload)):
-                            break
-                        tail, used = self._write(tail, used, payload, spill is not None)
-                        count += 1
-                        unfinished += 1
-                        position += 1
-                    self._commit(head, tail, used, count, unfinished)
-            finally:
-                self._unlock()
-        finally:
-            for payload, spill in records[position:]:
-                if spill is not None:
-                    spill.close()
-                    spill.unlink()
-            for payload, spill in records[:position]:
-                if spill is not None:
-                    spill.close()  # the consumer unlinks it
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         return self.get_many(1, block, timeout)[0]
@@ -226,76 +217,57 @@ class ProcessQueue(_Shared):
     def get_nowait(self) -> Any:
         return self.get(block=False)
 
-    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[Any]:
-        """Take 1 to ``max_items`` items: waits for the first, then takes what is there."""
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
-        state = self._state
-        taken: list[tuple[bytes, bool]] = []
-        self._lock()
-        try:
-            if state[_SHUT] and not state[_COUNT]:
-                raise ShutDown("the queue is shut down and empty")
-            self._wait(lambda: state[_COUNT] > 0, block, timeout, _stdlib_queue.Empty)
-            head, used, count = int(state[_HEAD]), int(state[_USED]), int(state[_COUNT])
-            while count and len(taken) < max_items:
-                head, used, payload, by_reference = self._read(head, used)
-                taken.append((payload, by_reference))
-                count -= 1
-            tail = int(state[_TAIL])
-            if count == 0:
-                head = tail = used = 0
-            self._commit(head, tail, used, count, int(state[_UNFINISHED]))
-        finally:
-            self._unlock()
-        return [serialize.loads(_take(payload) if by_reference else payload) for payload, by_reference in taken]
-
     def task_done(self) -> None:
-        state = self._state
-        self._lock()
+        """Mark one item taken by ``get`` as processed (for ``join``)."""
+        self._acquire()
         try:
-            if state[_UNFINISHED] <= 0:
+            words = self._words
+            unfinished = words[_UNFINISHED]
+            if unfinished <= 0:
                 raise ValueError("task_done() called too many times")
-            self._commit(int(state[_HEAD]), int(state[_TAIL]), int(state[_USED]), int(state[_COUNT]),
-                         int(state[_UNFINISHED]) - 1)
+            self._commit({_UNFINISHED: unfinished - 1})
+            if unfinished == 1 and words[_JOINERS]:
+                pthreads.broadcast(self._all_done)
         finally:
-            self._unlock()
+            self._release()
 
     def join(self) -> None:
-        state = self._state
-        self._lock()
+        """Wait until every item put has been marked done."""
+        words = self._words
+        self._acquire()
         try:
-            while state[_UNFINISHED]:
-                state[_WAITING] += 1
-                pthreads.wait(self._segment.cond, self._segment.mutex, pthreads.SLICE_SECONDS)
-                state[_WAITING] -= 1
+            while words[_UNFINISHED]:
+                words[_JOINERS] += 1
+                try:
+                    pthreads.wait(self._all_done, self._segment.mutex, pthreads.SLICE_SECONDS)
+                finally:
+                    words[_JOINERS] -= 1
+                if words[_JOURNAL_LEN]:
+                    self._recover()
         finally:
-            self._unlock()
+            self._release()
 
     def shutdown(self, immediate: bool = False) -> None:
-        state = self._state
-        self._lock()
+        """Refuse new items; wake everyone blocked. ``immediate`` also drops what is waiting."""
+        self._acquire()
         try:
-            state[_SHUT] = 1
+            self._words[_SHUT] = 1
             if immediate:
-                head, used, count = int(state[_HEAD]), int(state[_USED]), int(state[_COUNT])
-                while count:
-                    head, used, payload, by_reference = self._read(head, used)
-                    if by_reference:
-                        _take(payload)
-                    count -= 1
-                dropped = int(state[_COUNT])
-                self._commit(0, 0, 0, 0, max(0, int(state[_UNFINISHED]) - dropped))
-            pthreads.broadcast(self._segment.cond)
+                self._drop_all()
+            for cond in (self._not_empty, self._not_full, self._all_done):
+                pthreads.broadcast(cond)
         finally:
-            self._unlock()
+            self._release()
+
+    def _drop_all(self) -> None:
+        raise NotImplementedError
 
     @property
     def is_shutdown(self) -> bool:
-        return bool(self._state[_SHUT])
+        return bool(self._words[_SHUT])
 
     def qsize(self) -> int:
-        return int(self._state[_COUNT])
+        return int(self._words[_COUNT])
 
     def empty(self) -> bool:
         return self.qsize() == 0
@@ -303,6 +275,201 @@ class ProcessQueue(_Shared):
     def full(self) -> bool:
         maxsize = self.maxsize
         return 0 < maxsize <= self.qsize()
+
+    def __repr__(self) -> str:
+        return (f"<conveyor process {type(self).__name__} {self._segment.name} size={self.qsize()} "
+                f"maxsize={self.maxsize}{' shut down' if self.is_shutdown else ''}>")
+
+
+class ProcessQueue(_SharedQueue):
+    """``queue.Queue`` semantics across processes, plus ``shutdown`` and ``put_many``/``get_many``.
+
+    The storage is a ring of records ``[length][pickle]``; head and tail chase each other.
+
+    Args:
+        maxsize: at most this many items wait; ``<= 0``: no limit but the ring's bytes.
+        capacity: bytes of the ring buffer (items that do not fit wait for room).
+    """
+
+    @classmethod
+    def _storage_words(cls, capacity: int) -> int:
+        return capacity // 8
+
+    def _fits(self, tail: int, used: int, size: int) -> bool:
+        need = _HEADER.size + size
+        waste = self._capacity - tail if tail + need > self._capacity else 0
+        return used + waste + need <= self._capacity
+
+    def _write(self, tail: int, used: int, payload: bytes, by_reference: bool) -> tuple[int, int]:
+        capacity, view, ring = self._capacity, self._view, self._storage
+        need = _HEADER.size + len(payload)
+        if tail + need > capacity:
+            if capacity - tail >= _HEADER.size:
+                _HEADER.pack_into(view, ring + tail, _WRAP)
+            used += capacity - tail
+            tail = 0
+        start = ring + tail
+        _HEADER.pack_into(view, start, -len(payload) - 1 if by_reference else len(payload))
+        view[start + _HEADER.size:start + need] = payload
+        return tail + need, used + need
+
+    def _read(self, head: int, used: int) -> tuple[int, int, bytes, bool]:
+        capacity, view, ring = self._capacity, self._view, self._storage
+        if capacity - head < _HEADER.size:
+            used -= capacity - head
+            head = 0
+        (length,) = _HEADER.unpack_from(view, ring + head)
+        if length == _WRAP:
+            used -= capacity - head
+            head = 0
+            (length,) = _HEADER.unpack_from(view, ring)
+        by_reference = length < 0
+        size = -length - 1 if by_reference else length
+        start = ring + head + _HEADER.size
+        need = _HEADER.size + size
+        return head + need, used - need, view[start:start + size].tobytes(), by_reference
+
+    def _has_room(self, size: int) -> bool:
+        words = self._words
+        maxsize = words[_MAXSIZE]
+        return (maxsize <= 0 or words[_COUNT] < maxsize) and self._fits(words[_TAIL], words[_USED], size)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put one item, waiting for room (``queue.Full`` after ``timeout``, or at once if not ``block``)."""
+        data = _dumps(item)
+        if len(data) + _HEADER.size > self._max_inline:
+            self.put_many((item,), block, timeout)
+            return
+        words = self._words
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        self._acquire()
+        try:
+            if words[_SHUT]:
+                raise ShutDown("the queue is shut down")
+            if not self._has_room(len(data)):
+                self._wait(self._not_full, _PUTTERS, lambda: self._has_room(len(data)), block,
+                           self._deadline(block, timeout), _stdlib_queue.Full)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            tail, used = self._write(tail, used, data, False)
+            self._commit_live(head, tail, used, count + 1, unfinished + 1)
+            self._wake_after_put(1)
+        finally:
+            self._release()
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: float | None = None) -> None:
+        """Put every item in order, waiting for room as needed; the items before a Full or ShutDown
+        were put. Items are pickled and stored in slices of about ``BATCH_BYTES``, so consumers can
+        take the first ones while the next are being pickled."""
+        deadline = self._deadline(block, timeout)
+        records: list[tuple[bytes, Any]] = []
+        size = 0
+        for item in items:
+            record = self._record_of(item)
+            records.append(record)
+            size += len(record[0])
+            if size >= BATCH_BYTES:
+                self._put_records(records, block, deadline)
+                records, size = [], 0
+        if records:
+            self._put_records(records, block, deadline)
+
+    def _put_records(self, records: list[tuple[bytes, Any]], block: bool, deadline: float | None) -> None:
+        words = self._words
+        stored = 0
+        try:
+            self._acquire()
+            try:
+                while stored < len(records):
+                    if words[_SHUT]:
+                        raise ShutDown("the queue is shut down")
+                    size = len(records[stored][0])
+                    self._wait(self._not_full, _PUTTERS, lambda: self._has_room(size), block, deadline,
+                               _stdlib_queue.Full)
+                    head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+                    maxsize = words[_MAXSIZE]
+                    first = stored
+                    while stored < len(records):
+                        payload, spill = records[stored]
+                        if (maxsize > 0 and count >= maxsize) or not self._fits(tail, used, len(payload)):
+                            break
+                        tail, used = self._write(tail, used, payload, spill is not None)
+                        count += 1
+                        unfinished += 1
+                        stored += 1
+                    self._commit_live(head, tail, used, count, unfinished)
+                    self._wake_after_put(stored - first)
+            finally:
+                self._release()
+        finally:
+            self._settle(records, stored)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[Any]:
+        """Take 1 to ``max_items`` items: waits for the first, then takes what is there (at most
+        about ``BATCH_BYTES`` of pickles per call, so that producers are not held up for long).
+
+        Raises:
+            queue.Empty: nothing in time (or at once when ``block`` is false).
+            ShutDown: the queue is shut down and empty.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        words = self._words
+        deadline = self._deadline(block, timeout)
+        taken: list[tuple[bytes, bool]] = []
+        self._acquire()
+        try:
+            if not words[_COUNT]:
+                self._wait(self._not_empty, _GETTERS, lambda: words[_COUNT] > 0, block, deadline,
+                           _stdlib_queue.Empty)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            size = 0
+            while count and len(taken) < max_items and size < BATCH_BYTES:
+                head, used, payload, by_reference = self._read(head, used)
+                taken.append((payload, by_reference))
+                size += len(payload)
+                count -= 1
+            if count == 0:
+                head = tail = used = 0
+            self._commit_live(head, tail, used, count, unfinished)
+            if words[_PUTTERS]:
+                pthreads.broadcast(self._not_full)
+        finally:
+            self._release()
+        return [serialize.loads(_take(payload) if by_reference else payload) for payload, by_reference in taken]
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Take the oldest item (``queue.Empty`` after ``timeout``; ShutDown once shut down and empty)."""
+        words = self._words
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if block and not words[_COUNT]:
+            self._spin_for_items()
+        self._acquire()
+        try:
+            if not words[_COUNT]:
+                self._wait(self._not_empty, _GETTERS, lambda: words[_COUNT] > 0, block,
+                           self._deadline(block, timeout), _stdlib_queue.Empty)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            head, used, payload, by_reference = self._read(head, used)
+            if count == 1:
+                head = tail = used = 0
+            self._commit_live(head, tail, used, count - 1, unfinished)
+            if words[_PUTTERS]:
+                pthreads.broadcast(self._not_full)
+        finally:
+            self._release()
+        return serialize.loads(_take(payload) if by_reference else payload)
+
+    def _drop_all(self) -> None:
+        head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+        dropped = count
+        while count:
+            head, used, payload, by_reference = self._read(head, used)
+            if by_reference:
+                _take(payload)
+            count -= 1
+        self._commit_live(0, 0, 0, 0, max(0, unfinished - dropped))
 
 
 _PLAIN = (int, float, str, bytes, bool, type(None))
@@ -323,4 +490,3 @@ def _take(name: bytes) -> bytes:
     finally:
         spill.close()
         spill.unlink()
-
