@@ -92,6 +92,23 @@ def _shm() -> set[str]:
         return set()
 
 
+def _in_use_elsewhere(names: set[str]) -> set[str]:
+    """The names among ``names`` mapped by a process outside this test run (not us, not our
+    descendants): on a shared machine, another test run's live segments are not our leak."""
+    ours = {os.getpid()} | {child.pid for child in psutil.Process().children(recursive=True)}
+    found = set()
+    for pid in psutil.pids():
+        if pid in ours:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                text = maps.read()
+        except OSError:
+            continue
+        found |= {name for name in names if f"/dev/shm/{name}" in text}
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_helpers() -> Iterator[None]:
     """Start the forkserver and resource tracker once, so that no test is blamed for them."""
@@ -134,6 +151,8 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
                 details.append(str(fd))
         problems.append(f"file descriptors left: {details}")
     extra_shm = _shm() - shm
+    if extra_shm:
+        extra_shm -= _in_use_elsewhere(extra_shm)
     if extra_shm:
         problems.append(f"/dev/shm entries left: {sorted(extra_shm)}")
     if problems:

@@ -135,24 +135,6 @@ def test_queues_keep_their_order_and_shut_down(ctx):
         q.put(1)
 
 
-def test_pipe_send_recv_poll(ctx):
-    a, b = ctx.Pipe()
-    try:
-        a.send({"x": 1})
-        assert b.poll(bounded(5))
-        assert b.recv() == {"x": 1}
-        b.send("back")
-        assert a.recv() == "back"
-        one_way_r, one_way_w = ctx.Pipe(duplex=False)
-        one_way_w.send(5)
-        assert one_way_r.recv() == 5
-        one_way_r.close()
-        one_way_w.close()
-    finally:
-        a.close()
-        b.close()
-
-
 def test_value_and_array(sync_ctx):
     counter = sync_ctx.Value("i", 5)
     assert counter.value == 5
@@ -203,7 +185,7 @@ def test_pool_primitives_work_as_task_arguments(backend):
 
 def test_process_queues_and_values_say_they_are_not_there_yet():
     ctx = conveyor.context("process")
-    for make in (ctx.LifoQueue, ctx.PriorityQueue, ctx.Pipe, ctx.dict):
+    for make in (ctx.LifoQueue, ctx.PriorityQueue):
         with pytest.raises(NotImplementedError, match="not available on the process backend yet"):
             make(1)
 

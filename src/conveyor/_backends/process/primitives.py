@@ -6,6 +6,7 @@ from typing import Any
 
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.pipe import make_pipe
 from conveyor._backends.process.sync import (
     ProcessBarrier,
     ProcessBoundedSemaphore,
@@ -55,11 +56,27 @@ class ProcessPrimitives:
     def Queue(self, maxsize: int = 0) -> ProcessQueue:  # noqa: N802
         return ProcessQueue(maxsize)
 
+    def dict(self, *args: Any, **kwargs: Any) -> Any:
+        from conveyor._backends.process import managed
+
+        return managed.make_dict(*args, **kwargs)
+
+    def list(self, iterable: Any = ()) -> Any:
+        from conveyor._backends.process import managed
+
+        return managed.make_list(iterable)
+
+    def Namespace(self, **attributes: Any) -> Any:  # noqa: N802
+        from conveyor._backends.process import managed
+
+        return managed.make_namespace(**attributes)
+
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
+        return make_pipe(duplex)
+
     def __getattr__(self, name: str) -> Any:
-        if name in {"LifoQueue", "PriorityQueue", "Pipe", "dict", "list", "Namespace"}:
+        if name in {"LifoQueue", "PriorityQueue"}:
             def missing(*_: Any, **__: Any) -> Any:
-                raise NotImplementedError(f"{name} is not available on the process backend yet; "
-                                          "Lock, RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier, "
-                                          "Value, Array and Queue are")
+                raise NotImplementedError(f"{name} is not available on the process backend yet")
             return missing
         raise AttributeError(name)
