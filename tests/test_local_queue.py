@@ -1,5 +1,5 @@
 """The queues: stdlib semantics, 3.13-style shutdown, batched put_many/get_many — the in-process ones
-(thread and serial backends) and the shared-memory ring of the process backend. A Hypothesis state machine checks them against a sequential model; threaded tests
+(thread and serial backends) and the shared-memory ones of the process backend. A Hypothesis state machine checks them against a sequential model; threaded tests
 check blocking, wake-ups and many producers × many consumers.
 """
 
@@ -19,12 +19,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import conveyor
 from conftest import bounded
 from conveyor._backends._local_queue import LocalLifoQueue, LocalPriorityQueue, LocalQueue
-from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
 
 pytestmark = pytest.mark.timeout(60)
 
 KINDS = {"fifo": LocalQueue, "lifo": LocalLifoQueue, "priority": LocalPriorityQueue,
-         "process-fifo": lambda maxsize: ProcessQueue(maxsize, capacity=4096)}
+         "process-fifo": lambda maxsize: ProcessQueue(maxsize, capacity=4096),
+         "process-lifo": lambda maxsize: ProcessLifoQueue(maxsize, capacity=4096),
+         "process-priority": lambda maxsize: ProcessPriorityQueue(maxsize, capacity=4096)}
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -42,7 +44,7 @@ class QueueModel(RuleBasedStateMachine):
     def _take(self) -> int:
         if self.kind in ("fifo", "process-fifo"):
             return self.model.pop(0)
-        if self.kind == "lifo":
+        if self.kind in ("lifo", "process-lifo"):
             return self.model.pop()
         heapq.heapify(self.model)
         return heapq.heappop(self.model)

@@ -1,7 +1,7 @@
 """Primitives made by a context or a pool: stdlib names and semantics, usable by that pool's tasks.
 
-The synchronization primitives run on every backend; queues, pipes and shared values on the thread
-and serial backends (the process versions are next).
+Every primitive runs on every backend; the process versions' own stress and fault tests are in
+test_process_queue.py, test_pipe.py, test_managed.py and test_primitive_*.py.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def test_barrier_action_abort_and_reset(sync_ctx):
         aborted.wait()
 
 
-def test_queues_keep_their_order_and_shut_down(ctx):
+def test_queues_keep_their_order_and_shut_down(sync_ctx):
+    ctx = sync_ctx
     q, lq, pq = ctx.Queue(), ctx.LifoQueue(), ctx.PriorityQueue()
     for item in (3, 1, 2):
         q.put(item)
@@ -173,7 +174,7 @@ def test_the_shared_counter_demo_is_exact_with_the_lock(backend):
     assert counter.value == 16000
 
 
-@pytest.mark.parametrize("backend", PRIMITIVE_BACKENDS)
+@pytest.mark.parametrize("backend", SYNC_BACKENDS)
 def test_pool_primitives_work_as_task_arguments(backend):
     with conveyor.Pool(2, backend=backend) as pool:
         q, event = pool.Queue(), pool.Event()
@@ -181,13 +182,6 @@ def test_pool_primitives_work_as_task_arguments(backend):
         pool.submit(event.set).result(timeout=bounded(10))
         assert sorted(q.get_many(10)) == list(range(10))
         assert event.is_set()
-
-
-def test_process_queues_and_values_say_they_are_not_there_yet():
-    ctx = conveyor.context("process")
-    for make in (ctx.LifoQueue, ctx.PriorityQueue):
-        with pytest.raises(NotImplementedError, match="not available on the process backend yet"):
-            make(1)
 
 
 def _hold_and_die(lock):

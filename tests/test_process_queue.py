@@ -106,3 +106,68 @@ def test_a_consumer_killed_mid_get_leaves_the_rest_for_others():
         assert len(set(together)) == len(together)
         assert set(together) <= set(range(20000)) and len(together) >= 20000 - 1
         assert moved == sorted(moved) and left == sorted(left)
+
+
+@pytest.mark.parametrize("kind", ["LifoQueue", "PriorityQueue"])
+def test_ordered_queues_match_the_stdlib_through_many_compactions(kind):
+    """A small arena forces the live records to be copied to the other half again and again."""
+    import queue
+    import random
+
+    from conveyor._backends.process import channel
+
+    rng = random.Random(7)
+    ours = getattr(channel, f"Process{kind}")(capacity=4096)
+    reference = getattr(queue, kind)()
+    for _ in range(3000):
+        if reference.qsize() < 40 and (reference.empty() or rng.random() < 0.55):
+            item = (rng.randrange(50), "x" * rng.randrange(0, 80))
+            ours.put(item)
+            reference.put(item)
+        else:
+            assert ours.get_nowait() == reference.get_nowait()
+    assert ours.get_many(100) == [reference.get_nowait() for _ in range(reference.qsize())]
+
+
+@pytest.mark.parametrize("kind", ["LifoQueue", "PriorityQueue"])
+def test_ordered_queues_carry_large_items_and_uncomparable_items_leave_them_unchanged(kind):
+    ctx = conveyor.context("process")
+    q = getattr(ctx, kind)()
+    big = (1, os.urandom(2 * 1024 * 1024))
+    q.put(big)
+    q.put((0, b"small"))
+    if kind == "PriorityQueue":
+        with pytest.raises(TypeError):
+            q.put(object())
+        assert q.qsize() == 2
+        assert q.get() == (0, b"small")
+        assert q.get() == big
+    else:
+        assert q.get() == (0, b"small")
+        assert q.get() == big
+    q.put(big)
+    q.shutdown(immediate=True)  # drops the by-reference record: its segment must go too
+    with pytest.raises(conveyor.ShutDown):
+        q.get_nowait()
+
+
+def _consume_ordered(q):
+    seen = []
+    while True:
+        try:
+            seen.extend(q.get_many(8))
+        except conveyor.ShutDown:
+            return seen
+
+
+@pytest.mark.parametrize("kind", ["LifoQueue", "PriorityQueue"])
+def test_ordered_queues_across_processes_lose_and_duplicate_nothing(kind):
+    with conveyor.Pool(4, backend="process") as pool:
+        q = getattr(pool, kind)(maxsize=32)
+        consumers = [pool.submit(_consume_ordered, q) for _ in range(2)]
+        pool.map(q.put, range(1500), chunksize=50)
+        q.shutdown()
+        received = collections.Counter()
+        for consumer in consumers:
+            received.update(consumer.result(timeout=bounded(60)))
+    assert received == collections.Counter(range(1500))

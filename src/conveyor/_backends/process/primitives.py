@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor._backends.process import pthreads
-from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
 from conveyor._backends.process.pipe import make_pipe
 from conveyor._backends.process.sync import (
     ProcessBarrier,
@@ -74,9 +74,8 @@ class ProcessPrimitives:
     def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
         return make_pipe(duplex)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in {"LifoQueue", "PriorityQueue"}:
-            def missing(*_: Any, **__: Any) -> Any:
-                raise NotImplementedError(f"{name} is not available on the process backend yet")
-            return missing
-        raise AttributeError(name)
+    def LifoQueue(self, maxsize: int = 0) -> ProcessLifoQueue:  # noqa: N802
+        return ProcessLifoQueue(maxsize)
+
+    def PriorityQueue(self, maxsize: int = 0) -> ProcessPriorityQueue:  # noqa: N802
+        return ProcessPriorityQueue(maxsize)
