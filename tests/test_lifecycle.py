@@ -134,3 +134,21 @@ def test_thread_kill_counts_unstarted_inputs_as_cancelled():
     stats = pool.statistics()
     assert stats["failed"] == 0 and stats["in_flight"] == 0, stats
     assert stats["cancelled"] == 10 - stats["succeeded"], stats
+
+
+def _wait_for_event(event):
+    return event.wait(bounded(60))
+
+
+def test_work_is_not_queued_behind_a_long_call_while_other_workers_are_idle():
+    """Two long-running calls (consumer loops) hold two of four workers: a map must run on the other
+    two, not wait in the pipes of the busy ones."""
+    with conveyor.Pool(4, backend="process") as pool:
+        release = pool.Event()
+        long_calls = [pool.submit(_wait_for_event, release) for _ in range(2)]
+        try:
+            result = pool.map_async(abs, range(-400, 0), chunksize=10)
+            assert result.get(timeout=bounded(20)) == list(range(400, 0, -1))
+        finally:
+            release.set()
+        assert all(call.result(timeout=bounded(20)) for call in long_calls)

@@ -1,6 +1,6 @@
 """conveyor: one API for parallel and concurrent Python.
 
-Pools over serial, thread and process backends with failures isolated to the task that caused them,
+Pools and task groups over serial, thread and process backends with failures isolated to the task that caused them,
 lazy bounded streams, and a command line. See the README for a tour.
 """
 
@@ -27,6 +27,7 @@ from conveyor._core.errors import (
 )
 from conveyor._core.registry import available_backends, register_backend
 from conveyor.context import Context, context, map
+from conveyor.group import TaskGroup, TaskHandle
 from conveyor.pool import AsyncResult, Pool
 
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ __all__ = [
     "ShutDown",
     "TaskCancelledError",
     "TaskError",
+    "TaskGroup",
+    "TaskHandle",
     "TaskTimeoutError",
     "UnpicklingError",
     "WorkerCrashedError",

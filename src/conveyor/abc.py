@@ -13,6 +13,9 @@ Protocol for every batch a backend accepts through :meth:`Backend.submit`:
 2. Otherwise it eventually calls :meth:`Batch.finish` exactly once, even on shutdown or crash.
 3. A batch never claimed when the backend shuts down with ``cancel_pending`` is passed to
    :meth:`Batch.abandon`.
+
+Separately from batches, :meth:`Backend.spawn` starts one long-lived call on a thread or process of
+its own (``conveyor.TaskGroup``) and returns a :class:`SpawnedTask` that reports how it ended.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
-__all__ = ["Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome", "TaskFunction"]
+__all__ = ["Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome", "SpawnedTask",
+           "TaskFunction"]
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,28 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError(f"the {cls.name!r} backend has no synchronization primitives yet")
 
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              name: str, on_done: Callable[[SpawnedTask], None] | None = None) -> SpawnedTask:
+        """Start ``fn(*args, **kwargs)`` on a thread or process of its own (``conveyor.TaskGroup``).
+
+        One call per thread or process, outside any pool's workers, so it is a class method: a context
+        spawns without starting workers. It returns once the call is started and does not wait for it
+        (the serial backend, the reference semantics, runs the call to its end here).
+
+        Args:
+            config: the context's or pool's settings (``start_method`` for processes).
+            fn, args, kwargs: the call.
+            name: the task's name (thread or process name).
+            on_done: called once with the task when it has settled (see :class:`SpawnedTask`), in
+                whichever thread settles it; it must be short and must not raise.
+
+        Raises:
+            PicklingError: the call cannot be sent to another process (raised here, in the caller).
+            NotImplementedError: this backend cannot spawn tasks.
+        """
+        raise NotImplementedError(f"the {cls.name!r} backend cannot spawn tasks")
+
     @property
     def max_batch_size(self) -> int | None:
         """The largest batch this backend accepts, or None for no limit."""
@@ -248,3 +274,68 @@ class Backend(abc.ABC):
     def statistics(self) -> dict[str, Any]:
         """Backend-specific counters (worker restarts, ...)."""
         return {}
+
+
+class SpawnedTask(abc.ABC):
+    """One call running on a thread or process of its own, as returned by :meth:`Backend.spawn`.
+
+    The front end's ``conveyor.TaskHandle`` wraps it. A backend's subclass starts the call, implements
+    the abstract members, and calls :meth:`_settle` exactly once, when the call's outcome is known and
+    its thread or process has ended (a thread settles as its very last step). Settling runs the
+    ``on_done`` callback given to ``spawn``.
+
+    Attributes:
+        name: the name given to ``spawn``.
+        cancel_requested: :meth:`terminate` (or :meth:`kill`) was called before the task settled.
+    """
+
+    def __init__(self, name: str, on_done: Callable[[SpawnedTask], None] | None = None) -> None:
+        self.name = name
+        self.cancel_requested = False
+        self._on_done = on_done
+        self._settled = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int | None:
+        """The id of the process that runs the call."""
+
+    @property
+    @abc.abstractmethod
+    def exitcode(self) -> int | None:
+        """None while running; then 0 (returned), 1 (raised), or ``-N`` (killed by signal N)."""
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """Whether the thread or process still runs."""
+
+    @abc.abstractmethod
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the task has settled and its thread or process has ended, or ``timeout`` passes."""
+
+    @abc.abstractmethod
+    def terminate(self) -> None:
+        """Ask the call to stop now, without waiting for it; sets ``cancel_requested`` if it still runs."""
+
+    def kill(self) -> None:
+        """Stop the call as hard as the backend can (a process: SIGKILL); by default :meth:`terminate`."""
+        self.terminate()
+
+    def done(self) -> bool:
+        """Whether the task has settled: its outcome is known."""
+        return self._settled.is_set()
+
+    def outcome(self) -> tuple[Any, BaseException | None]:
+        """``(value, None)`` if the call returned, ``(None, exception)`` if not; only once :meth:`done`."""
+        if not self._settled.is_set():
+            raise RuntimeError(f"task {self.name!r} has not finished")
+        return self._value, self._error
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        """Record the outcome (once) and run ``on_done``."""
+        self._value, self._error = value, error
+        self._settled.set()
+        if self._on_done is not None:
+            self._on_done(self)

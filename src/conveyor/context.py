@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 from conveyor._core import config as _config
 from conveyor._core.registry import backend_class
 from conveyor.abc import BackendConfig
+from conveyor.group import TaskGroup
 from conveyor.pool import Pool
 from conveyor.primitives import PrimitiveFactories
 
@@ -55,6 +56,10 @@ class Context(PrimitiveFactories):
         if workers is not None:
             merged["workers"] = workers
         return Pool(backend=self.backend, **merged)
+
+    def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
+        """A :class:`conveyor.TaskGroup` of threads or processes on this context's backend."""
+        return TaskGroup(self.backend, start_method=self._defaults.get("start_method"))
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Any]:
         """One-shot :meth:`Pool.map` on a pool that lives for this call only."""

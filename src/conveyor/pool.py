@@ -23,6 +23,7 @@ from conveyor._core.registry import backend_class
 from conveyor._core.stream import Stream
 from conveyor._core.task import FutureDelivery, Stats, SubmitCall
 from conveyor.abc import Backend, BackendConfig, CallKind, TaskFunction
+from conveyor.group import TaskGroup
 from conveyor.primitives import PrimitiveFactories
 from conveyor.progress import ProgressOption, make_progress
 
@@ -204,6 +205,11 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         if self._primitives is None:
             self._primitives = type(self._backend).primitives(self._backend.config)
         return self._primitives
+
+    def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
+        """A :class:`conveyor.TaskGroup` on this pool's backend (its own threads or processes, not the
+        pool's workers)."""
+        return TaskGroup(self.backend_name, start_method=self._backend.config.start_method)
 
     # -- introspection -----------------------------------------------------------------------------
     @property

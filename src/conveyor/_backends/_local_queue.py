@@ -26,6 +26,10 @@ from conveyor._core.errors import ShutDown
 Full = _stdlib_queue.Full
 Empty = _stdlib_queue.Empty
 
+_SLICE = 0.1
+"""Untimed waits wake this often, so that an exception raised into a waiting thread (a TaskGroup's
+``terminate()``) is seen within a slice: a thread blocked in C code would see it only when woken."""
+
 
 class LocalQueue:
     """A first-in-first-out queue between threads of one process.
@@ -84,7 +88,7 @@ class LocalQueue:
             if self._shut:
                 raise ShutDown("the queue is shut down")
             if deadline is None:
-                condition.wait()
+                condition.wait(_SLICE)
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -188,7 +192,7 @@ class LocalQueue:
         """Wait until every item put has been marked done."""
         with self._all_done:
             while self._unfinished:
-                self._all_done.wait()
+                self._all_done.wait(_SLICE)
 
     def shutdown(self, immediate: bool = False) -> None:
         """Refuse new items; wake everyone blocked. ``immediate`` also drops what is waiting."""

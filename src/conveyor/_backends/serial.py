@@ -8,11 +8,13 @@ every other exception, SystemExit included, fails only its task, as on the other
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from conveyor._backends._inline import BatchRun
 from conveyor._backends._local_primitives import LocalPrimitives
+from conveyor._backends._local_tasks import InlineTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 
 class SerialBackend(Backend):
@@ -22,6 +24,11 @@ class SerialBackend(Backend):
     @classmethod
     def primitives(cls, config: BackendConfig) -> LocalPrimitives:
         return LocalPrimitives()
+
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,
+              on_done: Any = None) -> SpawnedTask:
+        return InlineTask(fn, args, kwargs, name, on_done)
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(BackendConfig(workers=1, initializer=config.initializer, initargs=config.initargs,

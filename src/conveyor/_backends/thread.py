@@ -23,8 +23,9 @@ from typing import Any
 
 from conveyor._backends._inline import BatchRun, timeout_error
 from conveyor._backends._local_primitives import LocalPrimitives
+from conveyor._backends._local_tasks import ThreadTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 _WATCH_SECONDS = 0.02
 _names = itertools.count(1)
@@ -85,6 +86,11 @@ class ThreadBackend(Backend):
     @classmethod
     def primitives(cls, config: BackendConfig) -> LocalPrimitives:
         return LocalPrimitives()
+
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,
+              on_done: Any = None) -> SpawnedTask:
+        return ThreadTask(fn, args, kwargs, name, on_done)
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

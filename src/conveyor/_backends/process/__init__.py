@@ -44,6 +44,7 @@ from conveyor._backends.process.handle import WorkerHandle
 # Imported here, not lazily: under the fork start method a worker forked while another thread holds
 # an import lock would inherit it held, and hang the first time it unpickles a primitive.
 from conveyor._backends.process.primitives import ProcessPrimitives
+from conveyor._backends.process.spawn import spawn_process
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method
@@ -57,18 +58,29 @@ from conveyor._core.errors import (
     WorkerRecycledWarning,
     describe_exit,
 )
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 _log = logging.getLogger("conveyor")
 
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
 so sending it can never block the supervisor)."""
+PREFETCH_BEHIND_SECONDS = 0.05
+"""...and only behind a batch expected to finish within this long."""
 KILL_GRACE_SECONDS = 1.0
 """After SIGTERM, a worker gets this long before SIGKILL."""
 STARTUP_FAILURES_BEFORE_BROKEN = 3
 _IDLE_TICK = 1.0
 _TIMEOUT_TICK = 0.02
+
+
+def _ends_soon(sent: Sent) -> bool:
+    """Whether a batch in a worker is known to be short: its calls have been measured, and all of
+    them together take less than ``PREFETCH_BEHIND_SECONDS``. Only then is another batch queued
+    behind it (a batch queued behind a long call, such as a consumer loop, would wait for it while
+    other workers sit idle)."""
+    per_call = sent.batch.function.seconds_per_call
+    return per_call is not None and per_call * len(sent.positions) < PREFETCH_BEHIND_SECONDS
 
 
 class ProcessBackend(Backend):
@@ -79,6 +91,11 @@ class ProcessBackend(Backend):
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
         return ProcessPrimitives()
+
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,
+              on_done: Any = None) -> SpawnedTask:
+        return spawn_process(config, fn, args, kwargs, name, on_done)
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -320,6 +337,8 @@ class ProcessBackend(Backend):
             depth = len(worker.inflight)
             if depth >= 2:
                 continue
+            if depth == 1 and not _ends_soon(worker.inflight[0]):
+                continue  # never queue behind a call that may run for long: an idle worker may come
             if depth == 1 or not worker.ready:
                 # The worker is not reading now: send only what fits in the pipe's buffer.
                 size = len(sent.payload)

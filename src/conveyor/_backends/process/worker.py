@@ -39,7 +39,7 @@ def _owner_alive(owner: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-def _die_with_owner(owner: int, owner_is_parent: bool) -> None:
+def die_with_owner(owner: int, owner_is_parent: bool) -> None:
     """Exit soon after the process that owns the pool dies, however it dies.
 
     Under fork and spawn the owner is our parent: the kernel's parent-death signal covers it at once
@@ -264,7 +264,7 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
                 memory_limit: int | None = None) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_owner(owner, owner_is_parent)
+    die_with_owner(owner, owner_is_parent)
     if initializer_blob is not None:
         try:
             initializer, initargs = serialize.loads(initializer_blob)
@@ -295,12 +295,19 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             continue
         worker.run(header, payload)
     conn.close()
-    # Skip interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
-    # keep a finished worker alive. Shared-memory primitives its tasks created are removed first.
+    exit_now(0)
+
+
+def exit_now(code: int) -> None:
+    """End this worker or task process once its work is reported.
+
+    Skips interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
+    keep a finished process alive. Shared-memory primitives its tasks created are removed first.
+    """
     sync = sys.modules.get("conveyor._backends.process.sync")
     if sync is not None:
         sync.release_owned()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 

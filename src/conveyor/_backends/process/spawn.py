@@ -1,0 +1,225 @@
+"""Spawned tasks on processes (``conveyor.TaskGroup`` on the process backend): one process per call.
+
+::
+
+    caller thread                            reaper thread (one per task)
+    ─────────────                            ──────────────────────────────────────────────────────
+    spawn: pickle (fn, args, kwargs)         wait(result pipe, process sentinel, 0.1 s tick)
+           (PicklingError raised here)         ◄── result pipe ◄── child: run fn; send the value or the
+           Process(target=task_main).start()                              exception (+ traceback); exit
+                                             sentinel ─► reap, exit code ─► settle ─► on_done (the group)
+    terminate(): SIGTERM ──────────────────► tick: SIGKILL once the grace period is over
+
+The child ignores SIGINT (Ctrl-C is the parent's to handle: its group terminates the tasks) and dies
+with the process that spawned it, as pool workers do (``PR_SET_PDEATHSIG`` when the spawning thread is
+the main thread, whose end is the process's; a watchdog thread in every case). The reaper always reads
+the pipe, so a result of any size never blocks the child. A child that dies without reporting fails
+with ``WorkerCrashedError`` (exit code, signal name), or ``TaskCancelledError`` if it was terminated.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import wait as wait_for
+from typing import Any, Callable
+
+from conveyor._backends.process.worker import die_with_owner, exit_now
+from conveyor._core import serialize
+from conveyor._core.config import default_start_method
+from conveyor._core.errors import TaskCancelledError, WorkerCrashedError, describe_exit
+from conveyor.abc import BackendConfig, SpawnedTask
+
+TERMINATE_GRACE_SECONDS = 1.0
+"""After terminate()'s SIGTERM, a task's process gets this long before SIGKILL."""
+_TICK = 0.1
+_OK, _RAISED = b"v", b"e"
+
+
+def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The call as bytes, or a PicklingError naming the function or argument that cannot travel."""
+    try:
+        return serialize.dumps((fn, args, kwargs))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a user's __reduce__ may raise anything
+        whole = exc
+    parts = [("the task function", fn), *((f"argument {i}", arg) for i, arg in enumerate(args)),
+             *((f"keyword argument {key!r}", value) for key, value in kwargs.items())]
+    for what, obj in parts:
+        try:
+            serialize.dumps(obj)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            raise serialize.pickling_error(obj, exc, what) from exc
+    raise serialize.pickling_error((fn, args, kwargs), whole, "the task's call") from whole
+
+
+def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool) -> None:
+    """Entry point of a task's process: run the call, report its outcome, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_owner(owner, owner_is_parent)
+    tag = _RAISED
+    try:
+        fn, args, kwargs = serialize.loads(blob)
+    except BaseException as exc:  # noqa: BLE001 - reported like the task's own failure
+        payload = serialize.dumps_exception(serialize.unpickling_error(exc, "the spawned call in its process"))
+    else:
+        del blob
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome
+            payload = serialize.dumps_exception(exc)
+        else:
+            try:
+                payload, tag = serialize.dumps(value), _OK
+            except BaseException as exc:  # noqa: BLE001
+                payload = serialize.dumps_exception(serialize.pickling_error(value, exc, "the task's result"))
+    try:
+        conn.send_bytes(tag + payload)
+        conn.close()
+    except OSError:
+        pass  # the owner is gone; nobody is waiting for this
+    exit_now(0 if tag == _OK else 1)
+
+
+class ProcessTask(SpawnedTask):
+    """A call running in a process of its own, watched by a reaper thread."""
+
+    def __init__(self, ctx: Any, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
+                 owner_is_parent: bool) -> None:
+        super().__init__(name, on_done)
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent),
+                              name=name, daemon=False)  # not daemonic: a task may start processes itself
+        try:
+            process.start()
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            child_conn.close()
+        self._process = process
+        self._pid: int = process.pid
+        self._lock = threading.Lock()
+        self._exitcode: int | None = None
+        self._reaped = False
+        self._reported = False  # its outcome has arrived: terminate() is too late to cancel it
+        self._kill_at: float | None = None
+        self._reaper = threading.Thread(target=self._reap, name=f"conveyor-task-reaper-{self._pid}", daemon=True)
+        self._reaper.start()
+
+    # -- the reaper thread -------------------------------------------------------------------------
+    def _reap(self) -> None:
+        conn, process = self._conn, self._process
+        message: bytes | None = None
+        reading = True
+        while True:
+            ready = wait_for([process.sentinel, conn] if reading else [process.sentinel], _TICK)
+            if reading and conn in ready:
+                message, reading = self._receive(), False
+            if process.sentinel in ready:
+                break
+            with self._lock:
+                if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                    self._kill_at = None
+                    self._signal(signal.SIGKILL)
+        if reading and conn.poll():
+            message = self._receive()
+        # The sentinel fires as the process closes its files, a moment before it can be reaped.
+        process.join(5)
+        if process.exitcode is None:  # would not die (uninterruptible sleep): make sure, then wait
+            self._signal(signal.SIGKILL)
+            process.join()
+        with self._lock:
+            self._exitcode = process.exitcode
+            self._reaped = True
+        conn.close()
+        process.close()
+        value, error = self._decode(message)
+        self._settle(value, error)
+
+    def _receive(self) -> bytes | None:
+        try:
+            message = self._conn.recv_bytes()
+        except (EOFError, OSError):
+            return None  # died before or while reporting
+        with self._lock:
+            self._reported = True
+        return message
+
+    def _decode(self, message: bytes | None) -> tuple[Any, BaseException | None]:
+        if message is None:
+            _, how = describe_exit(self._exitcode)
+            if self.cancel_requested:
+                return None, TaskCancelledError(f"task {self.name!r} was terminated: its process {self._pid} {how}")
+            return None, WorkerCrashedError(f"task {self.name!r}: its process {self._pid} {how} before it "
+                                            "returned", pid=self._pid, exitcode=self._exitcode)
+        payload = memoryview(message)[1:]
+        if message[:1] == _OK:
+            try:
+                return serialize.loads(payload), None
+            except BaseException as exc:  # noqa: BLE001 - a user's reducer may raise anything
+                return None, serialize.unpickling_error(exc, "the task's result")
+        try:
+            return None, serialize.loads_exception(payload)
+        except BaseException as exc:  # noqa: BLE001
+            return None, serialize.unpickling_error(exc, "the task's exception")
+
+    def _signal(self, signum: int) -> None:
+        """Signal the process unless it has been reaped (its pid may then be someone else's)."""
+        if not self._reaped:
+            try:
+                os.kill(self._pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    # -- the SpawnedTask interface -----------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._exitcode
+
+    def is_alive(self) -> bool:
+        return not self._reaped
+
+    def join(self, timeout: float | None = None) -> None:
+        self._reaper.join(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM now; the reaper sends SIGKILL if the process still runs after the grace period."""
+        with self._lock:
+            if self._reaped or self._reported or self.cancel_requested:
+                return
+            self.cancel_requested = True
+            self._kill_at = time.monotonic() + TERMINATE_GRACE_SECONDS
+            self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._reaped:
+                return
+            self.cancel_requested = self.cancel_requested or not self._reported
+            self._kill_at = None
+            self._signal(signal.SIGKILL)
+
+
+def spawn_process(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  name: str, on_done: Callable[[SpawnedTask], None] | None) -> ProcessTask:
+    """``ProcessBackend.spawn``: pickle the call here, start its process with the configured method."""
+    method = config.start_method or default_start_method()
+    ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
+    blob = _pickle_call(fn, args, kwargs)
+    # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
+    # main thread (whose end is the process's); the watchdog covers every other case.
+    owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
+    return ProcessTask(ctx, blob, name, on_done, owner_is_parent)
