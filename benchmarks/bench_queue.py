@@ -30,12 +30,16 @@ def _producer(q: Any, count: int, payload: Any, batch: int) -> None:
 
 def _consumer(q: Any, count: int, batch: int, done: Any) -> None:
     got = 0
-    while got < count:
-        if batch > 1:
-            got += len(q.get_many(min(batch, count - got)))  # exactly this consumer's share
-        else:
-            q.get()
-            got += 1
+    try:
+        while got < count:
+            if batch > 1:
+                got += len(q.get_many(min(batch, count - got)))  # exactly this consumer's share
+            else:
+                q.get()
+                got += 1
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the scenario
+        done.put(f"consumer failed after {got} messages: {exc!r}")
+        return
     done.put(got)
 
 
@@ -52,9 +56,13 @@ def run(make_queue: Callable[[], Any], producers: int, consumers: int, messages:
     started = time.perf_counter()
     for proc in procs:
         proc.start()
-    for _ in range(consumers):
-        done.get()
+    failures = [report for report in (done.get() for _ in range(consumers)) if isinstance(report, str)]
     seconds = time.perf_counter() - started
+    if failures:
+        for proc in procs:
+            proc.kill()
+            proc.join()
+        raise RuntimeError(failures[0])
     for proc in procs:
         proc.join()
     return seconds
