@@ -68,9 +68,13 @@ def _get_forever(args):
         out.put(q.get())
 
 
-def test_a_producer_killed_mid_put_does_not_corrupt_the_queue():
+KINDS = ["Queue", "LifoQueue", "PriorityQueue"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_producer_killed_mid_put_does_not_corrupt_the_queue(kind):
     with conveyor.Pool(1, backend="process") as pool:
-        q = pool.Queue(maxsize=1000)
+        q = getattr(pool, kind)(maxsize=1000)
         pool.submit(_put_forever, q)
         time.sleep(0.3)
         os.kill(pool.statistics()["worker_pids"][0], signal.SIGKILL)
@@ -81,17 +85,23 @@ def test_a_producer_killed_mid_put_does_not_corrupt_the_queue():
                 values.append(q.get(timeout=0.2))
             except Exception:  # queue.Empty
                 break
-        assert values == list(range(len(values))) and values  # an exact prefix, in order
-        q.put("after")
-        assert q.get(timeout=bounded(5)) == "after"
+        assert sorted(values) == list(range(len(values))) and values  # an exact prefix
+        in_order = {"Queue": values, "LifoQueue": values[::-1], "PriorityQueue": values}[kind]
+        assert in_order == sorted(values)
+        q.put(-1)
+        assert q.get(timeout=bounded(5)) == -1
 
 
-def test_a_consumer_killed_mid_get_leaves_the_rest_for_others():
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_consumer_killed_mid_get_leaves_the_rest_for_others(kind):
+    total = 20000 if kind == "Queue" else 5000
     with conveyor.Pool(1, backend="process") as pool:
-        q, out = pool.Queue(), pool.Queue()
+        q, out = getattr(pool, kind)(), pool.Queue()
+        q.put_many(range(total))
         pool.submit(_get_forever, (q, out))
-        q.put_many(range(20000))
-        time.sleep(0.2)
+        deadline = time.monotonic() + bounded(30)
+        while out.qsize() < 500 and time.monotonic() < deadline:
+            time.sleep(0.001)
         os.kill(pool.statistics()["worker_pids"][0], signal.SIGKILL)
         time.sleep(0.2)
         moved = []
@@ -104,7 +114,10 @@ def test_a_consumer_killed_mid_get_leaves_the_rest_for_others():
         # had taken and not yet put: nothing is duplicated or corrupted.
         together = moved + left
         assert len(set(together)) == len(together)
-        assert set(together) <= set(range(20000)) and len(together) >= 20000 - 1
+        assert set(together) <= set(range(total)) and len(together) >= total - 1
+        assert moved and left, "the consumer was killed mid-way"
+        if kind == "LifoQueue":
+            moved, left = moved[::-1], left[::-1]
         assert moved == sorted(moved) and left == sorted(left)
 
 
