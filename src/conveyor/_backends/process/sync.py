@@ -31,7 +31,34 @@ _COND = pthreads.MUTEX_BYTES
 _STATE = _COND + pthreads.COND_BYTES
 
 
-def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool) -> None:
+_FUTEX_TID_MASK = 0x3FFFFFFF
+_still_mapped: list[Any] = []
+"""Segments whose mutex a thread of this process still held when they were dropped: never unmapped."""
+
+
+def _holder_tid(mutex: int) -> int:
+    """The thread id holding a robust mutex, 0 if none: its futex word holds it (kernel ABI)."""
+    return ctypes.c_uint32.from_address(mutex).value & _FUTEX_TID_MASK
+
+
+def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool, mutex: int) -> None:
+    # A robust mutex held by a thread is linked into that thread's robust list, which glibc writes to
+    # at the thread's next lock and the kernel walks when the thread exits: unmapping the mutex while
+    # one of our threads holds it (a Lock dropped while locked, or still held at exit) leaves a dangling
+    # link, so that thread's next lock crashes or corrupts whatever is mapped there next, and other
+    # processes never learn that the owner died. Such a segment stays mapped (its name still goes),
+    # through the interpreter's own teardown too, which would otherwise free (unmap) it before the
+    # process exits.
+    holder = _holder_tid(mutex)
+    if holder and os.path.exists(f"/proc/self/task/{holder}"):
+        _still_mapped.append((shm, anchor))
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(shm))  # never freed, so never unmapped
+        if owner:
+            try:
+                shm.unlink()
+            except OSError:
+                pass
+        return
     anchor.clear()  # drop the only export of the buffer, or close() refuses
     try:
         shm.close()
@@ -85,7 +112,7 @@ class _Segment:
         if self.owner:
             pthreads.init_mutex(self.mutex)
             pthreads.init_cond(self.cond)
-        self.finalizer = weakref.finalize(self, _close, self.shm, self._anchor, self.owner)
+        self.finalizer = weakref.finalize(self, _close, self.shm, self._anchor, self.owner, self.mutex)
         if self.owner:
             _owned.add(self)
 
@@ -106,6 +133,20 @@ class _Segment:
 
 _attached: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _attach_lock = threading.Lock()
+
+
+def _forget_parent_objects() -> None:
+    """After a fork: the parent's objects in ``_attached`` are copies taken at that instant, and one
+    that another thread of the parent was still constructing is half-built (registered before its
+    subclass ``__init__`` finished): the child attaches afresh by name instead. ``_attach_lock`` may
+    have been held, too."""
+    global _attach_lock
+    _attached.clear()
+    _attach_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_objects)
 
 
 def _attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
@@ -164,6 +205,7 @@ class ProcessLock(_Shared):
             taken = pthreads.lock(self._segment.mutex, _timeout_of(blocking, timeout))
         except pthreads.OwnerDied:
             dead = self._segment.state[0]
+            self._segment.state[0] = 0  # free again: locked() must say so
             pthreads.unlock(self._segment.mutex)
             raise OwnerDiedError(
                 f"process {dead} died while holding this lock; the lock is free again, but what it "
@@ -175,6 +217,10 @@ class ProcessLock(_Shared):
     def release(self) -> None:
         if not self.locked():
             raise RuntimeError("release unlocked lock")
+        if _holder_tid(self._segment.mutex) != threading.get_native_id():
+            # The robust mutex refuses (EPERM) an unlock by another thread; checked first, so that
+            # the holder pid is not cleared for a lock that stays held.
+            raise RuntimeError("a process Lock can only be released by the thread that acquired it")
         self._segment.state[0] = 0
         pthreads.unlock(self._segment.mutex)
 
@@ -241,7 +287,7 @@ class ProcessRLock(ProcessLock):
 class ProcessSemaphore(_Shared):
     """``threading.Semaphore`` across processes."""
 
-    _fields = 2  # [value, bound (0: unbounded)]
+    _fields = 2  # [value, bound + 1 (0: unbounded)]
 
     def __init__(self, value: int = 1, *, _name: str | None = None) -> None:
         if value < 0:
@@ -269,8 +315,8 @@ class ProcessSemaphore(_Shared):
         segment = self._segment
         pthreads.lock_internal(segment.mutex)
         try:
-            bound = segment.state[1]
-            if bound and segment.state[0] + n > bound:
+            bound = segment.state[1] - 1  # -1: unbounded
+            if bound >= 0 and segment.state[0] + n > bound:
                 raise ValueError("Semaphore released too many times")
             segment.state[0] += n
             pthreads.broadcast(segment.cond)
@@ -290,7 +336,7 @@ class ProcessBoundedSemaphore(ProcessSemaphore):
     def __init__(self, value: int = 1, *, _name: str | None = None) -> None:
         super().__init__(value, _name=_name)
         if _name is None:
-            self._segment.state[1] = value
+            self._segment.state[1] = value + 1  # the bound + 1: 0 means "unbounded", yet 0 is a bound
 
 
 class ProcessEvent(_Shared):
@@ -375,8 +421,12 @@ class ProcessCondition(_Shared):
                 woken = segment.wait(timeout, lambda: segment.state[1] > 0)
                 if woken:
                     segment.state[1] -= 1
-                segment.state[0] -= 1
             finally:
+                # Also when the wait raised (Ctrl-C): a waiter still counted after it left would get
+                # the next notify() and keep it for a later wait(). A ticket it did not take goes to
+                # a waiter still there, or is dropped.
+                segment.state[0] -= 1
+                segment.state[1] = min(segment.state[1], segment.state[0])
                 pthreads.unlock(segment.mutex)
         finally:
             self._lock._acquire_restore(saved)
@@ -442,7 +492,8 @@ class ProcessBarrier(_Shared):
 
     @property
     def n_waiting(self) -> int:
-        return int(self._segment.state[self._COUNT])
+        state = self._segment.state
+        return 0 if state[self._BROKEN] else int(state[self._COUNT])  # as threading: 0 once broken
 
     @property
     def broken(self) -> bool:
@@ -495,7 +546,12 @@ class ProcessBarrier(_Shared):
                     return True
                 return False
 
-            if not segment.wait(timeout, released):
+            try:
+                passed = segment.wait(timeout, released)
+            except BaseException:  # Ctrl-C: as threading.Barrier, stop counting this party
+                self._withdraw(generation)
+                raise
+            if not passed:
                 self._break()
                 raise threading.BrokenBarrierError
             if state[self._BROKEN] or state[self._RESET] == generation + 1:
@@ -503,6 +559,19 @@ class ProcessBarrier(_Shared):
             return index
         finally:
             pthreads.unlock(segment.mutex)
+
+    def _withdraw(self, generation: int) -> None:
+        """With the mutex held: a waiting party leaves early, unless its generation is already over."""
+        state = self._segment.state
+        if state[self._GENERATION] != generation or state[self._BROKEN]:
+            return
+        count = int(state[self._COUNT])
+        for slot in range(5, 5 + count):
+            if state[slot] == os.getpid():
+                state[slot] = state[5 + count - 1]
+                state[5 + count - 1] = 0
+                state[self._COUNT] = count - 1
+                return
 
     def _next_generation(self) -> None:
         state = self._segment.state
