@@ -152,7 +152,8 @@ def test_value_and_array(sync_ctx):
     assert raw.value == 3.0
 
 
-def test_containers(ctx):
+def test_containers(sync_ctx):
+    ctx = sync_ctx
     d, lst, ns = ctx.dict(a=1), ctx.list([1, 2]), ctx.Namespace(x=1)
     d["b"] = 2
     lst.append(3)
