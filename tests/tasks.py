@@ -173,3 +173,20 @@ def record_start_and_sleep(x: int, directory: str, seconds: float) -> int:
     Path(directory, f"start-{x}").write_text(repr(time.monotonic()))
     time.sleep(seconds)
     return x
+
+
+def append_line(path: str, text: str = "") -> None:
+    """Append ``pid thread-name text`` to a file: a worker finalizer that leaves a trace."""
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()} {threading.current_thread().name} {text}\n")
+
+
+def append_line_then_raise(path: str) -> None:
+    append_line(path, "raising")
+    raise RuntimeError("finalizer is broken")
+
+
+def append_line_then_sleep(path: str, seconds: float) -> None:
+    append_line(path, "started")
+    time.sleep(seconds)
+    append_line(path, "woke")

@@ -1,4 +1,4 @@
-"""Shared dict, list and Namespace of the process context (``_backends/process/managed.py``).
+"""Shared dict, list and Namespace of the process context (``_backends/process/managed/``).
 
 They are served by a thread of the process that made them; other processes reach them through a Unix
 socket. The autouse leak check (conftest) also proves that the server thread, its sockets and every
@@ -326,13 +326,14 @@ def test_the_owner_serves_proxies_handed_back_to_it_and_its_exit_is_a_clear_erro
         assert d == {"a": 1, "b": 2}
         assert pool.submit(_read, d).result(timeout=bounded(20)) == {"a": 1, "b": 2}  # back in its owner
     pattern = rf"process {owner}, which made it and held its data, has exited"
-    with pytest.raises(ConnectionError, match=pattern):
+    with pytest.raises(conveyor.OwnerGoneError, match=pattern) as raised:
         d["a"]
-    with pytest.raises(ConnectionError, match=pattern):
+    assert isinstance(raised.value, ConnectionError)  # what code written for multiprocessing catches
+    with pytest.raises(conveyor.OwnerGoneError, match=pattern):
         d["a"] = 3
-    assert "ConnectionError" in repr(d)
+    assert "OwnerGoneError" in repr(d)
     with conveyor.Pool(1, backend="process") as pool:  # a worker still using it gets the same error
-        with pytest.raises(ConnectionError, match=pattern):
+        with pytest.raises(conveyor.OwnerGoneError, match=pattern):
             pool.submit(_read, d).result(timeout=bounded(20))
 
 
@@ -425,7 +426,7 @@ def test_strangers_cannot_stall_or_break_the_server(ctx, monkeypatch):
 
     from conveyor._backends.process import managed
 
-    monkeypatch.setattr(managed, "_HANDSHAKE_SECONDS", 0.2)
+    monkeypatch.setattr(managed.wire, "HANDSHAKE_SECONDS", 0.2)
     d = ctx.dict(a=1)
     address = d._ref[1]
     silent, wrong, huge = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3))

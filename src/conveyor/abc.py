@@ -54,11 +54,17 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """Everything a backend needs to start its workers."""
+    """Everything a backend needs to start its workers.
+
+    ``finalizer(*finalargs)`` is the counterpart of ``initializer(*initargs)``: each worker calls it
+    when it ends normally (see :class:`conveyor.Pool` for what "normally" means on each backend).
+    """
 
     workers: int
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
+    finalizer: Callable[..., Any] | None = None
+    finalargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None
     start_method: str | None = None

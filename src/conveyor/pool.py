@@ -127,6 +127,17 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         backend: ``"serial"``, ``"thread"``, ``"process"`` or a registered name (default from
             :func:`conveyor.config`, initially ``"process"``).
         initializer: called once in each worker before any task, with ``initargs``.
+        finalizer: called with ``finalargs`` in each worker when it ends normally: the pool is
+            closed or shut down gracefully (``close()``, ``shutdown()`` without ``kill``, the end of a
+            ``with`` block without an exception), or the worker is recycled (``max_tasks_per_worker``,
+            ``max_memory_per_worker``). Not in a worker whose initializer failed. Processes: it runs
+            in the worker before it exits, pickled like the initializer; a killed worker does not run
+            it (``kill=True``, ``terminate()``, ``task_timeout``, a crash, a broken pool).
+            ``shutdown(wait=True)`` waits for it, so one that hangs hangs a graceful shutdown, as any
+            task would; a later ``shutdown(kill=True)`` still kills the worker. Threads cannot be
+            killed: a worker thread runs it whenever it leaves, except one abandoned in a running task
+            (``task_timeout``, ``kill=True``). Serial: it runs once, at the first shutdown. If it
+            raises, a warning is logged (logger ``"conveyor"``) and the worker still ends cleanly.
         chunksize: inputs per batch for map-like calls; default automatic (adapts to task duration).
         task_timeout: seconds one task may run. Processes: the worker is killed and replaced.
             Threads and serial: the task fails on time but its code cannot be stopped.
@@ -155,6 +166,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         backend: str | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: Iterable[Any] = (),
+        finalizer: Callable[..., Any] | None = None,
+        finalargs: Iterable[Any] = (),
         chunksize: int | None = None,
         task_timeout: float | None = None,
         retries: int | None = None,
@@ -178,14 +191,17 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             raise ValueError(f"retries must be an integer >= 0, got {self._retries!r}")
         max_tasks = max_tasks_per_worker if max_tasks_per_worker is not None else defaults["max_tasks_per_worker"]
         _positive("max_tasks_per_worker", max_tasks)
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {initializer!r}")
+        for name, hook in (("initializer", initializer), ("finalizer", finalizer)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, got {hook!r}")
         self._progress = progress if progress is not None else defaults["progress"]
         cls = backend_class(self.backend_name)
         self._backend: Backend = cls(BackendConfig(
             workers=workers,
             initializer=initializer,
             initargs=tuple(initargs),
+            finalizer=finalizer,
+            finalargs=tuple(finalargs),
             max_tasks_per_worker=max_tasks,
             max_memory_per_worker=_config.parse_size(max_memory_per_worker, "max_memory_per_worker"),
             start_method=start_method or defaults["start_method"],

@@ -1,14 +1,17 @@
 """Running a batch inside this process: the shared loop of the serial and thread backends.
 
-Exceptions stay the very objects the task raised (with their tracebacks); nothing is pickled.
+Exceptions stay the very objects the task raised (with their tracebacks); nothing is pickled. Also
+the worker finalizer, which every backend (the process worker included) runs in the worker itself.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
 from conveyor._core.errors import TaskTimeoutError
+from conveyor._core.serialize import short_name
 from conveyor.abc import Batch, CallKind
 
 Call = Callable[[Callable[..., Any], Any], Any]
@@ -18,6 +21,24 @@ CALLERS: dict[CallKind, Call] = {
     CallKind.STAR: lambda fn, item: fn(*item),
     CallKind.FULL: lambda fn, item: fn(*item[0], **item[1]),
 }
+
+
+def run_finalizer(finalizer: Callable[..., Any] | None, finalargs: tuple[Any, ...],
+                  propagate: tuple[type[BaseException], ...] = ()) -> None:
+    """Call the worker finalizer, if any; what it raises is logged as a warning, never raised.
+
+    A failing finalizer must not turn a worker's clean end into an error. ``propagate``: exception types
+    re-raised instead (KeyboardInterrupt when it runs in the caller's own thread).
+    """
+    if finalizer is None:
+        return
+    try:
+        finalizer(*finalargs)
+    except BaseException as exc:  # noqa: BLE001 - logged; the worker ends cleanly anyway
+        if propagate and isinstance(exc, propagate):
+            raise
+        logging.getLogger("conveyor").warning("the worker finalizer %s raised %r; ignored",
+                                              short_name(finalizer), exc, exc_info=exc)
 
 
 def timeout_error(batch: Batch, position: int, elapsed: float) -> TaskTimeoutError:

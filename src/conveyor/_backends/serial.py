@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from conveyor._backends._inline import BatchRun
+from conveyor._backends._inline import BatchRun, run_finalizer
 from conveyor._backends._local_primitives import LocalPrimitives
 from conveyor._backends._local_tasks import InlineTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
@@ -32,6 +32,7 @@ class SerialBackend(Backend):
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(BackendConfig(workers=1, initializer=config.initializer, initargs=config.initargs,
+                                       finalizer=config.finalizer, finalargs=config.finalargs,
                                        options=config.options))
         self._closed = False
         self._broken: BaseException | None = None
@@ -65,7 +66,12 @@ class SerialBackend(Backend):
         batch.finish(Outcome(run.values, run.errors, busy=run.busy))
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
-        self._closed = True
+        """The one worker (the caller) ends: the first shutdown runs the finalizer, unless the
+        initializer failed."""
+        with self._lock:
+            first, self._closed = not self._closed, True
+        if first and self._broken is None:
+            run_finalizer(self.config.finalizer, self.config.finalargs, propagate=(KeyboardInterrupt,))
 
     def broken(self) -> BaseException | None:
         return self._broken

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from conveyor._backends._inline import BatchRun, timeout_error
+from conveyor._backends._inline import BatchRun, run_finalizer, timeout_error
 from conveyor._backends._local_primitives import LocalPrimitives
 from conveyor._backends._local_tasks import ThreadTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
@@ -47,17 +47,24 @@ class _Worker:
         finally:  # however this thread ends, it no longer counts as a worker
             with self.backend._cv:
                 self.backend._workers.discard(self)
+                self.backend._threads.discard(self)
                 self.backend._cv.notify_all()
 
     def _serve(self) -> None:
-        backend = self.backend
-        config = backend.config
+        config = self.backend.config
         if config.initializer is not None:
             try:
                 config.initializer(*config.initargs)
             except BaseException as exc:  # noqa: BLE001 - the pool is broken, every waiter must hear why
-                backend._break(exc, self)
+                self.backend._break(exc, self)
                 return
+        self._loop()
+        if not self.abandoned:  # left behind in a call, it is as good as a killed process
+            run_finalizer(config.finalizer, config.finalargs)
+
+    def _loop(self) -> None:
+        backend = self.backend
+        config = backend.config
         done = 0
         limit = config.max_tasks_per_worker
         while True:
@@ -97,6 +104,9 @@ class ThreadBackend(Backend):
         self._queue: collections.deque[Batch] = collections.deque()
         self._cv = threading.Condition()
         self._workers: set[_Worker] = set()
+        self._threads: set[_Worker] = set()
+        """Worker threads not yet ended, less those abandoned in a call: what ``shutdown(wait=True)``
+        waits for. A superset of ``_workers``: a worker that has left them may still be finalizing."""
         self._closed = False
         self._killed = False
         self._finished = False  # shutdown(wait=True) returned: nothing is accepted any more
@@ -111,12 +121,15 @@ class ThreadBackend(Backend):
     def _start_worker(self) -> None:
         worker = _Worker(self)
         self._workers.add(worker)
+        self._threads.add(worker)
         worker.thread.start()
 
     def _replace(self, worker: _Worker) -> None:
         """A worker leaves (recycled, or abandoned in a call): start another while work remains."""
         with self._cv:
             self._workers.discard(worker)
+            if worker.abandoned:
+                self._threads.discard(worker)
             if not self._killed and (not self._closed or self._queue):
                 self._replaced += 1
                 self._start_worker()
@@ -221,18 +234,19 @@ class ThreadBackend(Backend):
                 self._queue.clear()
             self._cv.notify_all()
             workers = list(self._workers)
+            threads = list(self._threads)
         for batch in pending:
             batch.abandon()
         if kill:
             cancelled = TaskCancelledError("the pool was terminated while this task ran")
             for worker in workers:
                 self._abandon_run(worker, lambda run, position: cancelled)
-        if wait and not any(worker.thread is threading.current_thread() for worker in workers):
+        if wait and not any(worker.thread is threading.current_thread() for worker in threads):
             # (From one of our own threads, e.g. a done-callback, waiting for the others could
             # deadlock with another callback doing the same: the workers finish on their own.)
             while True:  # again and again: a recycled worker's replacement joins the set meanwhile
                 with self._cv:
-                    remaining = [worker for worker in self._workers
+                    remaining = [worker for worker in self._threads
                                  if not worker.abandoned and worker.thread.is_alive()]
                     if not remaining:
                         self._finished = True

@@ -18,6 +18,8 @@ Each error also derives from the builtin or stdlib error that users already catc
     ├── PoolClosedError                + RuntimeError: submit after shutdown
     ├── ShutDown                       + queue.ShutDown (3.13+): get/put on a shut-down queue
     ├── OwnerDiedError                 + RuntimeError: a process died holding a shared lock
+    ├── OwnerGoneError                 + ConnectionError: the process owning a shared dict, list or
+    │                                  Namespace has exited; its data went with it
     └── BackendUnavailableError        + ImportError: an optional backend is not installed
 
 Warnings: ``WorkerRecycledWarning`` (a worker passed ``max_memory_per_worker`` and was replaced).
@@ -41,6 +43,7 @@ __all__ = [
     "ConveyorError",
     "InitializerError",
     "OwnerDiedError",
+    "OwnerGoneError",
     "PicklingError",
     "PoolClosedError",
     "RemoteError",
@@ -234,6 +237,15 @@ class OwnerDiedError(ConveyorError, RuntimeError):
 
     The lock has been made free again; the data it guarded may be half-updated. Acquire again to go
     on (after checking that data), or stop.
+    """
+
+
+class OwnerGoneError(ConveyorError, ConnectionError):
+    """The process that owns a shared object (a dict, list or Namespace made by ``ctx.dict()``,
+    ``ctx.list()`` or ``ctx.Namespace()``) has exited; its data went with it.
+
+    Keep the process that makes a shared object running for as long as others use it. (An owner that
+    is alive but dropped its last reference to the object raises ``ReferenceError`` instead.)
     """
 
 

@@ -10,6 +10,11 @@
 Everything except the inbox runs in the consumer's thread, so a user's generator is only ever
 advanced by the thread that iterates the results, and memory holds at most ``window`` inputs
 (``O(workers × chunk)``), whatever the length of the input.
+
+The inputs may instead come from a :class:`Feed` that another thread fills (a pipeline's previous
+stage). A plain iterator would make the stream block in ``next()`` while finished results wait; a
+feed is polled without blocking while work is in flight, and each ``put`` wakes a stream that waits
+for results, so inputs go out as they arrive and results come back as they finish.
 """
 
 from __future__ import annotations
@@ -17,15 +22,90 @@ from __future__ import annotations
 import collections
 import itertools
 import queue
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from conveyor._core.chunking import ChunkSizer
-from conveyor._core.errors import ResultTimeoutError
+from conveyor._core.errors import ResultTimeoutError, ShutDown
 from conveyor._core.task import Call, Stats
 from conveyor.abc import Backend, Batch, CallKind, TaskFunction
 
 _WAKE_SECONDS = 0.5
+_SLICE_SECONDS = 0.1
+_WAKE = ("wake",)
+
+
+class Feed:
+    """Inputs that other threads put, for a stream (``pool.imap(fn, feed)``) that must not block on them.
+
+    ``put`` blocks while ``maxsize`` items wait (backpressure); ``end()`` says no more will come;
+    ``close()`` drops what waits and makes later ``put``s raise ``ShutDown`` (the consumer is gone).
+    Every wait is sliced, so the threads involved stay responsive.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+        self._ended = False
+        self._closed = False
+        self._wake: Callable[[], None] | None = None
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            while self.maxsize > 0 and len(self._items) >= self.maxsize and not (self._closed or self._ended):
+                self._cond.wait(_SLICE_SECONDS)
+            if self._closed or self._ended:
+                raise ShutDown("the feed is closed" if self._closed else "the feed has ended")
+            self._items.append(item)
+            self._cond.notify_all()
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def end(self) -> None:
+        """No more items: the stream finishes once it has taken what is there."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def close(self) -> None:
+        """Drop what waits; later ``put``s raise ShutDown and the stream sees the end."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+            wake = self._wake
+        if wake is not None:
+            wake()
+
+    def take(self, max_items: int, block: bool) -> list[Any] | None:
+        """Up to ``max_items`` items; ``[]`` if none now and not ``block``; None once ended and empty."""
+        with self._cond:
+            while not self._items:
+                if self._ended or self._closed:
+                    return None
+                if not block:
+                    return []
+                self._cond.wait(_SLICE_SECONDS)
+            taken = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
+            self._cond.notify_all()
+            return taken
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Blocking iteration (for consumers that are not streams)."""
+        while True:
+            taken = self.take(1, block=True)
+            if taken is None:
+                return
+            yield taken[0]
 
 
 class _Progress(Protocol):
@@ -86,7 +166,10 @@ class Stream(Iterator[Any]):
         keepalive: object = None,
     ) -> None:
         self._keepalive = keepalive  # the pool: ``Pool().imap(...)`` must not lose its pool mid-stream
-        self._source = iter(iterable)
+        self._feed = iterable if isinstance(iterable, Feed) else None
+        self._source = iter(()) if self._feed is not None else iter(iterable)
+        self._waiting = False
+        self._window_full = False
         self._ordered = ordered
         self._workers = backend.workers
         cap = backend.max_batch_size
@@ -113,22 +196,33 @@ class Stream(Iterator[Any]):
     def _top_up(self) -> None:
         """Send batches until ``window`` inputs are in flight: one probe per worker at first, then
         ``2 × workers + 2`` batches' worth (every worker busy, one queued, a spare in transit)."""
+        self._window_full = False
         while not self._exhausted:
             remaining = None if self._total is None else self._total - self._sent
             size = self._sizer.next_size(remaining)
             window = self._workers if self._sizer.probing else size * (2 * self._workers + 2)
             if self._outstanding >= window:
+                self._window_full = True
                 return
             items: list[Any] = []
-            try:
-                items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
-            except BaseException as exc:  # noqa: BLE001 - re-raised after the inputs before it
-                self._source_error = exc
-                self._exhausted = True
-            if len(items) < size:
-                self._exhausted = True
-            if not items:
-                return
+            if self._feed is not None:
+                taken = self._feed.take(size, block=self._outstanding == 0)
+                if taken is None:
+                    self._exhausted = True
+                    return
+                if not taken:
+                    return  # nothing now: a put will wake the wait for results
+                items = taken
+            else:
+                try:
+                    items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
+                except BaseException as exc:  # noqa: BLE001 - re-raised after the inputs before it
+                    self._source_error = exc
+                    self._exhausted = True
+                if len(items) < size:
+                    self._exhausted = True
+                if not items:
+                    return
             start = self._sent
             self._sent += len(items)
             self._outstanding += len(items)
@@ -163,7 +257,25 @@ class Stream(Iterator[Any]):
             self._ready.append(segment)
 
     def _wait(self) -> None:
-        """Block for one delivery (or the overall deadline)."""
+        """Block for one delivery (or the overall deadline, or a feed's new input)."""
+        feed = self._feed
+        if feed is not None:
+            if feed._wake is None:
+                feed._wake = self._feed_woke
+            self._waiting = True
+            if len(feed) and not self._exhausted and not self._window_full:
+                self._waiting = False
+                return  # inputs arrived meanwhile: go and send them
+        try:
+            self._wait_for_delivery()
+        finally:
+            self._waiting = False
+
+    def _feed_woke(self) -> None:
+        if self._waiting:
+            self._inbox.put(_WAKE)
+
+    def _wait_for_delivery(self) -> None:
         while True:
             if self._deadline is None:
                 wait = _WAKE_SECONDS
@@ -176,7 +288,8 @@ class Stream(Iterator[Any]):
                 delivery = self._inbox.get(timeout=wait)
             except queue.Empty:
                 continue
-            self._absorb(*delivery)
+            if delivery is not _WAKE:
+                self._absorb(*delivery)
             return
 
     def _next_segment(self) -> _Segment | None:
@@ -242,6 +355,8 @@ class Stream(Iterator[Any]):
             self._exhausted = True
             self._call.close()
             self._call.deliver = _discard   # late deliveries go nowhere, and the cycle is broken
+            if self._feed is not None:
+                self._feed._wake = None
             self._keepalive = None          # a pool held only by this stream may now go
             if self._progress is not None:
                 self._progress.close()

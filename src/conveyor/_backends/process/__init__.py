@@ -83,6 +83,20 @@ def _ends_soon(sent: Sent) -> bool:
     return per_call is not None and per_call * len(sent.positions) < PREFETCH_BEHIND_SECONDS
 
 
+def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str) -> bytes | None:
+    """The initializer or finalizer with its arguments, pickled once for every worker (None: no hook).
+
+    Raises:
+        PicklingError: here, in the caller, naming what could not be pickled.
+    """
+    if fn is None:
+        return None
+    try:
+        return serialize.dumps((fn, tuple(args)))
+    except BaseException as exc:  # noqa: BLE001
+        raise serialize.pickling_error(fn, exc, what) from exc
+
+
 class ProcessBackend(Backend):
     name = "process"
     capabilities = Capabilities(cancel_running=True, enforce_timeout=True, needs_pickle=True,
@@ -107,12 +121,8 @@ class ProcessBackend(Backend):
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
-        self._initializer_blob: bytes | None = None
-        if config.initializer is not None:
-            try:
-                self._initializer_blob = serialize.dumps((config.initializer, tuple(config.initargs)))
-            except BaseException as exc:  # noqa: BLE001
-                raise serialize.pickling_error(config.initializer, exc, "the initializer or its initargs") from exc
+        self._initializer_blob = _pickle_hook(config.initializer, config.initargs, "the initializer or its initargs")
+        self._finalizer_blob = _pickle_hook(config.finalizer, config.finalargs, "the finalizer or its finalargs")
         self._lock = threading.Lock()
         self._pending: collections.deque[Sent] = collections.deque()
         self._workers: list[WorkerHandle] = []
@@ -302,7 +312,7 @@ class ProcessBackend(Backend):
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
-                  self.config.max_memory_per_worker),
+                  self.config.max_memory_per_worker, self._finalizer_blob),
             name="conveyor-worker",
             daemon=False,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from conveyor._backends._inline import run_finalizer
 from conveyor._backends.process import protocol as p
 from conveyor._core import serialize
 
@@ -260,9 +262,26 @@ class _Worker:
         self.conn.send_bytes(values_blob)
 
 
+def _finalize(finalizer_blob: bytes | None) -> None:
+    """Run the pool's finalizer on a graceful exit; a failure is logged (stderr), never raised."""
+    if finalizer_blob is None:
+        return
+    try:
+        finalizer, finalargs = serialize.loads(finalizer_blob)
+    except BaseException as exc:  # noqa: BLE001 - the worker still ends cleanly
+        logging.getLogger("conveyor").warning("cannot unpickle the worker finalizer in worker %d: %r; not run",
+                                              os.getpid(), exc)
+        return
+    run_finalizer(finalizer, finalargs)
+
+
 def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None,
-                memory_limit: int | None = None) -> None:
-    """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+                memory_limit: int | None = None, finalizer_blob: bytes | None = None) -> None:
+    """Entry point of a worker process (the target of ``multiprocessing.Process``).
+
+    The finalizer runs only on the supervisor's EXIT (a graceful end or a recycling); a killed worker,
+    or one whose pipe broke because the pool's owner is gone, never runs it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_owner(owner, owner_is_parent)
     if initializer_blob is not None:
@@ -283,6 +302,7 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             break
         tag = header[0]
         if tag == p.EXIT:
+            _finalize(finalizer_blob)
             break
         if tag == p.CANCEL:
             continue  # for a batch that already ran
