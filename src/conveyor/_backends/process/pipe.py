@@ -28,6 +28,7 @@ from typing import Any
 
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.liveness import alive
 from conveyor._backends.process.sync import _Shared
 
 PIPE_CAPACITY = 1024 * 1024
@@ -102,15 +103,7 @@ class _Held:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or alive(pid)
 
 
 _ends: weakref.WeakValueDictionary[tuple[str, int], ProcessConnection] = weakref.WeakValueDictionary()

@@ -24,6 +24,7 @@ from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 from conveyor._backends.process import pthreads
+from conveyor._backends.process.liveness import alive
 from conveyor._core.errors import OwnerDiedError
 
 _MUTEX = 0
@@ -507,13 +508,8 @@ class ProcessBarrier(_Shared):
         state = self._segment.state
         for slot in range(5, 5 + count):
             pid = state[slot]
-            if pid and pid != os.getpid():
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    return True
-                except PermissionError:
-                    pass
+            if pid and pid != os.getpid() and not alive(int(pid)):
+                return True
         return False
 
     def wait(self, timeout: float | None = None) -> int:

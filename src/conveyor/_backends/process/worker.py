@@ -20,25 +20,12 @@ from typing import Any, Callable
 
 from conveyor._backends._inline import run_finalizer
 from conveyor._backends.process import protocol as p
+from conveyor._backends.process.liveness import alive
 from conveyor._core import serialize
 
 _PARENT_POLL_SECONDS = 0.5
 
 
-def _owner_alive(owner: int) -> bool:
-    """True while the pool's process exists and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{owner}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: os.kill is all we can check
-    return state not in (b"Z", b"X")
 
 
 def die_with_owner(owner: int, owner_is_parent: bool) -> None:
@@ -61,7 +48,7 @@ def die_with_owner(owner: int, owner_is_parent: bool) -> None:
 
     def watch() -> None:
         while True:
-            if os.getppid() != parent or not _owner_alive(owner):
+            if os.getppid() != parent or not alive(owner):
                 os._exit(1)
             time.sleep(_PARENT_POLL_SECONDS)
 

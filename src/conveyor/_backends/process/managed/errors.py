@@ -11,6 +11,7 @@ import os
 import socket
 import time
 
+from conveyor._backends.process.liveness import alive
 from conveyor._backends.process.managed import wire
 from conveyor._core.errors import OwnerGoneError
 
@@ -41,24 +42,9 @@ def _owner_exited(owner: int) -> bool:
     if owner == os.getpid():
         return False
     deadline = time.monotonic() + _EXIT_GRACE_SECONDS
-    while _owner_alive(owner):
+    while alive(owner):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
     return True
 
-
-def _owner_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: os.kill is all we can check
-    return state not in (b"Z", b"X")
