@@ -8,9 +8,12 @@ It pickles by name (so it can be passed to tasks of a running pool, under every 
 attached on arrival. The creating process unlinks the segment when its object is garbage-collected or
 at exit; if it is killed, the stdlib's resource tracker unlinks it.
 
-A process that dies holding a ``Lock`` does not wedge the others: the next ``acquire`` raises
-:class:`~conveyor.OwnerDiedError` (the lock is then free again, so a retry succeeds) — the data it
-guarded may be half-updated, and that is for the caller to decide.
+The segment's robust mutex guards the object's state and is held only for the instant of a check or
+a change, so a process killed in that instant wedges nobody (the next locker is told and carries on).
+A process that dies holding a ``Lock`` does not wedge the others either: the lock records its holder's
+pid, and an ``acquire`` that finds that process gone raises :class:`~conveyor.OwnerDiedError` (the
+lock is then free again, so a retry succeeds) — the data it guarded may be half-updated, and that is
+for the caller to decide.
 """
 
 from __future__ import annotations
@@ -194,39 +197,59 @@ class _Shared:
 
 
 class ProcessLock(_Shared):
-    """``threading.Lock`` semantics across processes; a dead holder is reported, not fatal."""
+    """``threading.Lock`` semantics across processes; a dead holder is reported, not fatal.
 
-    _fields = 1  # [holder pid]
+    The lock is a word (the holder's pid) guarded by the segment's robust mutex, which is held only
+    for the instant of a check or a change. So, as with ``threading.Lock``, any thread of any process
+    may release it; and a holder that dies is found by its pid: an ``acquire`` that finds the lock
+    held by a process that no longer lives (checked on arrival, then at every wait slice) frees it
+    and raises :class:`~conveyor.OwnerDiedError`.
+    """
+
+    _fields = 2  # [holder pid, sleeping acquirers]
+    _HOLDER, _SLEEPERS = 0, 1
 
     def __init__(self, *, _name: str | None = None) -> None:
         self._init_segment(_name)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        wait = _timeout_of(blocking, timeout)
+        segment, state = self._segment, self._segment.state
+        pthreads.lock_internal(segment.mutex)
         try:
-            taken = pthreads.lock(self._segment.mutex, _timeout_of(blocking, timeout))
-        except pthreads.OwnerDied:
-            dead = self._segment.state[0]
-            self._segment.state[0] = 0  # free again: locked() must say so
-            pthreads.unlock(self._segment.mutex)
-            raise OwnerDiedError(
-                f"process {dead} died while holding this lock; the lock is free again, but what it "
-                "guarded may be half-updated") from None
-        if taken:
-            self._segment.state[0] = os.getpid()
-        return taken
+            if state[self._HOLDER] and wait != 0.0:
+                state[self._SLEEPERS] += 1
+                try:
+                    segment.wait(wait, lambda: not state[self._HOLDER] or not alive(int(state[self._HOLDER])))
+                finally:
+                    state[self._SLEEPERS] -= 1
+            holder = int(state[self._HOLDER])
+            if holder:
+                if alive(holder):
+                    return False
+                state[self._HOLDER] = 0  # free again: locked() must say so
+                raise OwnerDiedError(
+                    f"process {holder} died while holding this lock; the lock is free again, but what it "
+                    "guarded may be half-updated")
+            state[self._HOLDER] = os.getpid()
+            return True
+        finally:
+            pthreads.unlock(segment.mutex)
 
     def release(self) -> None:
-        if not self.locked():
-            raise RuntimeError("release unlocked lock")
-        if _holder_tid(self._segment.mutex) != threading.get_native_id():
-            # The robust mutex refuses (EPERM) an unlock by another thread; checked first, so that
-            # the holder pid is not cleared for a lock that stays held.
-            raise RuntimeError("a process Lock can only be released by the thread that acquired it")
-        self._segment.state[0] = 0
-        pthreads.unlock(self._segment.mutex)
+        segment, state = self._segment, self._segment.state
+        pthreads.lock_internal(segment.mutex)
+        try:
+            if not state[self._HOLDER]:
+                raise RuntimeError("release unlocked lock")
+            state[self._HOLDER] = 0
+            if state[self._SLEEPERS]:
+                pthreads.signal(segment.cond)
+        finally:
+            pthreads.unlock(segment.mutex)
 
     def locked(self) -> bool:
-        return self._segment.state[0] != 0
+        return self._segment.state[self._HOLDER] != 0
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -242,47 +265,48 @@ class ProcessLock(_Shared):
         self.acquire()
 
     def _is_owned(self) -> bool:
-        return self._segment.state[0] == os.getpid()
+        return self._segment.state[self._HOLDER] == os.getpid()
 
 
 class ProcessRLock(ProcessLock):
     """``threading.RLock`` semantics across processes: the holding thread may acquire again."""
 
-    _fields = 3  # [holder pid, holder thread id, depth]
+    _fields = 4  # [holder pid, sleeping acquirers, holder thread id, depth]
+    _THREAD, _DEPTH = 2, 3
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         state = self._segment.state
         if self._is_owned():
-            state[2] += 1
+            state[self._DEPTH] += 1
             return True
         if not super().acquire(blocking, timeout):
             return False
-        state[1] = threading.get_ident()
-        state[2] = 1
+        state[self._THREAD] = threading.get_ident()
+        state[self._DEPTH] = 1
         return True
 
     def release(self) -> None:
         state = self._segment.state
         if not self._is_owned():
             raise RuntimeError("cannot release un-acquired lock")
-        state[2] -= 1
-        if state[2] == 0:
-            state[1] = 0
+        state[self._DEPTH] -= 1
+        if state[self._DEPTH] == 0:
+            state[self._THREAD] = 0
             super().release()
 
     def _is_owned(self) -> bool:
         state = self._segment.state
-        return state[0] == os.getpid() and state[1] == threading.get_ident()
+        return state[self._HOLDER] == os.getpid() and state[self._THREAD] == threading.get_ident()
 
     def _release_save(self) -> Any:
-        depth = self._segment.state[2]
-        self._segment.state[2] = 1
+        depth = self._segment.state[self._DEPTH]
+        self._segment.state[self._DEPTH] = 1
         self.release()
         return depth
 
     def _acquire_restore(self, depth: Any) -> None:
         self.acquire()
-        self._segment.state[2] = depth
+        self._segment.state[self._DEPTH] = depth
 
 
 class ProcessSemaphore(_Shared):
