@@ -1,6 +1,6 @@
 """conveyor: one API for parallel and concurrent Python.
 
-Pools and task groups over serial, thread and process backends with failures isolated to the task that caused them,
+Pools, pipelines and task groups over serial, thread and process backends with failures isolated to the task that caused them,
 lazy bounded streams, and a command line. See the README for a tour.
 """
 
@@ -29,6 +29,7 @@ from conveyor._core.errors import (
 from conveyor._core.registry import available_backends, register_backend
 from conveyor.context import Context, context, map
 from conveyor.group import TaskGroup, TaskHandle
+from conveyor.pipeline import Pipeline, StageFailure
 from conveyor.pool import AsyncResult, Pool
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "OwnerDiedError",
     "OwnerGoneError",
     "PicklingError",
+    "Pipeline",
     "Pool",
     "PoolClosedError",
     "RemoteError",
@@ -50,6 +52,7 @@ __all__ = [
     "ResultTimeoutError",
     "SerializationError",
     "ShutDown",
+    "StageFailure",
     "TaskCancelledError",
     "TaskError",
     "TaskGroup",

@@ -1,0 +1,278 @@
+"""Pipelines on every backend combination: results, order, generator stages, per-worker hooks, errors
+raised or collected, a stage worker killed, the consumer stopping early, a failing source, an infinite
+source with a bounded consumer, Ctrl-C, and statistics."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import conveyor
+from conftest import bounded
+
+pytestmark = pytest.mark.timeout(90)
+
+COMBINATIONS = {
+    "thread-process-thread": ("thread", "process", "thread"),
+    "process-process": ("process", "process", "process"),
+    "serial": ("serial", "serial", "serial"),
+    "thread-serial-process": ("thread", "serial", "process"),
+}
+
+
+def _expected(items):
+    out = []
+    for x in items:
+        y = x * 2 + 1
+        if y % 3:
+            out.extend([y, -y])
+    return [sum(out[i:i + 4]) for i in range(0, len(out), 4)]
+
+
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_map_filter_flat_map_batch_keep_order_on_every_combination(backends):
+    first, second, third = backends
+    pipe = (conveyor.Pipeline(range(300))
+            .map(lambda x: x * 2, workers=3, backend=first)
+            .map(lambda x: x + 1, workers=2, backend=second)
+            .filter(lambda y: y % 3, backend=third)
+            .flat_map(lambda y: (y, -y), backend=first)
+            .batch(4)
+            .map(sum, backend=second, maxsize=2))
+    assert pipe.run() == _expected(range(300))
+    stats = pipe.statistics()
+    assert [s["items_in"] for s in stats["stages"]][:3] == [300, 300, 300]
+    assert stats["stages"][2]["dropped"] == 100
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_unordered_stages_lose_and_duplicate_nothing(backend):
+    pipe = conveyor.Pipeline(range(500)).map(lambda x: x * x, workers=4, backend=backend, ordered=False)
+    assert sorted(pipe) == [x * x for x in range(500)]
+
+
+def test_a_pipeline_can_be_run_again_and_extended_without_changing_the_original():
+    base = conveyor.Pipeline(range(5)).map(lambda x: x + 1, backend="thread")
+    longer = base.map(lambda x: x * 10, backend="thread")
+    assert base.run() == [1, 2, 3, 4, 5]
+    assert longer.run() == [10, 20, 30, 40, 50]
+    assert base.run() == [1, 2, 3, 4, 5]
+    total = []
+    assert longer.run(sink=total.append) == 5 and total == [10, 20, 30, 40, 50]
+
+
+_OPENED = []
+
+
+def _connect():
+    _OPENED.append(os.getpid())
+
+
+def _uses_connection(x):
+    return (x, bool(_OPENED))
+
+
+def _per_worker(items):
+    connection = {"pid": os.getpid(), "used": 0}     # state kept open for all of this worker's items
+    for item in items:
+        connection["used"] += 1
+        yield (item, connection["pid"])
+
+
+@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+def test_generator_stages_run_once_per_worker_over_an_iterator(backend):
+    workers = 1 if backend == "serial" else 2
+    out = conveyor.Pipeline(range(200)).map(_per_worker, workers=workers, backend=backend).run()
+    assert sorted(item for item, _ in out) == list(range(200))
+    if backend == "process":
+        assert os.getpid() not in {pid for _, pid in out}
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_on_start_runs_in_each_worker_before_its_items(backend):
+    out = conveyor.Pipeline(range(20)).map(_uses_connection, workers=2, backend=backend, on_start=_connect).run()
+    assert all(opened for _, opened in out)
+
+
+def _fail_on_13(x):
+    if x == 13:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_a_failing_item_stops_everything_and_is_raised_with_its_stage_and_input(backend):
+    pipe = (conveyor.Pipeline(itertools.count())   # infinite: only the failure can end it
+            .map(_fail_on_13, workers=2, backend=backend, name="checker")
+            .map(lambda x: x, backend="thread"))
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="bad item 13") as raised:
+        for _ in pipe:
+            pass
+    assert time.monotonic() - started < bounded(20)
+    assert any("'checker'" in note and "13" in note for note in raised.value.__notes__)
+    [failure] = pipe.errors
+    assert failure.stage == "checker" and failure.item == 13
+    if backend == "process":
+        assert isinstance(raised.value.__cause__, conveyor.RemoteTraceback)
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_collected_failures_are_reported_and_the_rest_goes_on(backend):
+    pipe = conveyor.Pipeline(range(40), errors="collect").map(_fail_on_13, workers=2, backend=backend)
+    assert pipe.run() == [x for x in range(40) if x != 13]
+    [failure] = pipe.errors
+    assert failure.item == 13 and isinstance(failure.error, ValueError)
+    assert pipe.statistics()["stages"][0]["failed"] == 1
+
+
+def _die_on_7(x):
+    if x == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_stage_worker_killed_is_a_failure_of_its_item():
+    pipe = conveyor.Pipeline(range(30), errors="collect").map(_die_on_7, workers=2, backend="process")
+    assert pipe.run() == [x for x in range(30) if x != 7]
+    [failure] = pipe.errors
+    assert isinstance(failure.error, conveyor.WorkerCrashedError) and "7" in (failure.item_repr or "")
+    with pytest.raises(conveyor.WorkerCrashedError):
+        conveyor.Pipeline(range(30)).map(_die_on_7, workers=2, backend="process").run()
+
+
+def _slow(x):
+    time.sleep(0.05)
+    return x
+
+
+@pytest.mark.parametrize("backends", [("thread", "process"), ("process", "thread"), ("serial", "serial")])
+def test_the_consumer_stopping_early_stops_every_stage(backends):
+    pipe = (conveyor.Pipeline(itertools.count())
+            .map(_slow, workers=2, backend=backends[0])
+            .map(lambda x: x + 1, workers=2, backend=backends[1]))
+    started = time.monotonic()
+    got = []
+    for value in pipe:
+        got.append(value)
+        if len(got) == 10:
+            break
+    assert got == list(range(1, 11))
+    assert time.monotonic() - started < bounded(20)
+    # the autouse leak check then finds no thread and no process left
+
+
+def _failing_source(at):
+    for value in range(100):
+        if value == at:
+            raise RuntimeError(f"source broke at {at}")
+        yield value
+
+
+@pytest.mark.parametrize("at", [0, 50])
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_source_that_raises_is_raised_to_the_consumer_after_what_came_before(at, backend):
+    got = []
+    with pytest.raises(RuntimeError, match=f"source broke at {at}") as raised:
+        for value in conveyor.Pipeline(_failing_source(at)).map(lambda x: x, backend=backend):
+            got.append(value)
+    assert any("source" in note for note in raised.value.__notes__)
+    assert got == list(range(len(got))) and len(got) <= at
+
+
+def test_an_infinite_source_with_a_slow_consumer_is_held_back_by_the_bounded_feeds():
+    pulled = itertools.count()
+
+    def source():
+        while True:
+            yield next(pulled)
+
+    pipe = (conveyor.Pipeline(source(), maxsize=4)
+            .map(lambda x: x, workers=2, backend="thread", maxsize=8)
+            .map(lambda x: x, workers=2, backend="process", maxsize=8))
+    iterator = iter(pipe)
+    first = [next(iterator) for _ in range(5)]
+    time.sleep(1.0)                         # the consumer dawdles: the stages must wait, not pile up
+    held_back = next(pulled)
+    time.sleep(0.5)
+    assert next(pulled) - held_back == 1    # nothing more was pulled while we waited
+    assert held_back < 2000                 # feeds' maxsize plus each pool's window, not "everything"
+    iterator.close()
+    assert first == list(range(5))
+
+
+def test_statistics_name_the_slowest_stage_as_the_bottleneck():
+    pipe = (conveyor.Pipeline(range(60))
+            .map(lambda x: x, workers=2, backend="thread", name="quick")
+            .map(_slow, workers=1, backend="thread", name="slow", maxsize=4)
+            .map(lambda x: x, workers=2, backend="thread", name="sink"))
+    pipe.run()
+    stats = pipe.statistics()
+    assert stats["bottleneck"] == "slow"
+    slow = stats["stages"][1]
+    assert slow["busy_seconds"] >= 60 * 0.05 * 0.9 and slow["utilization"] > 0.5
+    assert stats["stages"][0]["blocked_on_output"] > 0   # held back by the slow stage
+
+
+def test_bad_arguments_fail_at_once():
+    with pytest.raises(TypeError):
+        conveyor.Pipeline(5)
+    with pytest.raises(ValueError):
+        conveyor.Pipeline([], errors="ignore")
+    with pytest.raises(TypeError):
+        conveyor.Pipeline([]).map("not callable")
+    with pytest.raises(ValueError):
+        conveyor.Pipeline([]).map(abs, workers=0)
+    with pytest.raises(ValueError):
+        conveyor.Pipeline([]).batch(0)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_every_stage_and_leaves_no_process():
+    script = textwrap.dedent("""
+        import itertools, os, sys, time
+        import conveyor
+
+        def slow(x):
+            time.sleep(0.01)
+            return x
+
+        if __name__ == "__main__":
+            pipe = (conveyor.Pipeline(itertools.count())
+                    .map(slow, workers=4, backend="thread")
+                    .map(slow, workers=2, backend="process")
+                    .map(lambda x: x, backend="thread"))
+            try:
+                for i, value in enumerate(pipe):
+                    if i == 20:
+                        print("RUNNING", flush=True)
+            except KeyboardInterrupt:
+                print("INTERRUPTED", flush=True)
+                sys.exit(0)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "RUNNING"
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert descendants, "the process stage should have worker processes"
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline().strip() == "INTERRUPTED"
+        assert proc.wait(timeout=bounded(10)) == 0
+        assert time.monotonic() - sent < bounded(5)
+        gone, alive = psutil.wait_procs(descendants, timeout=bounded(5))
+        assert not alive, f"left behind: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
