@@ -333,7 +333,7 @@ class _Run:
         receiver = self._stages[index + 1] if index + 1 < len(self._stages) else None
 
         def send(value: Any) -> None:
-            if feed.maxsize > 0 and len(feed) >= feed.maxsize and counts is not None:
+            if feed.maxsize > 0 and feed.waiting >= feed.maxsize and counts is not None:
                 started = time.perf_counter()
                 feed.put(value)
                 counts.blocked += time.perf_counter() - started

@@ -96,8 +96,15 @@ class Feed:
             self._cond.notify_all()
             return taken
 
-    def __len__(self) -> int:
+    @property
+    def waiting(self) -> int:
+        """Items put and not yet taken. (Not ``__len__``: a feed has no length as an input.)"""
         return len(self._items)
+
+    @property
+    def done(self) -> bool:
+        """No more items will be put (ended or closed)."""
+        return self._ended or self._closed
 
     def __iter__(self) -> Iterator[Any]:
         """Blocking iteration (for consumers that are not streams)."""
@@ -170,6 +177,7 @@ class Stream(Iterator[Any]):
         self._source = iter(()) if self._feed is not None else iter(iterable)
         self._waiting = False
         self._window_full = False
+        self._batches = 0           # batches sent whose results have not all come back
         self._ordered = ordered
         self._workers = backend.workers
         cap = backend.max_batch_size
@@ -206,6 +214,9 @@ class Stream(Iterator[Any]):
                 return
             items: list[Any] = []
             if self._feed is not None:
+                if self._batches >= self._workers and self._feed.waiting < size and not self._feed.done:
+                    self._window_full = True  # every worker has work: wait for a full batch, not a crumb
+                    return
                 taken = self._feed.take(size, block=self._outstanding == 0)
                 if taken is None:
                     self._exhausted = True
@@ -226,6 +237,7 @@ class Stream(Iterator[Any]):
             start = self._sent
             self._sent += len(items)
             self._outstanding += len(items)
+            self._batches += 1
             self._call.send(items, range(start, start + len(items)))
 
     def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException],
@@ -236,6 +248,8 @@ class Stream(Iterator[Any]):
     # -- consuming ---------------------------------------------------------------------------------
     def _absorb(self, indices: Any, values: list[Any], errors: dict[int, BaseException],
                 held: frozenset[int], busy: float) -> None:
+        if not held and self._batches:
+            self._batches -= 1  # approximate under re-runs (a held batch returns as several): a hint only
         count = len(indices) - len(held)
         if not held and isinstance(indices, range):
             self._store(_Segment(indices.start, values, errors))
@@ -263,7 +277,7 @@ class Stream(Iterator[Any]):
             if feed._wake is None:
                 feed._wake = self._feed_woke
             self._waiting = True
-            if len(feed) and not self._exhausted and not self._window_full:
+            if feed.waiting and not self._exhausted and not self._window_full:
                 self._waiting = False
                 return  # inputs arrived meanwhile: go and send them
         try:
