@@ -108,11 +108,18 @@ def _fail_on_13(x):
     return x
 
 
-@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
-def test_a_failing_item_stops_everything_and_is_raised_with_its_stage_and_input(backend):
-    pipe = (conveyor.Pipeline(itertools.count())   # infinite: only the failure can end it
-            .map(_fail_on_13, workers=2, backend=backend, name="checker")
-            .map(lambda x: x, backend="thread"))
+def _three_stages(source, backends, middle, **options):
+    first, second, third = backends
+    return (conveyor.Pipeline(source, **options)
+            .map(lambda x: x, workers=2, backend=first)
+            .map(middle, workers=2, backend=second, name="checker")
+            .map(lambda x: x, workers=2, backend=third))
+
+
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_a_failing_item_stops_everything_and_is_raised_with_its_stage_and_input(backends):
+    backend = backends[1]
+    pipe = _three_stages(itertools.count(), backends, _fail_on_13)  # infinite: only the failure ends it
     started = time.monotonic()
     with pytest.raises(ValueError, match="bad item 13") as raised:
         for _ in pipe:
@@ -125,13 +132,13 @@ def test_a_failing_item_stops_everything_and_is_raised_with_its_stage_and_input(
         assert isinstance(raised.value.__cause__, conveyor.RemoteTraceback)
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_collected_failures_are_reported_and_the_rest_goes_on(backend):
-    pipe = conveyor.Pipeline(range(40), errors="collect").map(_fail_on_13, workers=2, backend=backend)
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_collected_failures_are_reported_and_the_rest_goes_on(backends):
+    pipe = _three_stages(range(40), backends, _fail_on_13, errors="collect")
     assert pipe.run() == [x for x in range(40) if x != 13]
     [failure] = pipe.errors
     assert failure.item == 13 and isinstance(failure.error, ValueError)
-    assert pipe.statistics()["stages"][0]["failed"] == 1
+    assert pipe.statistics()["stages"][1]["failed"] == 1
 
 
 def _die_on_7(x):
@@ -140,13 +147,18 @@ def _die_on_7(x):
     return x
 
 
-def test_a_stage_worker_killed_is_a_failure_of_its_item():
-    pipe = conveyor.Pipeline(range(30), errors="collect").map(_die_on_7, workers=2, backend="process")
+WITH_A_PROCESS_STAGE = {name: backends for name, backends in COMBINATIONS.items() if backends[1] == "process"}
+
+
+@pytest.mark.parametrize("backends", WITH_A_PROCESS_STAGE.values(), ids=WITH_A_PROCESS_STAGE.keys())
+def test_a_stage_worker_killed_is_a_failure_of_its_item(backends):
+    """(A SIGKILL in a thread or serial stage would kill the caller itself: only process stages.)"""
+    pipe = _three_stages(range(30), backends, _die_on_7, errors="collect")
     assert pipe.run() == [x for x in range(30) if x != 7]
     [failure] = pipe.errors
     assert isinstance(failure.error, conveyor.WorkerCrashedError) and "7" in (failure.item_repr or "")
     with pytest.raises(conveyor.WorkerCrashedError):
-        conveyor.Pipeline(range(30)).map(_die_on_7, workers=2, backend="process").run()
+        _three_stages(range(30), backends, _die_on_7).run()
 
 
 def _slow(x):
@@ -154,11 +166,9 @@ def _slow(x):
     return x
 
 
-@pytest.mark.parametrize("backends", [("thread", "process"), ("process", "thread"), ("serial", "serial")])
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_the_consumer_stopping_early_stops_every_stage(backends):
-    pipe = (conveyor.Pipeline(itertools.count())
-            .map(_slow, workers=2, backend=backends[0])
-            .map(lambda x: x + 1, workers=2, backend=backends[1]))
+    pipe = _three_stages(itertools.count(), backends, _slow).map(lambda x: x + 1, backend=backends[2])
     started = time.monotonic()
     got = []
     for value in pipe:
@@ -178,26 +188,29 @@ def _failing_source(at):
 
 
 @pytest.mark.parametrize("at", [0, 50])
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_a_source_that_raises_is_raised_to_the_consumer_after_what_came_before(at, backend):
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_a_source_that_raises_is_raised_to_the_consumer_after_what_came_before(at, backends):
     got = []
     with pytest.raises(RuntimeError, match=f"source broke at {at}") as raised:
-        for value in conveyor.Pipeline(_failing_source(at)).map(lambda x: x, backend=backend):
+        for value in _three_stages(_failing_source(at), backends, lambda x: x):
             got.append(value)
     assert any("source" in note for note in raised.value.__notes__)
     assert got == list(range(len(got))) and len(got) <= at
 
 
-def test_an_infinite_source_with_a_slow_consumer_is_held_back_by_the_bounded_feeds():
+@pytest.mark.parametrize("backends", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_an_infinite_source_with_a_slow_consumer_is_held_back_by_the_bounded_feeds(backends):
     pulled = itertools.count()
 
     def source():
         while True:
             yield next(pulled)
 
+    first, second, third = backends
     pipe = (conveyor.Pipeline(source(), maxsize=4)
-            .map(lambda x: x, workers=2, backend="thread", maxsize=8)
-            .map(lambda x: x, workers=2, backend="process", maxsize=8))
+            .map(lambda x: x, workers=2, backend=first, maxsize=8)
+            .map(lambda x: x, workers=2, backend=second, maxsize=8)
+            .map(lambda x: x, workers=2, backend=third, maxsize=8))
     iterator = iter(pipe)
     first = [next(iterator) for _ in range(5)]
     time.sleep(1.0)                         # the consumer dawdles: the stages must wait, not pile up
@@ -276,3 +289,27 @@ def test_ctrl_c_stops_every_stage_and_leaves_no_process():
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+def _write_line(path, text):
+    with open(path, "a") as file:
+        file.write(text + "\n")
+
+
+@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+@pytest.mark.parametrize("generator", [False, True], ids=["function", "generator"])
+def test_on_start_and_on_stop_run_once_per_worker(tmp_path, backend, generator):
+    log = tmp_path / "log"
+    fn = _per_worker if generator else (lambda x: (x, os.getpid()))
+    workers = 1 if backend == "serial" else 2
+    out = conveyor.Pipeline(range(50)).map(
+        fn, workers=workers, backend=backend,
+        on_start=lambda: _write_line(log, f"start {os.getpid()}"),
+        on_stop=lambda: _write_line(log, f"stop {os.getpid()}")).run()
+    assert sorted(item for item, _ in out) == list(range(50))
+    events = [line.split() for line in log.read_text().splitlines()]
+    starts = sorted(pid for event, pid in events if event == "start")
+    stops = sorted(pid for event, pid in events if event == "stop")
+    assert starts == stops and 1 <= len(starts) <= workers
+    if backend == "process":
+        assert str(os.getpid()) not in starts
