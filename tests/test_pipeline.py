@@ -313,3 +313,52 @@ def test_on_start_and_on_stop_run_once_per_worker(tmp_path, backend, generator):
     assert starts == stops and 1 <= len(starts) <= workers
     if backend == "process":
         assert str(os.getpid()) not in starts
+
+
+def _hang_on_3(x):
+    if x == 3:
+        time.sleep(60)
+    return x
+
+
+def test_a_stage_task_timeout_fails_only_the_item_that_hung():
+    pipe = conveyor.Pipeline(range(8), errors="collect").map(_hang_on_3, workers=2, backend="process",
+                                                            task_timeout=0.5)
+    started = time.monotonic()
+    assert pipe.run() == [0, 1, 2, 4, 5, 6, 7]
+    assert time.monotonic() - started < bounded(20)
+    [failure] = pipe.errors
+    assert isinstance(failure.error, conveyor.TaskTimeoutError)
+
+
+def test_a_stage_with_retries_runs_a_crashing_item_again(tmp_path):
+    """``retries`` covers what the pool can retry: here a worker that dies on an item's first try."""
+    pipe = conveyor.Pipeline([(x, str(tmp_path)) for x in range(6)]).map(
+        _die_first_time, workers=2, backend="process", retries=1)
+    assert pipe.run() == list(range(6))
+
+
+def _die_first_time(args):
+    x, folder = args
+    marker = os.path.join(folder, str(x))
+    if x == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _raise_first_time(args):
+    x, folder = args
+    marker = os.path.join(folder, f"raised-{x}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise OSError(f"first try of {x} fails")
+    return x
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_stage_with_retries_tries_a_raising_item_again(tmp_path, backend):
+    items = [(x, str(tmp_path)) for x in range(6)]
+    assert conveyor.Pipeline(items).map(_raise_first_time, backend=backend, retries=1).run() == list(range(6))
+    with pytest.raises(OSError, match="first try"):   # without retries, the first failure is final
+        conveyor.Pipeline([(9, str(tmp_path))]).map(_raise_first_time, backend=backend).run()

@@ -118,23 +118,29 @@ def _rebuild_failed(item: Any, blob: bytes) -> _Failed:
 
 
 class _Apply:
-    """Runs one stage function on one item in a worker; the item's own failure is returned, not raised."""
+    """Runs one stage function on one item in a worker; the item's own failure is returned, not raised
+    (after ``retries`` more attempts), so it reaches the stage with its input. Crashes and timeouts are
+    the pool's to retry."""
 
-    __slots__ = ("kind", "fn")
+    __slots__ = ("kind", "fn", "retries")
 
-    def __init__(self, kind: str, fn: Callable[..., Any]) -> None:
+    def __init__(self, kind: str, fn: Callable[..., Any], retries: int = 0) -> None:
         self.kind = kind
         self.fn = fn
+        self.retries = retries
 
     def __call__(self, item: Any) -> Any:
-        try:
-            if self.kind == "map":
-                return self.fn(item)
-            if self.kind == "filter":
-                return item if self.fn(item) else _Dropped()
-            return _Many(list(self.fn(item)))
-        except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
-            return _Failed(item, exc)
+        for attempt in range(self.retries + 1):
+            try:
+                if self.kind == "map":
+                    return self.fn(item)
+                if self.kind == "filter":
+                    return item if self.fn(item) else _Dropped()
+                return _Many(list(self.fn(item)))
+            except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
+                if attempt == self.retries:
+                    return _Failed(item, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _each_worker(fn: Callable[[Iterator[Any]], Iterable[Any]], inbox: Any, outbox: Any,
@@ -410,7 +416,7 @@ class _Run:
         self._cleanups.append(lambda: pool.shutdown(wait=False, cancel_futures=True, kill=True))
         try:
             mapper = pool.imap if stage.ordered else pool.imap_unordered
-            results = mapper(_Apply(stage.kind, stage.fn), counts.inbox, chunksize=stage.chunksize)
+            results = mapper(_Apply(stage.kind, stage.fn, stage.retries), counts.inbox, chunksize=stage.chunksize)
             while True:
                 try:
                     result = next(results)
