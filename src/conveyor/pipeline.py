@@ -144,24 +144,34 @@ class _Apply:
 
 
 def _each_worker(fn: Callable[[Iterator[Any]], Iterable[Any]], inbox: Any, outbox: Any,
-                 on_start: Callable[[], Any] | None, on_stop: Callable[[], Any] | None) -> None:
-    """A worker of a generator stage on processes: ``fn`` over its share of ``inbox``, into ``outbox``."""
+                 on_start: Callable[[], Any] | None, on_stop: Callable[[], Any] | None) -> float:
+    """A worker of a generator stage on processes: ``fn`` over its share of ``inbox``, into ``outbox``.
+    Returns its busy seconds: the time in ``fn``, not waiting for input or for room in ``outbox``."""
     if on_start is not None:
         on_start()
+    waited = [0.0]
+    started = time.perf_counter()
     try:
-        for value in fn(_drain(inbox)):
+        for value in fn(_drain(inbox, waited)):
+            blocked = time.perf_counter()
             outbox.put(value)
+            waited[0] += time.perf_counter() - blocked
     finally:
         if on_stop is not None:
             on_stop()
+    return max(0.0, time.perf_counter() - started - waited[0])
 
 
-def _drain(q: Any) -> Iterator[Any]:
+def _drain(q: Any, waited: list[float]) -> Iterator[Any]:
     while True:
+        blocked = time.perf_counter()
         try:
-            yield q.get()
+            item = q.get()
         except ShutDown:
             return
+        finally:
+            waited[0] += time.perf_counter() - blocked
+        yield item
 
 
 # -- the builder ------------------------------------------------------------------------------------------
@@ -325,6 +335,7 @@ class _Run:
         self._cleanups: list[Callable[[], None]] = []
         self.failures: list[StageFailure] = []
         self._fatal: BaseException | None = None
+        self._source_error: BaseException | None = None
         self._started = 0.0
         self._ended: float | None = None
 
@@ -376,10 +387,14 @@ class _Run:
                 yield value
             finished = True
         finally:
-            self._stop(kill=not finished)
+            # After a normal end, something may still run: what fed a generator stage that returned
+            # without reading all its input. Nothing will read what it makes: stop it as well.
+            self._stop(kill=not finished or any(thread.is_alive() for thread in self._threads))
         self._ended = time.perf_counter()
         if self._fatal is not None:
             raise self._fatal
+        if self._source_error is not None:
+            raise self._source_error
 
     def _start(self) -> None:
         self._thread("source", self._pump_source)
@@ -399,9 +414,9 @@ class _Run:
                 send(item)
         except ShutDown:
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - raised once the items before it are through
             exc.add_note("conveyor pipeline: raised by the source")
-            raise
+            self._source_error = exc
         finally:
             self._feed_after(-1).end()
 
@@ -410,13 +425,22 @@ class _Run:
         counts = self._stages[index]
         stage = counts.stage
         send = self._sender(index)
-        pool = Pool(stage.workers, backend=stage.backend, initializer=stage.on_start, finalizer=stage.on_stop,
-                    task_timeout=stage.task_timeout, retries=stage.retries)
+        try:
+            pool = Pool(stage.workers, backend=stage.backend, initializer=stage.on_start,
+                        finalizer=stage.on_stop, task_timeout=stage.task_timeout, retries=stage.retries)
+        except Exception as exc:  # noqa: BLE001 - e.g. on_start raising on the serial backend
+            self._failed(counts, None, None, exc, fatal=True)
+            return
         counts.pool, counts.workers, counts.backend = pool, pool.workers, pool.backend_name
         self._cleanups.append(lambda: pool.shutdown(wait=False, cancel_futures=True, kill=True))
         try:
             mapper = pool.imap if stage.ordered else pool.imap_unordered
-            results = mapper(_Apply(stage.kind, stage.fn, stage.retries), counts.inbox, chunksize=stage.chunksize)
+            try:
+                results = mapper(_Apply(stage.kind, stage.fn, stage.retries), counts.inbox,
+                                 chunksize=stage.chunksize)
+            except Exception as exc:  # noqa: BLE001 - the pool broke at once (an on_start that raised)
+                self._failed(counts, None, None, exc, fatal=True)
+                return
             while True:
                 try:
                     result = next(results)
@@ -425,7 +449,10 @@ class _Run:
                 except Exception as exc:  # noqa: BLE001 - a crash, timeout or unpicklable item, or the stop
                     if self._stopping.is_set():
                         break
-                    self._failed(counts, None, getattr(exc, "task_input", None), exc)
+                    # A stream that raised and closed cannot go on: the stage's remaining inputs would
+                    # be dropped without a word, so that failure stops the pipeline in any error mode.
+                    self._failed(counts, None, getattr(exc, "task_input", None), exc,
+                                 fatal=getattr(results, "_closed", False))
                     continue
                 if isinstance(result, _Failed):
                     self._failed(counts, result.item, _short.repr(result.item), result.error)
@@ -476,19 +503,39 @@ class _Run:
         lock = threading.Lock()
 
         def work() -> None:
-            started = time.perf_counter()
+            waited = [0.0]
+
+            def inputs() -> Iterator[Any]:
+                while True:
+                    blocked = time.perf_counter()
+                    taken = counts.inbox.take(1, block=True)
+                    waited[0] += time.perf_counter() - blocked
+                    if taken is None:
+                        return
+                    yield taken[0]
+
+            started = None
             try:
                 if stage.on_start is not None:
                     stage.on_start()
+                started = time.perf_counter()
                 try:
-                    for value in stage.fn(iter(counts.inbox)):  # type: ignore[misc]
+                    for value in stage.fn(inputs()):  # type: ignore[misc]
+                        blocked = time.perf_counter()
                         send(value)
+                        waited[0] += time.perf_counter() - blocked
                 finally:
                     if stage.on_stop is not None:
                         stage.on_stop()
+            except ShutDown:
+                pass  # the pipeline is stopping
+            except Exception as exc:  # noqa: BLE001 - this stage's failure
+                if not self._stopping.is_set():
+                    self._failed(counts, None, None, exc, fatal=True)
             finally:
                 with lock:
-                    counts.busy += time.perf_counter() - started
+                    if started is not None:
+                        counts.busy += max(0.0, time.perf_counter() - started - waited[0])
                     remaining[0] -= 1
                     last = remaining[0] == 0
                 if last and not self._stopping.is_set():
@@ -506,16 +553,23 @@ class _Run:
         inbox, outbox = ctx.Queue(counts.inbox.maxsize), ctx.Queue(DEFAULT_MAXSIZE)
         group = ctx.TaskGroup()
         group.__enter__()
-        handles = [group.spawn(_each_worker, stage.fn, inbox, outbox, stage.on_start, stage.on_stop,
-                               name=f"{stage.name}-{number}") for number in range(workers)]
+        handles: list[Any] = []
 
         def stop_group() -> None:
             inbox.shutdown(immediate=True)
             outbox.shutdown(immediate=True)
-            for handle in handles:
+            for handle in list(handles):
                 handle.terminate()
 
-        self._cleanups.append(stop_group)
+        self._cleanups.append(stop_group)  # before spawning: a worker started is always stopped
+        try:
+            for number in range(workers):
+                handles.append(group.spawn(_each_worker, stage.fn, inbox, outbox, stage.on_start, stage.on_stop,
+                                           name=f"{stage.name}-{number}"))
+        except BaseException as exc:
+            stop_group()
+            group.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
         def forward() -> None:
             try:
@@ -526,7 +580,6 @@ class _Run:
 
         def collect() -> None:
             send = self._sender(index)
-            started = time.perf_counter()
             try:
                 while True:
                     try:
@@ -538,10 +591,13 @@ class _Run:
                         if all(not handle.is_alive() for handle in handles):
                             outbox.shutdown()  # what is left drains, then ShutDown ends the loop
             finally:
-                counts.busy = time.perf_counter() - started
                 try:
                     group.__exit__(None, None, None)  # joins; a worker's exception is raised here
-                finally:
+                except Exception as exc:  # noqa: BLE001 - this stage's failure
+                    if not self._stopping.is_set():
+                        self._failed(counts, None, None, exc, fatal=True)
+                else:
+                    counts.busy = sum(handle.result() for handle in handles)
                     if not self._stopping.is_set():
                         self._feed_after(index).end()
 
@@ -549,7 +605,10 @@ class _Run:
         self._thread(f"{stage.name}-out", collect)
 
     # -- failures and stopping ---------------------------------------------------------------------
-    def _failed(self, counts: _StageRun, item: Any, item_repr: str | None, error: BaseException) -> None:
+    def _failed(self, counts: _StageRun, item: Any, item_repr: str | None, error: BaseException,
+                fatal: bool = False) -> None:
+        """Record a failure of the stage; ``fatal``: not one item's (a generator stage, a pool that
+        cannot start), so it stops the pipeline whatever the error mode."""
         counts.failed += 1
         stage = counts.stage
         if error.__cause__ is None and error.__traceback__ is None and not isinstance(error, RemoteTraceback):
@@ -557,8 +616,9 @@ class _Run:
         failure = StageFailure(stage.name, item, item_repr, error)
         with self._lock:
             self.failures.append(failure)
-        if (stage.errors or self._errors) == "raise":
-            error.add_note(f"conveyor pipeline: stage {stage.name!r} failed on input {item_repr}")
+        if fatal or (stage.errors or self._errors) == "raise":
+            where = "" if item_repr is None else f" on input {item_repr}"
+            error.add_note(f"conveyor pipeline: stage {stage.name!r} failed{where}")
             self._fail_fatally(error)
 
     def _fail_fatally(self, error: BaseException) -> None:
@@ -587,6 +647,8 @@ class _Run:
             for thread in self._threads:
                 if thread is not threading.current_thread():
                     thread.join(max(0.0, deadline - time.monotonic()))
+            if not any(thread.is_alive() for thread in self._threads):
+                self._cleanups.clear()  # they hold process queues (shared memory) until the run is dropped
             if self._ended is None:
                 self._ended = time.perf_counter()
 

@@ -24,6 +24,7 @@ _registry: dict[str, BackendFactory] = {
     "serial": "conveyor._backends.serial:SerialBackend",
     "thread": "conveyor._backends.thread:ThreadBackend",
     "process": "conveyor._backends.process:ProcessBackend",
+    "dask": "conveyor._backends.dask:DaskBackend",
 }
 _lock = threading.Lock()
 

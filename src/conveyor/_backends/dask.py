@@ -1,0 +1,166 @@
+"""The Dask backend: batches run as tasks of a Dask distributed cluster (a local one by default).
+
+::
+
+    submit(batch) ──► client.submit(run_batch, function, kind, items) ──► a Dask worker runs the batch
+                                         │                                  (errors caught per item)
+           batch.finish(Outcome) ◄── done callback (the client's thread)
+
+One Dask task runs a whole batch, so the engine's per-task overhead (a few milliseconds of scheduling
+and transfer) is paid once per batch, and the core's chunk sizer grows batches of tiny calls until it
+no longer shows. A user's exception is caught per item in the worker and travels back as itself, with
+the worker's traceback as ``__cause__``. A task lost with its worker (``KilledWorker``) cannot say
+which item killed it: its items are re-run one per task, so the culprit fails alone, as
+:class:`~conveyor.WorkerCrashedError`.
+
+Options (``Pool(backend="dask", address=...)``): ``address`` of an existing scheduler (else a local
+cluster of ``workers`` single-threaded worker processes is started, and closed with the pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from conveyor._backends._inline import CALLERS
+from conveyor._core import serialize
+from conveyor._core.errors import PoolClosedError, TaskCancelledError, WorkerCrashedError, short_repr
+from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
+
+try:
+    import dask
+    import distributed
+except ImportError as exc:  # the registry turns this into BackendUnavailableError with the install hint
+    raise ImportError(f"dask.distributed is not installed ({exc})") from exc
+
+_functions: dict[int, Callable[..., Any]] = {}
+_functions_lock = threading.Lock()
+
+
+def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[Any], dict[int, bytes], float]:
+    """In a Dask worker: run every item; an item's exception is returned pickled, with its traceback."""
+    with _functions_lock:
+        fn = _functions.get(key)
+        if fn is None:
+            fn = serialize.loads(blob)
+            if len(_functions) > 64:
+                _functions.clear()
+            _functions[key] = fn
+    call = CALLERS[CallKind(kind)]
+    values: list[Any] = []
+    errors: dict[int, bytes] = {}
+    started = time.perf_counter()
+    for position, item in enumerate(items):
+        try:
+            values.append(call(fn, item))
+        except Exception as exc:  # noqa: BLE001 - the item's own failure is its result
+            values.append(None)
+            errors[position] = serialize.dumps_exception(exc)
+    return values, errors, time.perf_counter() - started
+
+
+class DaskBackend(Backend):
+    name = "dask"
+    capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True)
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        unknown = set(config.options) - {"address"}
+        if unknown:
+            raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
+        if config.initializer is not None or config.finalizer is not None:
+            raise NotImplementedError("initializer/finalizer are not supported on the dask backend yet")
+        address = config.options.get("address")
+        self._cluster: Any = None
+        if address is None:
+            # A lost task is reported at once (the core re-runs its items alone), not retried by Dask
+            # three times on other workers first; and a worker is given one task at a time, so that
+            # a worker's death takes down only the task that killed it.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=config.workers, threads_per_worker=1, processes=True,
+                    dashboard_address=":0", silence_logs=logging.CRITICAL)  # crashes are reported as errors
+            self._client = distributed.Client(self._cluster, set_as_default=False)
+        else:
+            self._client = distributed.Client(address, set_as_default=False)
+        self._lock = threading.Lock()
+        self._futures: set[Any] = set()
+        self._closed = False
+        self._blobs: dict[int, bytes] = {}
+
+    def submit(self, batch: Batch) -> None:
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError("the pool is shut down")
+        if not batch.claim():
+            return
+        key = batch.function.key
+        try:
+            blob = batch.function.blob(serialize.dumps)
+        except BaseException as exc:  # noqa: BLE001 - every item fails with the pickling error
+            error = serialize.pickling_error(batch.function.fn, exc, "the function")
+            batch.finish(Outcome([None] * len(batch), dict.fromkeys(range(len(batch)), error)))
+            return
+        future = self._client.submit(run_batch, key, blob, int(batch.kind), list(batch.items), pure=False)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(lambda done: self._finished(batch, done))
+
+    def _finished(self, batch: Batch, future: Any) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        positions = range(len(batch))
+        status = future.status
+        if status == "finished":
+            try:
+                values, blobs, busy = future.result()
+            except BaseException as exc:  # noqa: BLE001 - the result could not be fetched or unpickled
+                self._finish_failed(batch, exc)
+                return
+            errors = {position: serialize.loads_exception(blob) for position, blob in blobs.items()}
+            batch.finish(Outcome(values, errors, busy=busy))
+            return
+        if status == "cancelled":
+            stop = TaskCancelledError("the pool was shut down before this task ran")
+            batch.finish(Outcome([None] * len(batch), dict.fromkeys(positions, stop)))
+            return
+        try:
+            exc = future.exception()
+        except BaseException as error:  # noqa: BLE001
+            exc = error
+        self._finish_failed(batch, exc)
+
+    def _finish_failed(self, batch: Batch, exc: BaseException) -> None:
+        """The task as a whole failed: its worker died, or its items or results did not travel."""
+        positions = list(range(len(batch)))
+        if len(batch) > 1 and not batch.isolate:
+            batch.finish(Outcome([None] * len(batch), {}, suspects=positions))  # re-run alone: find the culprit
+            return
+        if isinstance(exc, distributed.scheduler.KilledWorker):
+            error: BaseException = WorkerCrashedError(
+                f"the Dask worker running task #{batch.indices[0]} died ({exc})",
+                task_index=batch.indices[0], task_input=short_repr(batch.items[0]))
+        else:
+            error = exc
+        batch.finish(Outcome([None] * len(batch), dict.fromkeys(positions, error)))
+
+    def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            futures = list(self._futures)
+        if cancel_pending or kill:
+            self._client.cancel(futures)
+        elif wait and futures:
+            distributed.wait(futures)
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def statistics(self) -> dict[str, Any]:
+        info = self._client.scheduler_info() if not self._closed else {}
+        return {"dask_workers": len(info.get("workers", {})), "scheduler": self._client.scheduler.address}

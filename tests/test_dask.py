@@ -1,0 +1,130 @@
+"""The Dask backend: the Pool's results and errors on a local Dask cluster, a worker killed mid-map,
+retries, an existing cluster by address. (Skipped where dask.distributed cannot be installed.)
+
+Dask keeps process-wide threads, sockets and semaphores for the life of the interpreter, so each
+scenario runs in a subprocess of its own; the test then checks that the cluster's worker processes
+are gone once it has exited.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from conftest import bounded
+
+pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(180)
+
+PRELUDE = """
+import os, signal, sys, tempfile
+import distributed
+import conveyor
+
+def fail_on_5(x):
+    if x == 5:
+        raise ValueError("five")
+    return x
+
+def die_on_7(x):
+    if x == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+def die_first_time(args):
+    x, folder = args
+    marker = os.path.join(folder, str(x))
+    if x == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+def worker_pids(pool):
+    pids = pool._backend._client.run(os.getpid)
+    nannies = pool._backend._client.run(os.getppid)
+    print("PIDS", *pids.values(), *nannies.values(), flush=True)
+"""
+
+SCENARIOS = {
+    "results": """
+        with conveyor.Pool(2, backend="dask") as pool:
+            worker_pids(pool)
+            assert pool.map(lambda x: x * x, range(1000)) == [x * x for x in range(1000)]
+            assert list(pool.imap(abs, [-1, -2, 3])) == [1, 2, 3]
+            assert sorted(pool.imap_unordered(abs, range(-50, 0))) == list(range(1, 51))
+            assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+            assert pool.submit(divmod, 7, 2).result(timeout=30) == (3, 1)
+        pipe = conveyor.Pipeline(range(10)).map(lambda x: x + 1, backend="thread").map(
+            lambda x: x * 2, workers=2, backend="dask")
+        assert pipe.run() == [2 * (x + 1) for x in range(10)]
+    """,
+    "errors": """
+        with conveyor.Pool(2, backend="dask") as pool:
+            worker_pids(pool)
+            try:
+                pool.map(fail_on_5, range(10))
+                raise AssertionError("no error")
+            except ValueError as error:
+                assert str(error) == "five" and isinstance(error.__cause__, conveyor.RemoteTraceback)
+            got = []
+            results = pool.imap(fail_on_5, range(8))
+            for _ in range(8):
+                try:
+                    got.append(next(results))
+                except ValueError:
+                    got.append("failed")
+            assert got == [0, 1, 2, 3, 4, "failed", 6, 7], got
+    """,
+    "killed worker": """
+        with conveyor.Pool(2, backend="dask") as pool:
+            worker_pids(pool)
+            results, iterator = [], pool.imap(die_on_7, range(20), chunksize=4)
+            for _ in range(20):
+                try:
+                    results.append(next(iterator))
+                except conveyor.WorkerCrashedError as error:
+                    assert error.task_index == 7, error
+                    results.append("crashed")
+            assert results == [*range(7), "crashed", *range(8, 20)], results
+            assert pool.map(abs, [-1]) == [1]       # the cluster replaced its worker
+            worker_pids(pool)
+    """,
+    "retries": """
+        with conveyor.Pool(2, backend="dask", retries=1) as pool, tempfile.TemporaryDirectory() as folder:
+            worker_pids(pool)
+            assert pool.map(die_first_time, [(x, folder) for x in range(6)]) == list(range(6))
+            worker_pids(pool)
+    """,
+    "address": """
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0")
+        try:
+            with conveyor.Pool(backend="dask", address=cluster.scheduler_address) as pool:
+                worker_pids(pool)
+                assert pool.map(abs, [-3, 4]) == [3, 4]
+        finally:
+            cluster.close()
+        try:
+            conveyor.Pool(backend="dask", adress="tcp://x:1")
+            raise AssertionError("a misspelled option was accepted")
+        except TypeError as error:
+            assert "adress" in str(error)
+    """,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=list(SCENARIOS))
+def test_dask_scenario(scenario):
+    script = PRELUDE + 'if __name__ == "__main__":\n' + textwrap.indent(textwrap.dedent(SCENARIOS[scenario]), "    ")
+    script += '    print("OK", flush=True)\n'
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=bounded(150))
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-4000:]
+    pids = {int(pid) for line in done.stdout.splitlines() if line.startswith("PIDS") for pid in line.split()[1:]}
+    assert pids
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"dask worker processes left behind: {alive}"

@@ -1,0 +1,211 @@
+"""Review of Pipeline and Feed: reproductions of bugs found by trying to break them (each test is
+bounded; the autouse leak check in conftest.py also applies)."""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import threading
+import time
+
+import pytest
+
+import conveyor
+from conftest import bounded
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _ident(x):
+    return x
+
+
+def _slow(x):
+    time.sleep(0.02)
+    return x
+
+
+def _first_three(items):
+    for _, item in zip(range(3), items):
+        yield item
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_generator_stage_that_stops_reading_early_finishes_at_once_and_leaves_nothing(backend):
+    """The output ends normally while the stages before the generator stage are still blocked putting
+    into its feed: the normal end used to join them for STOP_SECONDS (5 s) and then leave them
+    (threads, and the upstream pool's workers) running forever."""
+    pipe = (conveyor.Pipeline(range(10_000))
+            .map(_ident, workers=2, backend="process")
+            .map(_first_three, backend=backend))
+    started = time.monotonic()
+    assert pipe.run() == [0, 1, 2]
+    assert time.monotonic() - started < bounded(3)
+    # the autouse leak check finds no thread and no process left
+
+
+def _failing_source(at):
+    for value in range(100):
+        if value == at:
+            raise RuntimeError(f"source broke at {at}")
+        yield value
+
+
+@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+def test_a_source_that_raises_delivers_every_item_before_it(backend):
+    """docs/pipelines.md: "An exception raised by the source itself always stops the pipeline: the items
+    before it are delivered, then it is raised." They were dropped (the feeds closed at once)."""
+    got = []
+    pipe = conveyor.Pipeline(_failing_source(50)).map(_slow, workers=2, backend=backend).map(_ident, backend="thread")
+    with pytest.raises(RuntimeError, match="source broke at 50") as raised:
+        for value in pipe:
+            got.append(value)
+    assert got == list(range(50))
+    assert any("source" in note for note in raised.value.__notes__)
+
+
+def _fails_on_13(items):
+    for item in items:
+        if item == 13:
+            raise ValueError("generator broke on 13")
+        yield item
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+def test_a_generator_stage_failure_names_its_stage_and_is_recorded(backend, errors):
+    """A generator stage's exception was raised bare: no note naming the stage, ``pipe.errors`` empty
+    and ``failed`` 0 in the statistics (and, with errors="collect", nothing said why it still raised)."""
+    pipe = conveyor.Pipeline(itertools.count(), errors=errors).map(_fails_on_13, workers=2, backend=backend,
+                                                                   name="gen")
+    with pytest.raises(ValueError, match="generator broke on 13") as raised:
+        for _ in pipe:
+            pass
+    assert any("'gen'" in note for note in raised.value.__notes__)
+    [failure] = pipe.errors
+    assert failure.stage == "gen" and failure.error is raised.value
+    assert pipe.statistics()["stages"][0]["failed"] == 1
+
+
+def _broken_start():
+    raise RuntimeError("on_start broke")
+
+
+@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+def test_a_stage_error_without_an_input_does_not_claim_input_none(backend):
+    """An error that belongs to no item (an ``on_start`` that raises) was noted as
+    "failed on input None" (thread, process) or not attributed to any stage at all (serial)."""
+    pipe = conveyor.Pipeline(range(10)).map(_ident, backend=backend, on_start=_broken_start, name="starter")
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - InitializerError, whatever its wording
+        pipe.run()
+    notes = getattr(raised.value, "__notes__", [])
+    assert any("'starter'" in note for note in notes), notes
+    assert not any("input None" in note for note in notes), notes
+    [failure] = pipe.errors
+    assert failure.stage == "starter"
+
+
+def _passthrough(items):
+    for item in items:
+        yield item
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_generator_stage_waiting_on_its_input_is_not_busy(backend):
+    """A generator stage's busy time was the wall time of its worker (waiting on input included), so a
+    pass-through stage behind a slow one showed utilization 1.0 and could be named the bottleneck."""
+    pipe = (conveyor.Pipeline(range(60))
+            .map(_slow, workers=1, backend="thread", name="slow")
+            .map(_passthrough, workers=1, backend=backend, name="gen"))
+    assert pipe.run() == list(range(60))
+    stats = pipe.statistics()
+    assert stats["bottleneck"] == "slow"
+    assert stats["stages"][1]["utilization"] < 0.5, stats
+
+
+def test_an_idle_pipeline_waiting_on_a_slow_source_burns_no_cpu():
+    def source():
+        for value in range(3):
+            time.sleep(0.7)
+            yield value
+
+    pipe = (conveyor.Pipeline(source())
+            .map(_ident, workers=4, backend="thread")
+            .map(_ident, workers=2, backend="process")
+            .batch(2)
+            .map(_passthrough, backend="thread"))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    assert pipe.run() == [[0, 1], [2]]
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert wall < 2.1 + bounded(1.5)
+    assert cpu < 0.25 * wall, (cpu, wall)
+
+
+def test_items_from_a_slow_source_are_not_held_back_by_lost_wake_ups():
+    def source():
+        for value in range(8):
+            time.sleep(0.15)
+            yield value, time.monotonic()
+
+    pipe = (conveyor.Pipeline(source())
+            .map(_ident, workers=3, backend="process")
+            .map(_ident, workers=3, backend="thread")
+            .map(_ident, backend="serial"))
+    delays = [time.monotonic() - sent for _, sent in pipe]
+    assert len(delays) == 8
+    assert max(delays) < bounded(0.3), delays
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_pipeline_as_the_source_of_another_stops_with_it(backend):
+    inner = conveyor.Pipeline(itertools.count()).map(_ident, workers=2, backend=backend)
+    outer = conveyor.Pipeline(inner).map(lambda x: x * 2, backend="thread")
+    got = []
+    for value in outer:
+        got.append(value)
+        if len(got) == 20:
+            break
+    assert got == [2 * x for x in range(20)]
+
+
+def test_every_item_failing_with_collect_gives_an_empty_result_and_every_failure():
+    pipe = conveyor.Pipeline(range(100), errors="collect").map(_always_fails, workers=2, backend="process",
+                                                               ordered=False)
+    assert pipe.run() == []
+    assert sorted(f.item for f in pipe.errors) == list(range(100))
+    assert pipe.statistics()["stages"][0]["failed"] == 100
+
+
+def _always_fails(x):
+    raise ValueError(x)
+
+
+def test_the_same_pipeline_iterated_concurrently_gives_each_run_everything():
+    pipe = conveyor.Pipeline(range(300)).map(_slow, workers=8, backend="thread").map(_ident, backend="process")
+    results = {}
+
+    def run(key):
+        results[key] = pipe.run()
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(bounded(30))
+    assert results == {key: list(range(300)) for key in range(3)}
+
+
+def test_a_process_generator_stage_that_cannot_be_started_leaves_nothing_behind():
+    lock = threading.Lock()
+
+    def uses_a_lock(items):          # closes over a lock: cannot be sent to a process
+        with lock:
+            pass
+        yield from items
+
+    with pytest.raises(Exception, match="pickle"):  # noqa: PT011
+        conveyor.Pipeline(range(10)).map(_ident, backend="thread").map(uses_a_lock, workers=2,
+                                                                      backend="process").run()
