@@ -209,3 +209,24 @@ def test_a_process_generator_stage_that_cannot_be_started_leaves_nothing_behind(
     with pytest.raises(Exception, match="pickle"):  # noqa: PT011
         conveyor.Pipeline(range(10)).map(_ident, backend="thread").map(uses_a_lock, workers=2,
                                                                       backend="process").run()
+
+
+def test_a_finished_process_generator_stage_releases_its_queues_while_the_pipeline_is_kept():
+    """The stage's two process queues (shared memory, descriptors) stayed open for as long as the
+    Pipeline object lived (``_last`` → the run's cleanups), e.g. while one reads its statistics."""
+    import gc
+    import os
+
+    from conftest import _in_use_elsewhere
+
+    def segments():
+        return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+    before = segments()
+    pipe = conveyor.Pipeline(range(20)).map(_passthrough, workers=2, backend="process")
+    assert sorted(pipe.run()) == list(range(20))
+    gc.collect()
+    left = segments() - before
+    left -= _in_use_elsewhere(left)
+    assert not left
+    assert pipe.statistics()["stages"][0]["items_in"] == 20

@@ -259,6 +259,11 @@ class Backend(abc.ABC):
         """The largest batch this backend accepts, or None for no limit."""
         return None
 
+    batches_per_worker: ClassVar[int] = 4
+    """For a call of known length, the automatic chunk size aims at no fewer than this many batches
+    per worker (balance at the end against dispatch cost). A cluster, where every task costs
+    milliseconds of scheduling, asks for fewer, bigger batches."""
+
     @abc.abstractmethod
     def submit(self, batch: Batch) -> None:
         """Accept a batch; never blocks on the work itself. Thread-safe."""

@@ -43,6 +43,8 @@ DEFAULT_MAXSIZE = 64
 """Items that may wait in front of a stage (and at the output) when the stage sets no ``maxsize``."""
 STOP_SECONDS = 5.0
 """How long stopping waits for a stage's runner to finish before leaving it (a daemon thread)."""
+_END_GRACE_SECONDS = 0.5
+"""After the output has ended, how long the runners may take to finish before the rest is stopped."""
 _ERROR_MODES = ("raise", "collect")
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 120
@@ -389,12 +391,20 @@ class _Run:
         finally:
             # After a normal end, something may still run: what fed a generator stage that returned
             # without reading all its input. Nothing will read what it makes: stop it as well.
-            self._stop(kill=not finished or any(thread.is_alive() for thread in self._threads))
+            self._stop(kill=not finished or not self._joined(_END_GRACE_SECONDS))
         self._ended = time.perf_counter()
         if self._fatal is not None:
             raise self._fatal
         if self._source_error is not None:
             raise self._source_error
+
+    def _joined(self, seconds: float) -> bool:
+        """Whether every runner has ended within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads if thread is not threading.current_thread())
 
     def _start(self) -> None:
         self._thread("source", self._pump_source)

@@ -64,6 +64,7 @@ def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[
 class DaskBackend(Backend):
     name = "dask"
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True)
+    batches_per_worker = 1  # a Dask task costs milliseconds: few, big batches
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

@@ -7,7 +7,9 @@ are never lumped together), then uses the measured time per input:
 - ``guided``: a fair share of what is left (``remaining / (2 × workers)``), so batches start large and
   shrink towards the end, and the last ones spread over all workers;
 - ``cap``: a quarter of a fair share of the whole input when its length is known (as
-  ``multiprocessing.Pool`` does), else ``MAX_UNSIZED`` to bound memory in flight.
+  ``multiprocessing.Pool`` does; a backend whose every task costs milliseconds, such as a cluster,
+  asks for fewer, bigger batches with ``Backend.batches_per_worker``), else ``MAX_UNSIZED`` to bound
+  memory in flight.
 
 size = clamp(guided, floor, cap). Tiny tasks hit ``cap`` (few round trips, which are their whole cost);
 slow ones hit ``floor`` near the end, so the final imbalance is at most ``TARGET_SECONDS``. No ``len()``
@@ -33,13 +35,14 @@ class ChunkSizer:
     """
 
     def __init__(self, workers: int, total: int | None = None, fixed: int | None = None,
-                 cap: int | None = None) -> None:
+                 cap: int | None = None, batches_per_worker: int = 4) -> None:
         if fixed is not None and fixed < 1:
             raise ValueError(f"chunksize must be >= 1, got {fixed}")
         self.workers = max(1, workers)
         self.total = total
         self.fixed = fixed
         self.cap = cap
+        self.batches_per_worker = max(1, batches_per_worker)
         self._size = fixed or 1
         self._items = 0
         self._busy = 0.0
@@ -58,7 +61,8 @@ class ChunkSizer:
         return max(1, min(size, self._cap()))
 
     def _cap(self) -> int:
-        cap = MAX_UNSIZED if self.total is None else max(1, math.ceil(self.total / (4 * self.workers)))
+        cap = (MAX_UNSIZED if self.total is None
+               else max(1, math.ceil(self.total / (self.batches_per_worker * self.workers))))
         return cap if self.cap is None else min(cap, self.cap)
 
     @property

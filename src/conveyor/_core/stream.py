@@ -183,7 +183,8 @@ class Stream(Iterator[Any]):
         cap = backend.max_batch_size
         if chunksize is not None and cap is not None:
             chunksize = min(chunksize, cap)
-        self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap)
+        self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap,
+                                 batches_per_worker=backend.batches_per_worker)
         self._total = total
         self._call = Call(backend, TaskFunction(fn), kind, self._deliver, stats,
                           timeout=task_timeout, retries=retries)
