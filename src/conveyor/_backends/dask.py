@@ -98,6 +98,10 @@ class DaskBackend(Backend):
                 raise PoolClosedError("the pool is shut down")
         if not batch.claim():
             return
+        if batch.timeout is not None:
+            error = NotImplementedError("task_timeout is not supported on the dask backend yet")
+            batch.finish(Outcome([None] * len(batch), dict.fromkeys(range(len(batch)), error)))
+            return
         key = batch.function.key
         try:
             blob = batch.function.blob(serialize.dumps)
