@@ -100,13 +100,39 @@ SCENARIOS = {
             assert pool.map(die_first_time, [(x, folder) for x in range(6)]) == list(range(6))
             worker_pids(pool)
     """,
+    "initializer and finalizer": """
+        folder = tempfile.mkdtemp()
+
+        def hook(event):
+            with open(os.path.join(folder, f"{event}-{os.getpid()}"), "w"):
+                pass
+
+        def initialized(x):
+            return os.path.exists(os.path.join(folder, f"start-{os.getpid()}"))
+
+        with conveyor.Pool(2, backend="dask", initializer=hook, initargs=("start",),
+                           finalizer=hook, finalargs=("stop",)) as pool:
+            worker_pids(pool)
+            assert all(pool.map(initialized, range(20)))
+        names = os.listdir(folder)
+        starts = {name.split("-")[1] for name in names if name.startswith("start")}
+        stops = {name.split("-")[1] for name in names if name.startswith("stop")}
+        assert len(starts) == 2 and stops == starts, names
+    """,
     "address": """
         cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                            dashboard_address=":0")
         try:
-            with conveyor.Pool(backend="dask", address=cluster.scheduler_address) as pool:
+            folder = tempfile.mkdtemp()
+
+            def mark(name):
+                open(os.path.join(folder, name), "w").close()
+
+            with conveyor.Pool(backend="dask", address=cluster.scheduler_address,
+                               initializer=mark, initargs=("start",), finalizer=mark, finalargs=("stop",)) as pool:
                 worker_pids(pool)
                 assert pool.map(abs, [-3, 4]) == [3, 4]
+            assert sorted(os.listdir(folder)) == ["start", "stop"]   # the finalizer ran on detaching
         finally:
             cluster.close()
         try:

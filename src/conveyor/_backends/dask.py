@@ -14,7 +14,8 @@ which item killed it: its items are re-run one per task, so the culprit fails al
 :class:`~conveyor.WorkerCrashedError`.
 
 Options (``Pool(backend="dask", address=...)``): ``address`` of an existing scheduler (else a local
-cluster of ``workers`` single-threaded worker processes is started, and closed with the pool).
+cluster of ``workers`` single-threaded worker processes is started, and closed with the pool). The
+pool's ``initializer``/``finalizer`` become a Dask worker plugin (setup/teardown on every worker).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from conveyor._backends._inline import CALLERS
+from conveyor._backends._inline import CALLERS, run_finalizer
 from conveyor._core import serialize
 from conveyor._core.errors import PoolClosedError, TaskCancelledError, WorkerCrashedError, short_repr
 from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
@@ -61,6 +62,24 @@ def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[
     return values, errors, time.perf_counter() - started
 
 
+class _Hooks(distributed.WorkerPlugin):
+    """The pool's ``initializer``/``finalizer`` on every Dask worker: run when the worker starts (or
+    when the pool attaches to a running worker) and when it closes. A finalizer's failure is logged,
+    as on the other backends; an initializer's failure fails the worker's setup, which Dask reports."""
+
+    def __init__(self, initializer: Any, initargs: tuple[Any, ...], finalizer: Any,
+                 finalargs: tuple[Any, ...]) -> None:
+        self.initializer, self.initargs = initializer, initargs
+        self.finalizer, self.finalargs = finalizer, finalargs
+
+    def setup(self, worker: Any) -> None:
+        if self.initializer is not None:
+            self.initializer(*self.initargs)
+
+    def teardown(self, worker: Any) -> None:
+        run_finalizer(self.finalizer, self.finalargs)
+
+
 class DaskBackend(Backend):
     name = "dask"
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True)
@@ -71,8 +90,6 @@ class DaskBackend(Backend):
         unknown = set(config.options) - {"address"}
         if unknown:
             raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
-        if config.initializer is not None or config.finalizer is not None:
-            raise NotImplementedError("initializer/finalizer are not supported on the dask backend yet")
         address = config.options.get("address")
         self._cluster: Any = None
         if address is None:
@@ -87,6 +104,11 @@ class DaskBackend(Backend):
             self._client = distributed.Client(self._cluster, set_as_default=False)
         else:
             self._client = distributed.Client(address, set_as_default=False)
+        self._hooks: str | None = None
+        if config.initializer is not None or config.finalizer is not None:
+            self._hooks = f"conveyor-hooks-{id(self)}"
+            self._client.register_plugin(_Hooks(config.initializer, config.initargs, config.finalizer,
+                                                config.finalargs), name=self._hooks)
         self._lock = threading.Lock()
         self._futures: set[Any] = set()
         self._closed = False
@@ -162,6 +184,10 @@ class DaskBackend(Backend):
             self._client.cancel(futures)
         elif wait and futures:
             distributed.wait(futures)
+        if self._hooks is not None and self._cluster is None:
+            # Someone else's cluster outlives the pool: take the hooks off its workers (their
+            # teardown runs the finalizer there now).
+            self._client.unregister_worker_plugin(self._hooks)
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
