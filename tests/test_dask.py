@@ -119,6 +119,90 @@ SCENARIOS = {
         stops = {name.split("-")[1] for name in names if name.startswith("stop")}
         assert len(starts) == 2 and stops == starts, names
     """,
+    "primitives": """
+        import queue, threading
+
+        def locked_add(args):
+            lock, counter, times = args
+            for _ in range(times):
+                with counter.get_lock():
+                    counter.value += 1
+            with lock:
+                return True
+
+        def produce(args):
+            q, start = args
+            q.put_many(range(start, start + 10))
+            return start
+
+        def wait_then_take(args):
+            event, sem = args
+            return event.wait(30) and sem.acquire(timeout=30)
+
+        ctx = conveyor.context("dask", workers=2)
+        lock, counter = ctx.Lock(), ctx.Value("i", 0)
+        q, event, sem = ctx.Queue(maxsize=100), ctx.Event(), ctx.BoundedSemaphore(1)
+        with ctx.Pool() as pool:
+            worker_pids(pool)
+            assert all(pool.map(locked_add, [(lock, counter, 5)] * 4, chunksize=1))
+            assert counter.value == 20
+            assert sorted(pool.map(produce, [(q, 0), (q, 10)], chunksize=1)) == [0, 10]
+            received = []
+            while len(received) < 20:
+                received.extend(q.get_many(20, timeout=10))
+            assert sorted(received) == list(range(20)) and q.empty()
+            taken = pool.submit(wait_then_take, (event, sem))
+            assert sem.acquire(timeout=10)                     # hold the only token
+            event.set()
+            try:
+                taken.result(timeout=1)
+                raise AssertionError("acquired a held semaphore")
+            except TimeoutError:
+                pass
+            sem.release()
+            assert taken.result(timeout=30) is True            # the worker got it once released
+            sem.release()
+            try:
+                sem.release()
+                raise AssertionError("over-release accepted")
+            except ValueError:
+                pass
+        assert lock.acquire(timeout=5) and lock.locked()
+        assert not lock.acquire(blocking=False)
+        lock.release()
+        assert not lock.locked()
+        try:
+            lock.release()
+            raise AssertionError("released an unlocked lock")
+        except RuntimeError:
+            pass
+        small = ctx.Queue(maxsize=1)
+        small.put(1)
+        try:
+            small.put(2, timeout=0.2)
+            raise AssertionError("no Full")
+        except queue.Full:
+            pass
+        assert small.get() == 1
+        try:
+            small.get(timeout=0.2)
+            raise AssertionError("no Empty")
+        except queue.Empty:
+            pass
+        small.put(3)
+        small.shutdown()
+        assert small.get() == 3
+        try:
+            small.get()
+            raise AssertionError("no ShutDown")
+        except conveyor.ShutDown:
+            pass
+        try:
+            small.put(4)
+            raise AssertionError("put after shutdown")
+        except conveyor.ShutDown:
+            pass
+    """,
     "address": """
         cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                            dashboard_address=":0")

@@ -232,6 +232,25 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError(f"the {cls.name!r} backend has no synchronization primitives yet")
 
+    def worker_primitives(self) -> Any:
+        """The factory of primitives for *this* backend's workers (what ``pool.Lock()`` uses).
+
+        By default the class-level factory (:meth:`primitives`); a cluster backend returns one bound
+        to its own cluster, so that a pool's locks and queues live where its workers are.
+        """
+        return type(self).primitives(self.config)
+
+    @classmethod
+    def context_options(cls, options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """What a context's pools and primitives must share, added to the context's options.
+
+        Called once per context, on first use. Returns the options to use from then on, and an
+        object to keep alive (and close, if it has ``close()``) for as long as the context lives —
+        a local cluster, for a cluster backend, so that ``ctx.Lock()`` and ``ctx.Pool()`` meet on one.
+        By default: the options unchanged, nothing to keep.
+        """
+        return options, None
+
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, on_done: Callable[[SpawnedTask], None] | None = None) -> SpawnedTask:

@@ -6,6 +6,9 @@ shared values) all fit that backend, in the spirit of ``multiprocessing.get_cont
 
 from __future__ import annotations
 
+import inspect
+import threading
+import weakref
 from typing import Any, Callable, Iterable
 
 from conveyor._core import config as _config
@@ -18,6 +21,14 @@ from conveyor.primitives import PrimitiveFactories
 __all__ = ["Context", "context", "map"]
 
 _CALL_OPTIONS = ("timeout", "chunksize", "task_timeout", "retries", "progress")
+_POOL_PARAMETERS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "options"}
+
+
+def _close_quietly(resource: Any) -> None:
+    try:
+        resource.close()
+    except Exception:  # noqa: BLE001 - at exit or collection: nothing left to tell
+        pass
 
 
 class Context(PrimitiveFactories):
@@ -40,14 +51,30 @@ class Context(PrimitiveFactories):
     def __init__(self, backend: str | None = None, **defaults: Any) -> None:
         self.backend = backend or _config.setting("backend")
         self._backend_class = backend_class(self.backend)  # fails now, with the install hint
-        self._defaults = defaults
+        self._given = defaults
+        self._shared: dict[str, Any] | None = None
+        self._lock = threading.Lock()
         self._primitives: object | None = None
+
+    @property
+    def _defaults(self) -> dict[str, Any]:
+        """The context's options, completed on first use with what its pools and primitives share."""
+        with self._lock:
+            if self._shared is None:
+                options, keep = self._backend_class.context_options(dict(self._given))
+                if keep is not None and hasattr(keep, "close"):
+                    weakref.finalize(self, _close_quietly, keep)
+                self._keep = keep
+                self._shared = options
+            return self._shared
 
     def _primitive_factory(self) -> object:
         if self._primitives is None:
-            start_method = self._defaults.get("start_method") or _config.setting("start_method")
-            self._primitives = self._backend_class.primitives(
-                BackendConfig(workers=1, start_method=start_method))
+            defaults = self._defaults
+            start_method = defaults.get("start_method") or _config.setting("start_method")
+            self._primitives = self._backend_class.primitives(BackendConfig(
+                workers=defaults.get("workers") or 1, start_method=start_method,
+                options={name: value for name, value in defaults.items() if name not in _POOL_PARAMETERS}))
         return self._primitives
 
     def Pool(self, workers: int | None = None, **options: Any) -> Pool:  # noqa: N802 - mirrors multiprocessing

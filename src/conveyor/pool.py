@@ -219,7 +219,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
     def _primitive_factory(self) -> Any:
         if self._primitives is None:
-            self._primitives = type(self._backend).primitives(self._backend.config)
+            self._primitives = self._backend.worker_primitives()
         return self._primitives
 
     def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes

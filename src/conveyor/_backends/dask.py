@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 from conveyor._backends._inline import CALLERS, run_finalizer
+from conveyor._core.config import usable_cores
 from conveyor._core import serialize
 from conveyor._core.errors import PoolClosedError, TaskCancelledError, WorkerCrashedError, short_repr
 from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
@@ -36,7 +38,13 @@ try:
 except ImportError as exc:  # the registry turns this into BackendUnavailableError with the install hint
     raise ImportError(f"dask.distributed is not installed ({exc})") from exc
 
+from conveyor._backends.dask_primitives import DaskPrimitives  # noqa: E402 - needs distributed
+
 _functions: dict[int, Callable[..., Any]] = {}
+
+
+def default_workers() -> int:
+    return usable_cores()
 _functions_lock = threading.Lock()
 
 
@@ -60,6 +68,20 @@ def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[
             values.append(None)
             errors[position] = serialize.dumps_exception(exc)
     return values, errors, time.perf_counter() - started
+
+
+def local_cluster(workers: int) -> Any:
+    """A local cluster of ``workers`` single-threaded worker processes, set up for conveyor.
+
+    A lost task is reported at once (the core re-runs its items alone), not retried by Dask three
+    times on other workers first; and a worker is given one task at a time, so that a worker's death
+    takes down only the task that killed it.
+    """
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}):
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=":0",
+                                        silence_logs=logging.CRITICAL)  # crashes are reported as errors
 
 
 class _Hooks(distributed.WorkerPlugin):
@@ -93,14 +115,7 @@ class DaskBackend(Backend):
         address = config.options.get("address")
         self._cluster: Any = None
         if address is None:
-            # A lost task is reported at once (the core re-runs its items alone), not retried by Dask
-            # three times on other workers first; and a worker is given one task at a time, so that
-            # a worker's death takes down only the task that killed it.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                  "distributed.scheduler.worker-saturation": 1.0}):
-                self._cluster = distributed.LocalCluster(
-                    n_workers=config.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=":0", silence_logs=logging.CRITICAL)  # crashes are reported as errors
+            self._cluster = local_cluster(config.workers)
             self._client = distributed.Client(self._cluster, set_as_default=False)
         else:
             self._client = distributed.Client(address, set_as_default=False)
@@ -114,6 +129,30 @@ class DaskBackend(Backend):
         self._closed = False
         self._blobs: dict[int, bytes] = {}
 
+    # -- primitives: on the cluster's scheduler ----------------------------------------------------
+    def worker_primitives(self) -> Any:
+        return DaskPrimitives(self._client)
+
+    @classmethod
+    def primitives(cls, config: BackendConfig) -> Any:
+        address = config.options.get("address")
+        if address is None:
+            raise NotImplementedError("dask primitives need a cluster: make them with a context "
+                                      "(conveyor.context('dask')) or a pool (pool.Lock())")
+        client = distributed.Client(address, set_as_default=False)
+        factory = DaskPrimitives(client)
+        weakref.finalize(factory, client.close)
+        return factory
+
+    @classmethod
+    def context_options(cls, options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """A context without an ``address`` starts one local cluster for its pools and primitives."""
+        if options.get("address") is not None:
+            return options, None
+        cluster = local_cluster(options.get("workers") or default_workers())
+        return {**options, "address": cluster.scheduler_address}, cluster
+
+    # -- work ------------------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
         with self._lock:
             if self._closed:
