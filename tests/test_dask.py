@@ -203,6 +203,52 @@ SCENARIOS = {
         except conveyor.ShutDown:
             pass
     """,
+    "condition and barrier": """
+        import threading
+
+        def wait_for_three(args):
+            cond, count = args
+            with cond:
+                return cond.wait_for(lambda: count.value >= 3, timeout=60)
+
+        ctx = conveyor.context("dask", workers=2)
+        with ctx.Pool() as pool:
+            worker_pids(pool)
+            cond, count = ctx.Condition(), ctx.Value("i", 0, lock=False)
+            waiting = pool.submit(wait_for_three, (cond, count))
+            for _ in range(3):
+                with cond:
+                    count.value += 1
+                    cond.notify_all()
+            assert waiting.result(timeout=60) is True
+            with cond:
+                assert cond.wait(timeout=0.2) is False          # nobody notifies: a timeout
+            try:
+                cond.notify()
+                raise AssertionError("notify without the lock")
+            except RuntimeError:
+                pass
+
+            barrier = ctx.Barrier(3, timeout=60)
+            others = [pool.submit(barrier.wait) for _ in range(2)]
+            mine = barrier.wait()
+            assert sorted([mine] + [other.result(timeout=60) for other in others]) == [0, 1, 2]
+            lonely = ctx.Barrier(2, timeout=0.3)
+            try:
+                lonely.wait()
+                raise AssertionError("a lonely barrier passed")
+            except threading.BrokenBarrierError:
+                assert lonely.broken
+            lonely.reset()
+            assert not lonely.broken
+            aborted = ctx.Barrier(2)
+            aborted.abort()
+            try:
+                aborted.wait()
+                raise AssertionError("an aborted barrier passed")
+            except threading.BrokenBarrierError:
+                pass
+    """,
     "address": """
         cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                            dashboard_address=":0")

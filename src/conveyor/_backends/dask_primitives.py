@@ -369,6 +369,186 @@ class DaskValue(_Named):
         return self._lock
 
 
+class DaskCondition(_Named):
+    """``threading.Condition`` on the cluster, around a Dask ``Lock`` or ``RLock``.
+
+    Each waiter parks on an event of its own, named in a queue of waiters; ``notify(n)`` sets the
+    events of the first ``n`` that are still waiting. A waiter that timed out marks itself gone, and
+    a notify that reaches it passes on to the next (so a timed-out waiter never swallows a notify;
+    when a timeout and a notify cross, one extra waiter may wake, which ``wait_for`` absorbs).
+    """
+
+    kind = "condition"
+
+    def __init__(self, lock: Any = None, *, _name: str | None = None, _client: Any) -> None:
+        self.name = self._register(_name)
+        self._client = _client
+        if lock is None:
+            lock = DaskRLock(_client=_client)
+        if not isinstance(lock, DaskLock):
+            raise TypeError("a dask Condition needs a lock made by the same context (ctx.Lock() or ctx.RLock())")
+        self._lock = lock
+        self._waiters = distributed.Queue(f"{self.name}-waiters", client=_client)
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self._lock,)
+
+    def acquire(self, *args: Any) -> bool:
+        return self._lock.acquire(*args)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.__exit__(*exc)
+
+    def _owned(self) -> bool:
+        lock = self._lock
+        if isinstance(lock, DaskRLock):
+            return lock._owner == threading.get_ident()
+        return bool(lock._lock.locked())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        name = f"{self.name}-waiter-{uuid.uuid4().hex}"
+        event = distributed.Event(name, client=self._client)
+        self._waiters.put(name)
+        depth = 1
+        if isinstance(self._lock, DaskRLock):
+            depth, self._lock._depth = self._lock._depth, 1
+        self._lock.release()
+        try:
+            woken = bool(event.wait(timeout))
+            if not woken:
+                distributed.Variable(f"{name}-gone", client=self._client).set(True)
+                woken = bool(event.is_set())  # a notify that crossed the timeout still counts
+        finally:
+            self._lock.acquire()
+            if isinstance(self._lock, DaskRLock):
+                self._lock._depth = depth
+        return woken
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        end = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        if not self._owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        woken = 0
+        while woken < n and self._waiters.qsize():
+            try:
+                name = self._waiters.get(timeout=_SLICE_SECONDS)
+            except TimeoutError:
+                break
+            distributed.Event(name, client=self._client).set()
+            try:
+                gone = distributed.Variable(f"{name}-gone", client=self._client).get(timeout=0.01)
+            except TimeoutError:
+                gone = False
+            if not gone:
+                woken += 1
+
+    def notify_all(self) -> None:
+        self.notify(1 << 30)
+
+
+class DaskBarrier(_Named):
+    """``threading.Barrier`` on the cluster: a shared state under a Dask lock, one event per generation.
+
+    A party that times out breaks the barrier for the others, as in the stdlib.
+    """
+
+    kind = "barrier"
+
+    def __init__(self, parties: int, action: Any = None, timeout: float | None = None, *,
+                 _name: str | None = None, _client: Any) -> None:
+        if parties < 1:
+            raise ValueError("parties must be >= 1")
+        created = _name is None
+        self.name = self._register(_name)
+        self._client = _client
+        self.parties = parties
+        self._action = action
+        self._timeout = timeout
+        self._guard = DaskLock(_name=f"{self.name}-guard", _client=_client)
+        self._state = distributed.Variable(f"{self.name}-state", client=_client)
+        if created:
+            self._state.set({"count": 0, "generation": 0, "broken": False, "reset_of": -1})
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.parties, self._action, self._timeout)
+
+    def _event(self, generation: int) -> Any:
+        return distributed.Event(f"{self.name}-generation-{generation}", client=self._client)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            timeout = self._timeout
+        with self._guard:
+            state = self._state.get()
+            if state["broken"]:
+                raise threading.BrokenBarrierError
+            generation, index = state["generation"], state["count"]
+            if index + 1 == self.parties:
+                if self._action is not None:
+                    try:
+                        self._action()
+                    except BaseException:
+                        self._state.set({**state, "broken": True})
+                        self._event(generation).set()
+                        raise
+                self._state.set({**state, "count": 0, "generation": generation + 1})
+                self._event(generation).set()
+                return index
+            self._state.set({**state, "count": index + 1})
+        if not self._event(generation).wait(timeout):
+            with self._guard:
+                state = self._state.get()
+                if state["generation"] == generation:
+                    self._state.set({**state, "broken": True})
+                    self._event(generation).set()
+            raise threading.BrokenBarrierError
+        state = self._state.get()
+        if (state["broken"] and state["generation"] == generation) or state["reset_of"] == generation:
+            raise threading.BrokenBarrierError
+        return index
+
+    def abort(self) -> None:
+        with self._guard:
+            state = self._state.get()
+            self._state.set({**state, "broken": True})
+            self._event(state["generation"]).set()
+
+    def reset(self) -> None:
+        with self._guard:
+            state = self._state.get()
+            generation = state["generation"]
+            self._state.set({"count": 0, "generation": generation + 1, "broken": False,
+                             "reset_of": generation if state["count"] else state["reset_of"]})
+            self._event(generation).set()
+
+    @property
+    def n_waiting(self) -> int:
+        state = self._state.get()
+        return 0 if state["broken"] else int(state["count"])
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._state.get()["broken"])
+
+
 class DaskPrimitives:
     """The factory behind ``conveyor.context("dask").Lock()`` and ``pool.Queue()`` on Dask."""
 
@@ -390,6 +570,12 @@ class DaskPrimitives:
     def Event(self) -> DaskEvent:  # noqa: N802
         return DaskEvent(_client=self._client)
 
+    def Condition(self, lock: Any = None) -> DaskCondition:  # noqa: N802
+        return DaskCondition(lock, _client=self._client)
+
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> DaskBarrier:  # noqa: N802
+        return DaskBarrier(parties, action, timeout, _client=self._client)
+
     def Queue(self, maxsize: int = 0) -> DaskQueue:  # noqa: N802
         return DaskQueue(maxsize, _client=self._client)
 
@@ -397,7 +583,7 @@ class DaskPrimitives:
         return DaskValue(typecode_or_type, value, lock, _client=self._client)
 
     def __getattr__(self, name: str) -> Any:
-        if name in {"Condition", "Barrier", "LifoQueue", "PriorityQueue", "Pipe", "Array", "dict", "list",
+        if name in {"LifoQueue", "PriorityQueue", "Pipe", "Array", "dict", "list",
                     "Namespace"}:
             def missing(*_: Any, **__: Any) -> Any:
                 raise NotImplementedError(f"{name} is not available on the dask backend yet")
