@@ -189,6 +189,11 @@ class DaskBackend(Backend):
             errors = {position: serialize.loads_exception(blob) for position, blob in blobs.items()}
             batch.finish(Outcome(values, errors, busy=busy))
             return
+        if status == "lost":
+            # The result was computed, then lost with its worker before we fetched it (killed by a
+            # later task): nothing is wrong with these inputs, run them again.
+            batch.finish(Outcome([None] * len(batch), {}, lost=list(positions)))
+            return
         if status == "cancelled":
             stop = TaskCancelledError("the pool was shut down before this task ran")
             batch.finish(Outcome([None] * len(batch), dict.fromkeys(positions, stop)))
@@ -197,6 +202,9 @@ class DaskBackend(Backend):
             exc = future.exception()
         except BaseException as error:  # noqa: BLE001
             exc = error
+        if exc is None:  # not an error after all (a status we do not know): run the inputs again
+            batch.finish(Outcome([None] * len(batch), {}, lost=list(positions)))
+            return
         self._finish_failed(batch, exc)
 
     def _finish_failed(self, batch: Batch, exc: BaseException) -> None:
