@@ -6,6 +6,7 @@ shared values) all fit that backend, in the spirit of ``multiprocessing.get_cont
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import threading
 import weakref
@@ -24,11 +25,12 @@ _CALL_OPTIONS = ("timeout", "chunksize", "task_timeout", "retries", "progress")
 _POOL_PARAMETERS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "options"}
 
 
-def _close_quietly(resource: Any) -> None:
-    try:
-        resource.close()
-    except Exception:  # noqa: BLE001 - at exit or collection: nothing left to tell
-        pass
+def _close_in_order(resources: list[Any]) -> None:
+    for resource in resources:
+        try:
+            resource.close()
+        except Exception:  # noqa: BLE001 - at exit or collection: nothing left to tell
+            pass
 
 
 class Context(PrimitiveFactories):
@@ -55,6 +57,7 @@ class Context(PrimitiveFactories):
         self._shared: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._primitives: object | None = None
+        self._resources: list[Any] = []   # closed in this order when the context goes (users first)
 
     @property
     def _defaults(self) -> dict[str, Any]:
@@ -63,7 +66,11 @@ class Context(PrimitiveFactories):
             if self._shared is None:
                 options, keep = self._backend_class.context_options(dict(self._given))
                 if keep is not None and hasattr(keep, "close"):
-                    weakref.finalize(self, _close_quietly, keep)
+                    self._resources.append(keep)
+                    weakref.finalize(self, _close_in_order, self._resources)
+                    # At exit too, and before the engine's own exit hooks (registered earlier, so
+                    # run later) close the cluster under clients that would then try to reconnect.
+                    atexit.register(_close_in_order, self._resources)
                 self._keep = keep
                 self._shared = options
             return self._shared
@@ -75,6 +82,8 @@ class Context(PrimitiveFactories):
             self._primitives = self._backend_class.primitives(BackendConfig(
                 workers=defaults.get("workers") or 1, start_method=start_method,
                 options={name: value for name, value in defaults.items() if name not in _POOL_PARAMETERS}))
+            if hasattr(self._primitives, "close"):
+                self._resources.insert(0, self._primitives)  # before what they connect to
         return self._primitives
 
     def Pool(self, workers: int | None = None, **options: Any) -> Pool:  # noqa: N802 - mirrors multiprocessing

@@ -139,9 +139,8 @@ class DaskBackend(Backend):
         if address is None:
             raise NotImplementedError("dask primitives need a cluster: make them with a context "
                                       "(conveyor.context('dask')) or a pool (pool.Lock())")
-        client = distributed.Client(address, set_as_default=False)
-        factory = DaskPrimitives(client)
-        weakref.finalize(factory, client.close)
+        factory = DaskPrimitives(distributed.Client(address, set_as_default=False), owns_client=True)
+        weakref.finalize(factory, factory.close)
         return factory
 
     @classmethod

@@ -552,8 +552,14 @@ class DaskBarrier(_Named):
 class DaskPrimitives:
     """The factory behind ``conveyor.context("dask").Lock()`` and ``pool.Queue()`` on Dask."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, owns_client: bool = False) -> None:
         self._client = client
+        self._owns_client = owns_client
+
+    def close(self) -> None:
+        """Close the client this factory opened (a context's; a pool's is the pool's to close)."""
+        if self._owns_client:
+            self._client.close()
 
     def Lock(self) -> DaskLock:  # noqa: N802 - the stdlib's names
         return DaskLock(_client=self._client)
