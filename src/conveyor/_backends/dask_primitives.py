@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import distributed
 
 from conveyor._core.errors import ShutDown
+from conveyor._core.waiting import wait_for
 
 _SLICE_SECONDS = 0.1
 _objects: weakref.WeakValueDictionary[tuple[type, str], Any] = weakref.WeakValueDictionary()
@@ -433,15 +434,7 @@ class DaskCondition(_Named):
         return woken
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
-        end = None if timeout is None else time.monotonic() + timeout
-        result = predicate()
-        while not result:
-            remaining = None if end is None else end - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            self.wait(remaining)
-            result = predicate()
-        return result
+        return wait_for(self.wait, predicate, timeout)
 
     def notify(self, n: int = 1) -> None:
         if not self._owned():

@@ -29,6 +29,7 @@ from typing import Any
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.liveness import alive
 from conveyor._core.errors import OwnerDiedError
+from conveyor._core.waiting import wait_for
 
 _MUTEX = 0
 _COND = pthreads.MUTEX_BYTES
@@ -458,15 +459,7 @@ class ProcessCondition(_Shared):
         return woken
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
-        end = None if timeout is None else time.monotonic() + timeout
-        result = predicate()
-        while not result:
-            remaining = None if end is None else end - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            self.wait(remaining)
-            result = predicate()
-        return result
+        return wait_for(self.wait, predicate, timeout)
 
     def notify(self, n: int = 1) -> None:
         if not self._lock._is_owned():
