@@ -89,11 +89,17 @@ def lock(mutex: int, timeout: float | None) -> bool:
             if end is not None and time.monotonic() >= end:
                 return False
             time.sleep(0)  # back in Python between slices: a pending Ctrl-C is raised here
+    _raise_if_owner_died(code, pointer)
+    _check(code, "pthread_mutex_lock")
+    return True
+
+
+def _raise_if_owner_died(code: int, pointer: Any) -> None:
+    """After a lock call: its previous owner died holding it. Make the mutex usable again (we hold
+    it now) and say so."""
     if code == errno.EOWNERDEAD:
         _check(_libc.pthread_mutex_consistent(pointer), "pthread_mutex_consistent")
         raise OwnerDied
-    _check(code, "pthread_mutex_lock")
-    return True
 
 
 def lock_internal(mutex: int) -> None:
@@ -146,9 +152,7 @@ def try_lock(mutex: Any) -> bool:
         return True
     if code == errno.EBUSY:
         return False
-    if code == errno.EOWNERDEAD:
-        _check(_libc.pthread_mutex_consistent(mutex), "pthread_mutex_consistent")
-        raise OwnerDied
+    _raise_if_owner_died(code, mutex)
     _check(code, "pthread_mutex_trylock")
     return False
 
