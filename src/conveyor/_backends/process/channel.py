@@ -126,11 +126,20 @@ class _SharedQueue(_Shared):
         words[_JOURNAL_LEN] = 0
 
     def _commit_live(self, first: int, second: int, third: int, count: int, unfinished: int) -> None:
-        """Commit the five live fields (the common case: one journal write, one flag, one apply)."""
+        """Commit the five live fields (the common case: one journal write, one flag, one apply).
+
+        The fields are stored one aligned word at a time, never with ``struct.pack_into``: that zeroes
+        its whole target before packing, so a reader without the lock (``qsize``, ``empty``) could see
+        a count of 0 mid-commit, and a process killed there would leave zeros until the next locker
+        recovers."""
         view, words = self._view, self._words
         _LIVE_LOG.pack_into(view, _STATE + 8 * _JOURNAL, 0, first, 1, second, 2, third, 3, count, 4, unfinished)
         words[_JOURNAL_LEN] = 5          # the commit point: one aligned word
-        _LIVE.pack_into(view, _STATE, first, second, third, count, unfinished)
+        words[0] = first
+        words[1] = second
+        words[2] = third
+        words[_COUNT] = count
+        words[_UNFINISHED] = unfinished
         words[_JOURNAL_LEN] = 0
 
     def _commit(self, changes: dict[int, int]) -> None:
