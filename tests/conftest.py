@@ -24,7 +24,19 @@ SLOWDOWN = float(os.environ.get("CONVEYOR_TEST_SLOWDOWN", "1"))
 """Scale every bounded wait in the tests (set >1 on a slow or loaded machine)."""
 
 LEAK_GRACE = 5.0 * SLOWDOWN
-BACKENDS = ("serial", "thread", "process")
+
+CLUSTER = os.environ.get("CONVEYOR_TEST_CLUSTER") or None
+"""Cluster mode (set by test_cluster_conformance.py): every test parametrized over backends runs on
+this engine instead, against the running cluster that the engine's own setting names
+(``DASK_SCHEDULER_ADDRESS``, ``RAY_ADDRESS``); every other test is deselected."""
+
+
+def backends(*local: str) -> tuple[str, ...]:
+    """The backends a parametrized test runs on: ``local`` normally, the cluster in cluster mode."""
+    return (CLUSTER,) if CLUSTER else local
+
+
+BACKENDS = backends("serial", "thread", "process")
 START_METHODS = tuple(m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods())
 
 
@@ -109,10 +121,27 @@ def _in_use_elsewhere(names: set[str]) -> set[str]:
     return found
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CLUSTER is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (keep if CLUSTER in params.values() else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_helpers() -> Iterator[None]:
-    """Start the forkserver and resource tracker once, so that no test is blamed for them."""
-    if "forkserver" in START_METHODS:
+    """Start the forkserver and resource tracker once (in cluster mode: the engine client's
+    process-wide threads), so that no test is blamed for them."""
+    if CLUSTER is not None:
+        with conveyor.Pool(1, backend=CLUSTER) as pool:
+            pool.map(abs, [1])
+        conveyor.context(CLUSTER).Lock()
+    elif "forkserver" in START_METHODS:
         with conveyor.Pool(1, backend="process", start_method="forkserver") as pool:
             pool.map(abs, [1])
     yield

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import conveyor
+from conftest import backends
 from conveyor._core.config import default_start_method
 from conveyor.cli import main
 
@@ -47,7 +48,7 @@ def write_job(tmp_path: Path, source: str, name: str = "job.py") -> Path:
 
 
 # -- conveyor run: inputs and order ----------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
 def test_range_with_module_function_in_order(backend: str) -> None:
     proc = cli("run", "--range", "0:200", "operator:neg", "--backend", backend, "--workers", "2")
     assert proc.returncode == 0, proc.stderr

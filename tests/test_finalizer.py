@@ -15,7 +15,7 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import bounded, wait_until
+from conftest import backends, bounded, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,7 +67,7 @@ def test_close_and_join_run_the_finalizer(backend, tmp_path):
     _check_once_per_worker(pool, path)
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_each_recycled_worker_runs_the_finalizer(backend, tmp_path):
     path = tmp_path / "final"
     with conveyor.Pool(1, backend=backend, max_tasks_per_worker=1, finalizer=tasks.append_line,

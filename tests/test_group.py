@@ -19,14 +19,14 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import START_METHODS, bounded, wait_until
+from conftest import START_METHODS, backends, bounded, wait_until
 from test_signals import Scenario, _interrupt
 
 pytestmark = pytest.mark.timeout(60)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-KINDS = ("serial", "thread", *(f"process-{method}" for method in START_METHODS))
-LIVE = ("thread", "process")  # backends whose tasks run concurrently with the block
+KINDS = backends("serial", "thread", *(f"process-{method}" for method in START_METHODS))
+LIVE = backends("thread", "process")  # backends whose tasks run concurrently with the block
 
 
 def make_context(kind: str) -> conveyor.Context:
@@ -158,7 +158,7 @@ def test_an_exception_is_raised_at_exit_with_its_type(kind):
         assert "fail_after" in str(caught.value.__cause__)
 
 
-@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
 def test_top_level_pool_and_context_groups(backend):
     with conveyor.TaskGroup(backend) as g:
         a = g.spawn(tasks.add, 1, 2)
@@ -383,7 +383,7 @@ def test_unpicklable_result_fails_that_task():
         g.spawn(tasks.return_lock, None)
 
 
-@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
 def test_spawn_outside_the_block_is_refused(backend):
     group = conveyor.TaskGroup(backend)
     with pytest.raises(conveyor.PoolClosedError, match="enter"):

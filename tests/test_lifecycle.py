@@ -15,7 +15,7 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import bounded
+from conftest import backends, bounded
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,7 +29,7 @@ def test_big_closure_and_big_result_do_not_deadlock_the_supervisor():
         assert second.result(timeout=bounded(30)) == len(payload)
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", backends("process", "thread"))
 def test_submissions_racing_shutdown_all_complete(backend):
     pool = conveyor.Pool(2, backend=backend)
     futures, refused = [], []
@@ -56,7 +56,7 @@ def test_submissions_racing_shutdown_all_complete(backend):
     assert len(futures) + len(refused) == 300
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", backends("process", "thread"))
 def test_recycled_workers_are_replaced_while_a_graceful_shutdown_drains(backend):
     pool = conveyor.Pool(1, backend=backend, max_tasks_per_worker=1)
     futures = [pool.submit(tasks.sleep_then, i, 0.05) for i in range(3)]
@@ -95,7 +95,7 @@ def test_a_callback_raising_system_exit_does_not_stop_the_supervisor(caplog):
     assert any("raised" in record.getMessage() for record in caplog.records)
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", backends("process", "thread"))
 def test_imap_on_a_pool_nobody_holds(backend):
     assert sum(conveyor.Pool(2, backend=backend).imap(tasks.square, range(1000))) == sum(x * x for x in range(1000))
 
@@ -106,7 +106,7 @@ def test_retries_and_reruns_still_happen_during_a_graceful_shutdown(tmp_path):
     assert [f.result(timeout=0) for f in futures] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
+@pytest.mark.parametrize("backend", backends("process", "thread"))
 def test_work_submitted_before_close_finishes_at_interpreter_exit(tmp_path, backend):
     script = textwrap.dedent(f"""
         import sys

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 import conveyor
-from conftest import bounded
+from conftest import backends, bounded
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -53,7 +53,7 @@ def test_map_filter_flat_map_batch_keep_order_on_every_combination(backends):
     assert stats["stages"][2]["dropped"] == 100
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_unordered_stages_lose_and_duplicate_nothing(backend):
     pipe = conveyor.Pipeline(range(500)).map(lambda x: x * x, workers=4, backend=backend, ordered=False)
     assert sorted(pipe) == [x * x for x in range(500)]
@@ -87,7 +87,7 @@ def _per_worker(items):
         yield (item, connection["pid"])
 
 
-@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
 def test_generator_stages_run_once_per_worker_over_an_iterator(backend):
     workers = 1 if backend == "serial" else 2
     out = conveyor.Pipeline(range(200)).map(_per_worker, workers=workers, backend=backend).run()
@@ -96,7 +96,7 @@ def test_generator_stages_run_once_per_worker_over_an_iterator(backend):
         assert os.getpid() not in {pid for _, pid in out}
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_on_start_runs_in_each_worker_before_its_items(backend):
     out = conveyor.Pipeline(range(20)).map(_uses_connection, workers=2, backend=backend, on_start=_connect).run()
     assert all(opened for _, opened in out)
@@ -296,7 +296,7 @@ def _write_line(path, text):
         file.write(text + "\n")
 
 
-@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
 @pytest.mark.parametrize("generator", [False, True], ids=["function", "generator"])
 def test_on_start_and_on_stop_run_once_per_worker(tmp_path, backend, generator):
     log = tmp_path / "log"
@@ -356,7 +356,7 @@ def _raise_first_time(args):
     return x
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_a_stage_with_retries_tries_a_raising_item_again(tmp_path, backend):
     items = [(x, str(tmp_path)) for x in range(6)]
     assert conveyor.Pipeline(items).map(_raise_first_time, backend=backend, retries=1).run() == list(range(6))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import conveyor
-from conftest import bounded
+from conftest import backends, bounded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +30,7 @@ def _first_three(items):
         yield item
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_a_generator_stage_that_stops_reading_early_finishes_at_once_and_leaves_nothing(backend):
     """The output ends normally while the stages before the generator stage are still blocked putting
     into its feed: the normal end used to join them for STOP_SECONDS (5 s) and then leave them
@@ -51,7 +51,7 @@ def _failing_source(at):
         yield value
 
 
-@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
 def test_a_source_that_raises_delivers_every_item_before_it(backend):
     """docs/pipelines.md: "An exception raised by the source itself always stops the pipeline: the items
     before it are delivered, then it is raised." They were dropped (the feeds closed at once)."""
@@ -71,7 +71,7 @@ def _fails_on_13(items):
         yield item
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 @pytest.mark.parametrize("errors", ["raise", "collect"])
 def test_a_generator_stage_failure_names_its_stage_and_is_recorded(backend, errors):
     """A generator stage's exception was raised bare: no note naming the stage, ``pipe.errors`` empty
@@ -91,7 +91,7 @@ def _broken_start():
     raise RuntimeError("on_start broke")
 
 
-@pytest.mark.parametrize("backend", ["thread", "process", "serial"])
+@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
 def test_a_stage_error_without_an_input_does_not_claim_input_none(backend):
     """An error that belongs to no item (an ``on_start`` that raises) was noted as
     "failed on input None" (thread, process) or not attributed to any stage at all (serial)."""
@@ -110,7 +110,7 @@ def _passthrough(items):
         yield item
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_a_generator_stage_waiting_on_its_input_is_not_busy(backend):
     """A generator stage's busy time was the wall time of its worker (waiting on input included), so a
     pass-through stage behind a slow one showed utilization 1.0 and could be named the bottleneck."""
@@ -159,7 +159,7 @@ def test_items_from_a_slow_source_are_not_held_back_by_lost_wake_ups():
     assert max(delays) < bounded(0.3), delays
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", backends("thread", "process"))
 def test_a_pipeline_as_the_source_of_another_stops_with_it(backend):
     inner = conveyor.Pipeline(itertools.count()).map(_ident, workers=2, backend=backend)
     outer = conveyor.Pipeline(inner).map(lambda x: x * 2, backend="thread")

@@ -34,11 +34,11 @@ from hypothesis.stateful import (
 )
 
 import conveyor
-from conftest import START_METHODS, bounded
+from conftest import START_METHODS, backends, bounded
 
 pytestmark = pytest.mark.timeout(120)
 
-MODEL_BACKENDS = ("thread", "process")
+MODEL_BACKENDS = backends("thread", "process")
 
 SETTINGS = settings(
     max_examples=30,

@@ -13,12 +13,12 @@ import time
 import pytest
 
 import conveyor
-from conftest import START_METHODS, bounded
+from conftest import START_METHODS, backends, bounded
 
 pytestmark = pytest.mark.timeout(60)
 
-PRIMITIVE_BACKENDS = ("thread", "serial")
-SYNC_BACKENDS = ("thread", "serial", "process")
+PRIMITIVE_BACKENDS = backends("thread", "serial")
+SYNC_BACKENDS = backends("thread", "serial", "process")
 
 
 @pytest.fixture(params=PRIMITIVE_BACKENDS)

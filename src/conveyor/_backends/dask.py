@@ -13,9 +13,10 @@ the worker's traceback as ``__cause__``. A task lost with its worker (``KilledWo
 which item killed it: its items are re-run one per task, so the culprit fails alone, as
 :class:`~conveyor.WorkerCrashedError`.
 
-Options (``Pool(backend="dask", address=...)``): ``address`` of an existing scheduler (else a local
-cluster of ``workers`` single-threaded worker processes is started, and closed with the pool). The
-pool's ``initializer``/``finalizer`` become a Dask worker plugin (setup/teardown on every worker).
+Options (``Pool(backend="dask", address=...)``): ``address`` of an existing scheduler, else Dask's
+``scheduler-address`` setting (e.g. ``DASK_SCHEDULER_ADDRESS``), else a local cluster of ``workers``
+single-threaded worker processes is started, and closed with the pool. The pool's
+``initializer``/``finalizer`` become a Dask worker plugin (setup/teardown on every worker).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[
     return values, errors, time.perf_counter() - started
 
 
+def configured_address(options: dict[str, Any]) -> str | None:
+    """The scheduler to use: the ``address`` option, else Dask's own ``scheduler-address`` setting
+    (``DASK_SCHEDULER_ADDRESS`` in the environment, or Dask's config files), which every Dask client
+    honours; None means "start a local cluster"."""
+    address = options.get("address")
+    if address is None:
+        address = dask.config.get("scheduler-address", None) or None
+    return address
+
+
 def local_cluster(workers: int) -> Any:
     """A local cluster of ``workers`` single-threaded worker processes, set up for conveyor.
 
@@ -112,7 +123,7 @@ class DaskBackend(Backend):
         unknown = set(config.options) - {"address"}
         if unknown:
             raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
-        address = config.options.get("address")
+        address = configured_address(config.options)
         self._cluster: Any = None
         if address is None:
             self._cluster = local_cluster(config.workers)
@@ -135,7 +146,7 @@ class DaskBackend(Backend):
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
-        address = config.options.get("address")
+        address = configured_address(config.options)
         if address is None:
             raise NotImplementedError("dask primitives need a cluster: make them with a context "
                                       "(conveyor.context('dask')) or a pool (pool.Lock())")
@@ -146,8 +157,9 @@ class DaskBackend(Backend):
     @classmethod
     def context_options(cls, options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """A context without an ``address`` starts one local cluster for its pools and primitives."""
-        if options.get("address") is not None:
-            return options, None
+        address = configured_address(options)
+        if address is not None:
+            return {**options, "address": address}, None
         cluster = local_cluster(options.get("workers") or default_workers())
         return {**options, "address": cluster.scheduler_address}, cluster
 
