@@ -16,33 +16,16 @@ import psutil
 import pytest
 
 from conftest import bounded
+from scenarios.cluster_script import TASKS
 
 pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.timeout(180)
 
-PRELUDE = """
-import os, signal, sys, tempfile
+PRELUDE = TASKS + """
+import tempfile
 import distributed
 import conveyor
-
-def fail_on_5(x):
-    if x == 5:
-        raise ValueError("five")
-    return x
-
-def die_on_7(x):
-    if x == 7:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x
-
-def die_first_time(args):
-    x, folder = args
-    marker = os.path.join(folder, str(x))
-    if x == 3 and not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x
 
 def worker_pids(pool):
     pids = pool._backend._client.run(os.getpid)
@@ -70,27 +53,17 @@ SCENARIOS = {
                 pool.map(fail_on_5, range(10))
                 raise AssertionError("no error")
             except ValueError as error:
-                assert str(error) == "five" and isinstance(error.__cause__, conveyor.RemoteTraceback)
-            got = []
-            results = pool.imap(fail_on_5, range(8))
-            for _ in range(8):
-                try:
-                    got.append(next(results))
-                except ValueError:
-                    got.append("failed")
-            assert got == [0, 1, 2, 3, 4, "failed", 6, 7], got
+                assert str(error) == "bad input 5" and isinstance(error.__cause__, conveyor.RemoteTraceback)
+            got = outcomes(pool.imap(fail_on_5, range(8)), 8)
+            assert got[:5] + got[6:] == [0, 1, 2, 3, 4, 6, 7] and isinstance(got[5], ValueError), got
     """,
     "killed worker": """
         with conveyor.Pool(2, backend="dask") as pool:
             worker_pids(pool)
-            results, iterator = [], pool.imap(die_on_7, range(20), chunksize=4)
-            for _ in range(20):
-                try:
-                    results.append(next(iterator))
-                except conveyor.WorkerCrashedError as error:
-                    assert error.task_index == 7, error
-                    results.append("crashed")
-            assert results == [*range(7), "crashed", *range(8, 20)], results
+            results = outcomes(pool.imap(die_on_7, range(20), chunksize=4), 20)
+            crashed = results.pop(7)
+            assert isinstance(crashed, conveyor.WorkerCrashedError) and crashed.task_index == 7, crashed
+            assert results == [*range(7), *range(8, 20)], results
             assert pool.map(abs, [-1]) == [1]       # the cluster replaced its worker
             worker_pids(pool)
     """,

@@ -25,6 +25,7 @@ _registry: dict[str, BackendFactory] = {
     "thread": "conveyor._backends.thread:ThreadBackend",
     "process": "conveyor._backends.process:ProcessBackend",
     "dask": "conveyor._backends.dask:DaskBackend",
+    "ray": "conveyor._backends.ray:RayBackend",
 }
 _lock = threading.Lock()
 

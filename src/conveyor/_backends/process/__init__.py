@@ -432,38 +432,9 @@ class ProcessBackend(Backend):
         sent = worker.inflight.popleft()
         if over_memory:
             self._recycle_for_memory(worker, over_memory)
-        batch = sent.batch
-        positions = sent.positions
-        errors = dict(sent.errors)
-        if undecodable:
-            # The worker could not unpickle the batch: send the inputs again one by one.
-            self._finish(batch, [None] * len(batch), errors, suspects=list(positions))
-            self._after_batch(worker)
-            return
-        values, decode_errors = batches.decode_values(values_blob, isolated)
-        if values is None:
-            if len(positions) > 1:
-                self._finish(batch, [None] * len(batch), errors, suspects=list(positions), busy=busy)
-                self._after_batch(worker)
-                return
-            values = [None]
-            decode_errors = {0: decode_errors[0]}
-        for wpos, blob in encoded_errors.items():
-            try:
-                errors[positions[wpos]] = serialize.loads_exception(blob)
-            except BaseException as exc:  # noqa: BLE001
-                errors[positions[wpos]] = serialize.unpickling_error(exc, "the task's exception")
-        for wpos, error in decode_errors.items():
-            errors.setdefault(positions[wpos], batches.tag(error, batch, positions[wpos]))
-        if not isinstance(positions, range) or len(positions) != len(batch):
-            full: list[Any] = [None] * len(batch)
-            for wpos, position in enumerate(positions):
-                full[position] = values[wpos]
-            values = full
-        unrun = list(positions[ran:])  # the memory limit stopped the batch before these
-        for position in unrun:
-            errors.pop(position, None)
-        self._finish(batch, values, errors, lost=unrun, busy=busy)
+        outcome = batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable, values_blob, ran)
+        self._finish(sent.batch, outcome.values, outcome.errors, lost=outcome.lost, suspects=outcome.suspects,
+                     busy=outcome.busy)
         self._after_batch(worker)
 
     def _recycle_for_memory(self, worker: WorkerHandle, resident: int) -> None:

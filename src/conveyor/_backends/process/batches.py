@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor._core import serialize
 from conveyor._core.errors import short_repr
-from conveyor.abc import Batch, CallKind
+from conveyor.abc import Batch, CallKind, Outcome
 
 TINY_CALL_SECONDS = 2e-6
 """Calls shorter than this run in strides: tracking each one would cost as much as the call."""
@@ -94,6 +94,76 @@ def decode_values(blob: bytes, isolated: bool) -> tuple[list[Any] | None, dict[i
         return serialize.loads(blob), {}
     except BaseException as exc:  # noqa: BLE001 - the caller decides: re-run isolated, or fail
         return None, {0: serialize.unpickling_error(exc, "the task's result in the caller")}
+
+
+def decode_items(payload: bytes, isolate: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
+    """In a worker: the batch's inputs and the errors of those that cannot be unpickled, or
+    ``(None, {})`` when the whole batch cannot (the caller then re-sends it one input per batch)."""
+    if isolate:
+        return serialize.loads_each(serialize.loads(payload), "the task's input in the worker")
+    try:
+        return serialize.loads(payload), {}
+    except BaseException:  # noqa: BLE001 - the caller re-sends item by item to find the culprit
+        return None, {}
+
+
+def encode_results(values: list[Any], errors: dict[int, BaseException], isolate: bool,
+                   ) -> tuple[bool, dict[int, bytes], bytes]:
+    """In a worker: ``(isolated, position -> pickled exception, pickled values)``.
+
+    Whole-list first; when that fails, value by value, so that only the unpicklable results fail
+    (``isolated`` then tells the caller that the values travel one blob each)."""
+    encoded_errors = {position: serialize.dumps_exception(exc) for position, exc in errors.items()}
+    isolated = bool(isolate)
+    try:
+        values_blob = serialize.dumps(values)
+    except BaseException:  # noqa: BLE001 - find the unpicklable results one by one
+        blobs, bad = serialize.dumps_each(values, "the task's result")
+        for position, error in bad.items():
+            if position not in encoded_errors:
+                encoded_errors[position] = serialize.dumps_exception(error)
+        values_blob = serialize.dumps(blobs)
+        isolated = True
+    else:
+        if isolated:
+            values_blob = serialize.dumps(serialize.dumps_each(values, "the task's result")[0])
+    return isolated, encoded_errors, values_blob
+
+
+def decode_reply(sent: Sent, busy: float, isolated: bool, encoded_errors: dict[int, bytes], undecodable: bool,
+                 values_blob: bytes, ran: int) -> Outcome:
+    """In the caller: a worker's reply for ``sent`` as the batch's :class:`Outcome`.
+
+    Inputs the worker could not unpickle, or results the caller cannot, are re-run one per batch
+    (suspects) when several travelled together; ``ran`` below the inputs sent means the worker
+    stopped early, and the rest are re-run at no cost (lost)."""
+    batch = sent.batch
+    positions = sent.positions
+    errors = dict(sent.errors)
+    if undecodable:
+        return Outcome([None] * len(batch), errors, suspects=list(positions))
+    values, decode_errors = decode_values(values_blob, isolated)
+    if values is None:
+        if len(positions) > 1:
+            return Outcome([None] * len(batch), errors, suspects=list(positions), busy=busy)
+        values = [None]
+        decode_errors = {0: decode_errors[0]}
+    for wpos, blob in encoded_errors.items():
+        try:
+            errors[positions[wpos]] = serialize.loads_exception(blob)
+        except BaseException as exc:  # noqa: BLE001
+            errors[positions[wpos]] = serialize.unpickling_error(exc, "the task's exception")
+    for wpos, error in decode_errors.items():
+        errors.setdefault(positions[wpos], tag(error, batch, positions[wpos]))
+    if not isinstance(positions, range) or len(positions) != len(batch):
+        full: list[Any] = [None] * len(batch)
+        for wpos, position in enumerate(positions):
+            full[position] = values[wpos]
+        values = full
+    unrun = list(positions[ran:])
+    for position in unrun:
+        errors.pop(position, None)
+    return Outcome(values, errors, lost=unrun, busy=busy)
 
 
 def stride(batch: Batch) -> int:

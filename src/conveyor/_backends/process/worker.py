@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from conveyor._backends._inline import run_finalizer
+from conveyor._backends.process import batches
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.liveness import alive
 from conveyor._core import serialize
@@ -193,19 +194,11 @@ class _Worker:
             return fn
         return self.functions[key]
 
-    def decode_items(self, payload: bytes, isolate: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
-        if isolate:
-            return serialize.loads_each(serialize.loads(payload), "the task's input in the worker")
-        try:
-            return serialize.loads(payload), {}
-        except BaseException:  # noqa: BLE001 - the parent re-sends item by item to find the culprit
-            return None, {}
-
     def run(self, header: tuple[Any, ...], payload: bytes) -> None:
         _, seq, key, blob, kind, timed, isolate, stride = header
         slot = self.slot
         fn = self.function(key, blob)
-        items, errors = self.decode_items(payload, isolate)
+        items, errors = batches.decode_items(payload, isolate)
         if items is None:
             self.reply(seq, 0.0, False, {}, True, b"", 0, 0)
             return
@@ -225,20 +218,7 @@ class _Worker:
         resident = resident_bytes() if self.memory_limit is not None else 0
         over = resident if resident > (self.memory_limit or 0) and self.memory_limit is not None else 0
         slot[p.SLOT_POSITION] = p.PHASE_ENCODE
-        encoded_errors = {position: serialize.dumps_exception(exc) for position, exc in errors.items()}
-        isolated = bool(isolate)
-        try:
-            values_blob = serialize.dumps(values)
-        except BaseException:  # noqa: BLE001 - find the unpicklable results one by one
-            blobs, bad = serialize.dumps_each(values, "the task's result")
-            for position, error in bad.items():
-                if position not in encoded_errors:
-                    encoded_errors[position] = serialize.dumps_exception(error)
-            values_blob = serialize.dumps(blobs)
-            isolated = True
-        else:
-            if isolated:
-                values_blob = serialize.dumps(serialize.dumps_each(values, "the task's result")[0])
+        isolated, encoded_errors, values_blob = batches.encode_results(values, errors, bool(isolate))
         self.reply(seq, busy, isolated, encoded_errors, False, values_blob, ran, over)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
 

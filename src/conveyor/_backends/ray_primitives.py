@@ -1,0 +1,601 @@
+"""Locks, conditions, semaphores, events, barriers, queues and shared values on a Ray cluster.
+
+Ray has no lock of its own, so every object lives in one small actor per factory (a context's or a
+pool's), the *hub*: a threaded actor (no CPU reserved, so it starts even while every CPU runs tasks)
+holding the real state, mostly the stdlib's own objects (``threading.Lock``, ``Semaphore``,
+``BoundedSemaphore``, ``Event``, conveyor's in-process queues). The objects users hold are thin
+clients that name their hub and key::
+
+    caller / any Ray task                                 the hub actor (one per factory)
+    RayLock.acquire() ── hub.call(key, "acquire", (owner, 0.2)) ──► the lock's state, a thread per call
+                      ◄─────────────── True / False / an exception ──┘
+
+Every blocking operation is sliced: the hub waits at most ``_SLICE_SECONDS`` per call and the client
+calls again until its own timeout, so a timeout is exact to a slice, Ctrl-C in the client is seen
+within a slice, and a call whose client died ends by itself. All calls of an object go through one
+actor, which serialises them: operations are atomic, and a notify can never be lost between a
+waiter's release of the lock and its wait (the hub does both in one call).
+
+Objects pickle by hub name and key (a named actor in the ``conveyor`` namespace), so they can be
+passed to Ray tasks, and conveyor's own pickling of task inputs carries them too; a rebuilt object
+looks its hub up on first use. The semantics are the stdlib's; the differences are in
+``docs/clusters.md`` (chiefly: a holder that dies leaves its lock held; there is no
+``OwnerDiedError``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue as _stdlib_queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+import ray
+import ray.exceptions
+
+from conveyor._backends.process.managed.proxies import DictProxy, ListProxy, NamespaceProxy
+from conveyor._backends.process.sync import _timeout_of
+from conveyor._backends.ray_hub import HubActor
+from conveyor._core import serialize
+from conveyor._core.errors import OwnerGoneError
+from conveyor._core.waiting import wait_for
+
+NAMESPACE = "conveyor"
+_SLICE_SECONDS = 0.2
+_HUB_THREADS = 256
+"""Calls served at once by a hub; a blocked call holds a thread for at most one slice."""
+
+# -- in the caller and in tasks -------------------------------------------------------------------------
+
+_handles: dict[str, Any] = {}
+_handles_lock = threading.Lock()
+_process: list[Any] = [None, ""]
+
+
+def _owner() -> str:
+    """This thread of this process, for lock ownership (a fresh id after a fork)."""
+    if _process[0] != os.getpid():
+        _process[0], _process[1] = os.getpid(), uuid.uuid4().hex
+    return f"{_process[1]}:{threading.get_ident()}"
+
+
+def _hub(name: str) -> Any:
+    with _handles_lock:
+        handle = _handles.get(name)
+    if handle is None:
+        try:
+            handle = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError as exc:
+            raise OwnerGoneError(f"the Ray actor holding this object ({name}) is gone: the context or pool "
+                                 "that made it was closed") from exc
+        with _handles_lock:
+            _handles[name] = handle
+    return handle
+
+
+def _call(hub: str, key: str, method: str, args: tuple[Any, ...]) -> Any:
+    """One call of an object's method in its hub; its exception is raised here as itself."""
+    try:
+        ok, result = ray.get(_hub(hub).call.remote(key, method, args))
+    except ray.exceptions.RayActorError as exc:
+        raise OwnerGoneError(f"the Ray actor holding this object ({hub}) is gone: the context or pool "
+                             "that made it was closed") from exc
+    if not ok:
+        raise result
+    return result
+
+
+def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeout: float | None) -> Any:
+    """Call ``attempt(slice)`` until ``done(result)`` or ``timeout`` passes; the last result.
+
+    ``timeout=0`` makes one non-blocking attempt."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = _SLICE_SECONDS if end is None else min(_SLICE_SECONDS, max(0.0, end - time.monotonic()))
+        result = attempt(remaining)
+        if done(result) or (end is not None and time.monotonic() >= end):
+            return result
+
+
+class _Object:
+    """A client of one object in a hub; pickles as (hub, key)."""
+
+    kind = "object"
+
+    def __init__(self, hub: str, key: str | None = None, *args: Any) -> None:
+        self._hub_name = hub
+        self._key = key or f"{self.kind}-{uuid.uuid4().hex}"
+        if key is None:
+            ray.get(_hub(hub).make.remote(self._key, self.kind, self._make_args(*args)))
+
+    def _make_args(self, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    def _state(self) -> tuple[Any, ...]:
+        return ()
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self._hub_name, self._key, self._state()))
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return _call(self._hub_name, self._key, method, args)
+
+    def __repr__(self) -> str:
+        return f"<conveyor ray {type(self).__name__} {self._key}>"
+
+
+def _rebuild(cls: type, hub: str, key: str, state: tuple[Any, ...]) -> Any:
+    obj = cls.__new__(cls)
+    obj._hub_name, obj._key = hub, key
+    obj._restore(*state)
+    return obj
+
+
+class _Acquirable:
+    """``with obj:`` for whatever has ``acquire()`` and ``release()``."""
+
+    def __enter__(self) -> bool:
+        return self.acquire()  # type: ignore[attr-defined, no-any-return]
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()  # type: ignore[attr-defined]
+
+
+class RayLock(_Acquirable, _Object):
+    """``threading.Lock``: any process may release it."""
+
+    kind = "lock"
+
+    def _restore(self) -> None:
+        pass
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, *, _depth: int = 1) -> bool:
+        owner = _owner()
+        return bool(_sliced(lambda wait: self._call("acquire", owner, wait, _depth), bool,
+                            _timeout_of(blocking, timeout)))
+
+    def release(self) -> None:
+        self._call("release", _owner())
+
+    def locked(self) -> bool:
+        return bool(self._call("locked"))
+
+    def _is_owned(self) -> bool:
+        return bool(self._call("owned", _owner()))
+
+
+class RayRLock(RayLock):
+    """``threading.RLock``: the holding thread (of the holding process) may acquire it again."""
+
+    kind = "rlock"
+
+
+class RayCondition(_Acquirable, _Object):
+    """``threading.Condition`` around a lock of the same hub (a new RLock by default)."""
+
+    kind = "condition"
+
+    def __init__(self, hub: str, lock: RayLock | None = None) -> None:
+        if lock is None:
+            lock = RayRLock(hub)
+        if not isinstance(lock, RayLock):
+            raise TypeError("a ray Condition needs a lock made by a ray context or pool (ctx.Lock(), ctx.RLock())")
+        self._lock = lock
+        super().__init__(lock._hub_name, None, lock._key)
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self._lock,)
+
+    def _restore(self, lock: RayLock) -> None:
+        self._lock = lock
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        return self._lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        token, depth = self._call("begin", _owner())
+        woken = False
+        try:
+            woken = bool(_sliced(lambda wait: self._call("poll", token, wait), bool, timeout))
+        finally:
+            woken = bool(self._call("end", token)) or woken
+            self._lock.acquire(_depth=depth)
+        return woken
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        return wait_for(self.wait, predicate, timeout)
+
+    def notify(self, n: int = 1) -> None:
+        self._call("notify", _owner(), n)
+
+    def notify_all(self) -> None:
+        self.notify(1 << 30)
+
+
+class RaySemaphore(_Acquirable, _Object):
+    """``threading.Semaphore``: any process may release."""
+
+    kind = "semaphore"
+
+    def __init__(self, hub: str, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        super().__init__(hub, None, value)
+
+    def _restore(self) -> None:
+        pass
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout value must be a non-negative number")
+        wait = 0.0 if not blocking else timeout
+        return bool(_sliced(lambda left: self._call("acquire", left > 0, left if left > 0 else None), bool, wait))
+
+    def release(self, n: int = 1) -> None:
+        self._call("release", n)
+
+
+class RayBoundedSemaphore(RaySemaphore):
+    """A semaphore whose over-release raises ValueError."""
+
+    kind = "bsemaphore"
+
+
+class RayEvent(_Object):
+    """``threading.Event``."""
+
+    kind = "event"
+
+    def _restore(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return bool(self._call("is_set"))
+
+    def set(self) -> None:
+        self._call("set")
+
+    def clear(self) -> None:
+        self._call("clear")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(_sliced(lambda left: self._call("wait", left), bool, timeout))
+
+
+class RayBarrier(_Object):
+    """``threading.Barrier``; the action runs in the party that arrives last, as in the stdlib."""
+
+    kind = "barrier"
+
+    def __init__(self, hub: str, parties: int, action: Callable[[], Any] | None = None,
+                 timeout: float | None = None) -> None:
+        if parties < 1:
+            raise ValueError("parties must be > 0")
+        self.parties, self._action, self._timeout = parties, action, timeout
+        super().__init__(hub, None, parties)
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self.parties, self._action, self._timeout)
+
+    def _restore(self, parties: int, action: Any, timeout: float | None) -> None:
+        self.parties, self._action, self._timeout = parties, action, timeout
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            timeout = self._timeout
+        generation, index, last = self._call("arrive")
+        if last:
+            if self._action is not None:
+                try:
+                    self._action()
+                except BaseException:
+                    self._call("open", generation, False)
+                    raise
+            self._call("open", generation, True)
+            return index
+        try:
+            state = _sliced(lambda left: self._call("poll", generation, left), lambda s: s != "waiting", timeout)
+        finally:
+            state = self._call("give_up", generation)
+        if state != "passed":
+            raise threading.BrokenBarrierError
+        return index
+
+    def abort(self) -> None:
+        self._call("abort")
+
+    def reset(self) -> None:
+        self._call("reset")
+
+    @property
+    def n_waiting(self) -> int:
+        return int(self._call("n_waiting"))
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._call("broken"))
+
+
+class RayQueue(_Object):
+    """``queue.Queue`` with ``shutdown(immediate=False)``, ``put_many``/``get_many`` and
+    ``task_done``/``join``. Items live in the hub's memory: keep them small, pass big data as task
+    arguments instead."""
+
+    kind = "queue"
+
+    def __init__(self, hub: str, maxsize: int = 0) -> None:
+        self.maxsize = maxsize
+        super().__init__(hub, None, maxsize)
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self.maxsize,)
+
+    def _restore(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+
+    @staticmethod
+    def _wait_of(block: bool, timeout: float | None) -> float | None:
+        if not block:
+            return 0.0
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return timeout
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.put_many([item], block, timeout)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: float | None = None) -> None:
+        """Put every item in order; ``queue.Full`` if room runs out in time (the earlier ones stay put)."""
+        pending = list(items)
+        wait = self._wait_of(block, timeout)
+        end = None if wait is None else time.monotonic() + wait
+        while pending:
+            left = _SLICE_SECONDS if end is None else min(_SLICE_SECONDS, max(0.0, end - time.monotonic()))
+            pending = pending[self._call("put_some", pending, left):]
+            if pending and end is not None and time.monotonic() >= end:
+                raise _stdlib_queue.Full
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self.get_many(1, block, timeout)[0]
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[Any]:
+        """Wait for the first item, then take up to ``max_items`` of what is there."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        wait = self._wait_of(block, timeout)
+        end = None if wait is None else time.monotonic() + wait
+        while True:
+            left = _SLICE_SECONDS if end is None else min(_SLICE_SECONDS, max(0.0, end - time.monotonic()))
+            try:
+                return self._call("get_many", max_items, left > 0, left if left > 0 else None)
+            except _stdlib_queue.Empty:
+                if end is not None and time.monotonic() >= end:
+                    raise
+
+    def qsize(self) -> int:
+        return int(self._call("qsize"))
+
+    def empty(self) -> bool:
+        return bool(self._call("empty"))
+
+    def full(self) -> bool:
+        return bool(self._call("full"))
+
+    def task_done(self) -> None:
+        self._call("task_done")
+
+    def join(self) -> None:
+        _sliced(lambda left: self._call("join_for", left), bool, None)
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Refuse new items; consumers drain what is left, then ``get`` raises ShutDown."""
+        self._call("shutdown", immediate)
+
+    @property
+    def is_shutdown(self) -> bool:
+        return bool(self._call("is_shutdown"))
+
+
+class RayLifoQueue(RayQueue):
+    kind = "lifoqueue"
+
+
+class RayPriorityQueue(RayQueue):
+    kind = "priorityqueue"
+
+
+class RayValue(_Object):
+    """``multiprocessing.Value``-like: ``.value`` in the hub, ``get_lock()`` for read-modify-write."""
+
+    kind = "value"
+
+    def __init__(self, hub: str, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> None:
+        if lock is True:
+            lock = RayRLock(hub)
+        elif lock is not False and lock is not None and not isinstance(lock, RayLock):
+            raise TypeError("lock must be True, False or a lock made by a ray context or pool")
+        self._typecode, self._lock = typecode_or_type, lock or None
+        super().__init__(hub, None, value)
+
+    def _state(self) -> tuple[Any, ...]:
+        return (self._typecode, self._lock)
+
+    def _restore(self, typecode: Any, lock: Any) -> None:
+        self._typecode, self._lock = typecode, lock
+
+    @property
+    def value(self) -> Any:
+        return self._call("get")
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self._call("set", new)
+
+    def get_lock(self) -> Any:
+        if self._lock is None:
+            raise AttributeError("this Value was made with lock=False")
+        return self._lock
+
+    def get_obj(self) -> Any:
+        return self.value
+
+
+class _InHub:
+    """The transport of a shared container: the process backend's proxy API (``DictProxy`` and
+    friends), with each operation run by the hub. ``_ref`` is ``(kind, hub, None, key, 0)``."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _make(cls, hub: str, obj: Any) -> Any:
+        key = f"container-{uuid.uuid4().hex}"
+        ray.get(_hub(hub).make.remote(key, "container", (obj,)))
+        return cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
+
+    @classmethod
+    def _attach_ray(cls, ref: tuple[Any, ...]) -> Any:
+        self = object.__new__(cls)
+        object.__setattr__(self, "_ref", ref)
+        return self
+
+    def _call(self, op: str, *args: Any) -> Any:
+        ref = self._ref  # type: ignore[attr-defined]
+        return serialize.loads(_call(ref[1], ref[3], "apply", (op, args)))
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_container, (type(self), self._ref))  # type: ignore[attr-defined]
+
+    def _repr_of(self, fetch: Callable[[], str]) -> str:
+        try:
+            return fetch()
+        except Exception as exc:  # noqa: BLE001 - a repr must not raise (it is used in error messages)
+            return f"<{type(self).__name__} on Ray: {type(exc).__name__}>"
+
+
+def _rebuild_container(cls: type, ref: tuple[Any, ...]) -> Any:
+    return cls._attach_ray(ref)  # type: ignore[attr-defined]
+
+
+class RayDict(_InHub, DictProxy):
+    """A ``dict`` kept by the hub: the same API and atomicity as the process backend's shared dict."""
+
+    __slots__ = ()
+
+
+class RayList(_InHub, ListProxy):
+    """A ``list`` kept by the hub."""
+
+    __slots__ = ()
+
+
+class RayNamespace(_InHub, NamespaceProxy):
+    """Attributes kept by the hub."""
+
+    __slots__ = ()
+
+
+class RayPrimitives:
+    """The factory behind ``conveyor.context("ray").Lock()`` and ``pool.Queue()`` on Ray.
+
+    Its objects live in one hub actor, started on first use and killed by :meth:`close`.
+
+    Args:
+        session: the Ray connection this factory holds (a context's), released by ``close()``; a
+            pool's factory holds none (the pool does).
+    """
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session
+        self._name: str | None = None
+        self._actor: Any = None
+        self._lock = threading.Lock()
+
+    def _hub(self) -> str:
+        with self._lock:
+            if self._name is None:
+                name = f"conveyor-hub-{uuid.uuid4().hex}"
+                self._actor = HubActor.options(name=name, namespace=NAMESPACE, num_cpus=0,
+                                                max_concurrency=_HUB_THREADS, max_restarts=0).remote()
+                with _handles_lock:
+                    _handles[name] = self._actor
+                self._name = name
+            return self._name
+
+    def close(self) -> None:
+        """Kill the hub (its objects stop working in every process) and release the connection."""
+        with self._lock:
+            actor, name, self._actor = self._actor, self._name, None
+        if actor is not None:
+            with _handles_lock:
+                _handles.pop(name, None)  # type: ignore[arg-type]
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - Ray is already down
+                pass
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def Lock(self) -> RayLock:  # noqa: N802 - the stdlib's names
+        return RayLock(self._hub())
+
+    def RLock(self) -> RayRLock:  # noqa: N802
+        return RayRLock(self._hub())
+
+    def Condition(self, lock: Any = None) -> RayCondition:  # noqa: N802
+        return RayCondition(self._hub(), lock)
+
+    def Semaphore(self, value: int = 1) -> RaySemaphore:  # noqa: N802
+        return RaySemaphore(self._hub(), value)
+
+    def BoundedSemaphore(self, value: int = 1) -> RayBoundedSemaphore:  # noqa: N802
+        return RayBoundedSemaphore(self._hub(), value)
+
+    def Event(self) -> RayEvent:  # noqa: N802
+        return RayEvent(self._hub())
+
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> RayBarrier:  # noqa: N802
+        return RayBarrier(self._hub(), parties, action, timeout)
+
+    def Queue(self, maxsize: int = 0) -> RayQueue:  # noqa: N802
+        return RayQueue(self._hub(), maxsize)
+
+    def LifoQueue(self, maxsize: int = 0) -> RayLifoQueue:  # noqa: N802
+        return RayLifoQueue(self._hub(), maxsize)
+
+    def PriorityQueue(self, maxsize: int = 0) -> RayPriorityQueue:  # noqa: N802
+        return RayPriorityQueue(self._hub(), maxsize)
+
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> RayValue:  # noqa: N802
+        return RayValue(self._hub(), typecode_or_type, value, lock)
+
+    def dict(self, *args: Any, **kwargs: Any) -> RayDict:
+        return RayDict._make(self._hub(), dict(*args, **kwargs))
+
+    def list(self, iterable: Iterable[Any] = ()) -> RayList:
+        return RayList._make(self._hub(), list(iterable))
+
+    def Namespace(self, **attributes: Any) -> RayNamespace:  # noqa: N802
+        import types
+
+        return RayNamespace._make(self._hub(), types.SimpleNamespace(**attributes))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"Pipe", "Array"}:
+            def missing(*_: Any, **__: Any) -> Any:
+                raise NotImplementedError(f"{name} is not available on the ray backend yet")
+            return missing
+        raise AttributeError(name)

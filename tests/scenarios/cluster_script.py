@@ -1,0 +1,40 @@
+"""The opening of every cluster scenario script (tests/test_dask.py, tests/test_ray.py).
+
+A scenario runs as ``python -c script`` in a process of its own (a cluster engine keeps process-wide
+state). It uses the suite's task functions (``tests/tasks.py``), sent to the engine's workers by value
+so that no import path needs setting up there, and helpers to check errors.
+"""
+
+from pathlib import Path
+
+TASKS = f"""
+import functools, os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+import cloudpickle
+import tasks
+cloudpickle.register_pickle_by_value(tasks)
+
+fail_on_5 = functools.partial(tasks.fail_on, bad=5)          # ValueError("bad input 5")
+die_on_7 = functools.partial(tasks.crash, how="kill", when=7)  # SIGKILLs its worker on 7
+
+def die_first_time(args):
+    x, folder = args                                           # SIGKILLs its worker on 3, once
+    return tasks.crash_once(x, folder, how="kill") if x == 3 else x
+
+def outcomes(iterator, count):
+    # the next count results of an imap, each exception in its place
+    got = []
+    for _ in range(count):
+        try:
+            got.append(next(iterator))
+        except Exception as error:
+            got.append(error)
+    return got
+
+def expect(error_type, call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except error_type as error:
+        return error
+    raise AssertionError(f"{{call}} did not raise {{error_type.__name__}}")
+"""

@@ -1,0 +1,450 @@
+"""The Ray backend: the Pool's results and errors on a local Ray, a worker SIGKILLed mid-map, retries,
+an existing Ray by address, and every primitive used from tasks. (Skipped where ray is not installed.)
+
+Ray keeps process-wide state (one connection per process, its threads and sockets), so each scenario
+runs in a subprocess of its own; the test then checks that every process the scenario started (the
+local Ray's GCS, raylet and worker processes) is gone once it has exited. A Ray start costs seconds,
+so each scenario covers several cases on one Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from conftest import bounded
+from scenarios.cluster_script import TASKS
+
+pytest.importorskip("ray")
+
+pytestmark = pytest.mark.timeout(300)
+
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+"""Ray binds a local instance to the machine's network address unless told that it is not a cluster
+node: this keeps the tests' Ray on the loopback address. A new local Ray requires its (per-user)
+token by default, and a driver that connects by address sends it only in token mode."""
+
+PRELUDE = TASKS + """
+import queue, sys, tempfile, threading, time
+import psutil
+import conveyor
+
+def ray_pids():
+    # every process this scenario started: the local Ray's GCS, raylet, workers and actors
+    print("PIDS", *[child.pid for child in psutil.Process().children(recursive=True)], flush=True)
+"""
+
+SCENARIOS = {
+    "pool": """
+        folder = tempfile.mkdtemp()
+
+        def started(tag):
+            with open(os.path.join(folder, f"{tag}-{os.getpid()}"), "a") as marks:
+                marks.write("x")
+
+        def initialized(x):
+            with open(os.path.join(folder, f"start-{os.getpid()}")) as marks:
+                return marks.read() == "x"          # the initializer ran once in this process
+
+        with conveyor.Pool(2, backend="ray", initializer=started, initargs=("start",)) as pool, \\
+                conveyor.Pool(2, backend="ray", retries=1) as retrying:
+            assert pool.workers == 2
+            assert pool.map(lambda x: x * x, range(1000)) == [x * x for x in range(1000)]
+            assert list(pool.imap(abs, [-1, -2, 3])) == [1, 2, 3]
+            assert sorted(pool.imap_unordered(abs, range(-50, 0))) == list(range(1, 51))
+            assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+            assert pool.submit(divmod, 7, 2).result(timeout=30) == (3, 1)
+            assert all(pool.map(initialized, range(40), chunksize=1))
+
+            # a user's exception keeps its type, with the worker's traceback as its cause
+            error = expect(ValueError, pool.map, fail_on_5, range(10))
+            assert str(error) == "bad input 5" and isinstance(error.__cause__, conveyor.RemoteTraceback)
+            got = outcomes(pool.imap(fail_on_5, range(8)), 8)
+            assert got[:5] + got[6:] == [0, 1, 2, 3, 4, 6, 7] and isinstance(got[5], ValueError), got
+            error = expect(conveyor.PicklingError, pool.map, abs, [1, threading.Lock()])
+            assert "task #1" in str(error), error
+
+            # a Ray worker SIGKILLed mid-map fails its input only; the others' results arrive
+            results = outcomes(pool.imap(die_on_7, range(20), chunksize=4), 20)
+            crashed = results.pop(7)
+            assert isinstance(crashed, conveyor.WorkerCrashedError), crashed
+            assert crashed.task_index == 7 and crashed.task_input == "7", crashed
+            assert results == [*range(7), *range(8, 20)], results
+            assert pool.map(abs, [-1, -2]) == [1, 2]           # Ray replaced its worker
+
+            # with retries=1 the killed input runs again and succeeds
+            assert retrying.map(die_first_time, [(x, folder) for x in range(6)], chunksize=1) == list(range(6))
+            stats = retrying.statistics()
+            assert stats["retried"] == 1 and stats["failed"] == 0, stats
+
+            # a pipeline stage on ray
+            pipe = conveyor.Pipeline(range(10)).map(lambda x: x + 1, backend="thread").map(
+                lambda x: x * 2, workers=2, backend="ray")
+            assert pipe.run() == [2 * (x + 1) for x in range(10)]
+
+            # task_timeout kills the task (here blocked in C) and fails its input only
+            began = time.monotonic()
+            got = outcomes(pool.imap(time.sleep, [0, 60, 0, 0], chunksize=2, task_timeout=1), 4)
+            assert got[:1] + got[2:] == [None, None, None] and isinstance(got[1], conveyor.TaskTimeoutError), got
+            assert "task #1" in str(got[1]) and time.monotonic() - began < 30
+            assert pool.submit(abs, -3).result(timeout=30) == 3       # a new worker took its place
+
+            # what the backend does not do says so
+            expect(NotImplementedError, conveyor.Pool, backend="ray", finalizer=print)
+            error = expect(TypeError, conveyor.Pool, backend="ray", adress="x:1")
+            assert "adress" in str(error)
+            ray_pids()
+            stats = pool.statistics()
+            assert stats["submitted"] == stats["succeeded"] + stats["failed"] + stats["cancelled"], stats
+
+        import ray
+        assert not ray.is_initialized()                      # the last pool stopped the Ray it started
+
+        # shutdown(kill=True) stops a running batch: it finishes with TaskCancelledError
+        with conveyor.Pool(1, backend="ray") as pool:
+            assert pool.map(abs, [1]) == [1]
+            slow = pool.submit(time.sleep, 60)
+            queued = pool.submit(abs, -1)
+            started_at = time.monotonic()
+            while not slow.running():
+                time.sleep(0.01)
+            time.sleep(0.5)
+            ray_pids()
+            pool.shutdown(wait=True, kill=True)
+            assert time.monotonic() - started_at < 30
+            expect(conveyor.TaskCancelledError, slow.result, timeout=5)
+            assert queued.cancelled() or isinstance(queued.exception(timeout=5), conveyor.TaskCancelledError)
+        assert not ray.is_initialized()
+    """,
+    "initializer fails": """
+        def broken():
+            raise OSError("no database")
+
+        with conveyor.Pool(2, backend="ray", initializer=broken) as pool:
+            ray_pids()
+            error = expect(conveyor.InitializerError, pool.map, abs, range(10))
+            assert isinstance(error.__cause__, OSError), repr(error.__cause__)
+            expect(conveyor.InitializerError, pool.submit, abs, 1)
+    """,
+    "address": """
+        import subprocess
+        head = subprocess.Popen([sys.executable, "-c", (
+            "import sys, ray\\n"
+            "ray.init(address='local', num_cpus=2, include_dashboard=False)\\n"
+            "print(ray.get_runtime_context().gcs_address, flush=True)\\n"
+            "sys.stdin.read()\\n"
+            "ray.shutdown()\\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            address = head.stdout.readline().strip()
+            assert address, "the helper's Ray did not start"
+            with conveyor.Pool(backend="ray", address=address) as pool:
+                assert pool.workers == 2                          # the cluster's CPUs
+                assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
+                ray_pids()
+            import ray
+            assert not ray.is_initialized()                       # disconnected...
+            ctx = conveyor.context("ray", address=address)        # ...and the cluster still runs
+            lock = ctx.Lock()
+            with ctx.Pool() as pool:
+                assert pool.submit(lock.acquire, timeout=5).result(timeout=60) is True
+                assert lock.locked() and not lock.acquire(timeout=0.1)
+                lock.release()
+                ray_pids()
+            try:
+                conveyor.Pool(backend="ray", address="127.0.0.1:1")
+                raise AssertionError("a second cluster in one process was accepted")
+            except ValueError as error:
+                assert address in str(error)
+            del ctx, lock, pool
+            import gc
+            gc.collect()
+            assert not ray.is_initialized()
+        finally:
+            head.stdin.close()
+            assert head.wait(60) == 0
+    """,
+    "primitives": """
+        def locked_add(args):
+            lock, counter, times = args
+            for _ in range(times):
+                with lock:
+                    counter.value += 1
+            return True
+
+        def value_add(args):
+            counter, times = args
+            for _ in range(times):
+                with counter.get_lock():
+                    counter.value += 1
+            return True
+
+        def produce(args):
+            q, start = args
+            for item in range(start, start + 10):
+                q.put(item, timeout=30)
+            return start
+
+        def consume(q):
+            got = []
+            while True:
+                try:
+                    got.append(q.get(timeout=60))
+                except conveyor.ShutDown:
+                    return got
+                q.task_done()
+
+        def step_to_three(args):
+            cond, count = args
+            for step in (1, 2, 3):
+                time.sleep(0.1)
+                with cond:
+                    count.value = step
+                    cond.notify()
+            return count.value
+
+        def wait_then_take(args):
+            event, sem = args
+            return event.wait(30) and sem.acquire(timeout=30)
+
+        def rlock_twice(rlock):
+            with rlock:
+                with rlock:
+                    return True
+
+        def release_foreign(rlock):
+            try:
+                rlock.release()
+            except RuntimeError:
+                return "refused"
+            return "released"
+
+        def note(args):
+            shared, log, space, key = args
+            shared[key] = os.getpid()
+            log.append(key)
+            shared.modify("hits", lambda hits: hits + 1, default=0)   # atomic in the hub
+            setattr(space, key, os.getpid())
+            return key in shared
+
+        ctx = conveyor.context("ray", workers=2)
+        lock, counter = ctx.Lock(), ctx.Value("i", 0, lock=False)
+        with ctx.Pool() as pool:
+            # a lock around read-modify-write: the exact total
+            assert all(pool.map(locked_add, [(lock, counter, 10)] * 4, chunksize=1))
+            assert counter.value == 40
+            value = ctx.Value("d", 1.5)
+            assert all(pool.map(value_add, [(value, 5)] * 4, chunksize=1))
+            assert value.value == 21.5
+
+            # producers and a consumer on a bounded queue, ended by shutdown
+            q = ctx.Queue(maxsize=3)
+            consumer = pool.submit(consume, q)
+            assert sorted(pool.map(produce, [(q, 0), (q, 10)], chunksize=1)) == [0, 10]
+            q.join()                                             # every item marked done
+            q.shutdown()
+            assert sorted(consumer.result(timeout=60)) == list(range(20))
+            expect(conveyor.ShutDown, q.put, 1)
+
+            # a condition: the caller waits for a predicate that a task makes true...
+            cond, count = ctx.Condition(), ctx.Value("i", 0, lock=False)
+            stepping = pool.submit(step_to_three, (cond, count))
+            with cond:
+                assert cond.wait_for(lambda: count.value == 3, timeout=60)
+            assert stepping.result(timeout=60) == 3
+            expect(RuntimeError, cond.notify)                    # without the lock
+            # ...and notify(n) wakes exactly n of the waiters (three threads here, three owners)
+            arrived, woken = ctx.Value("i", 0, lock=False), queue.SimpleQueue()
+
+            def sleeper():
+                with cond:
+                    arrived.value += 1
+                    woken.put(cond.wait(timeout=30))
+
+            sleepers = [threading.Thread(target=sleeper) for _ in range(3)]
+            for thread in sleepers:
+                thread.start()
+            while True:
+                with cond:                  # all three counted and released the lock: all wait
+                    if arrived.value == 3:
+                        cond.notify(2)
+                        break
+            assert [woken.get(timeout=10), woken.get(timeout=10)] == [True, True]
+            expect(queue.Empty, woken.get, timeout=1)            # the third still waits
+            with cond:
+                cond.notify()
+            assert woken.get(timeout=10) is True
+            for thread in sleepers:
+                thread.join(10)
+            with cond:
+                assert cond.wait(timeout=0.3) is False           # nobody notifies: a timeout
+
+            # an event and a bounded semaphore
+            event, sem = ctx.Event(), ctx.BoundedSemaphore(1)
+            taken = pool.submit(wait_then_take, (event, sem))
+            assert sem.acquire(timeout=10)                       # hold the only token
+            event.set()
+            expect(TimeoutError, taken.result, timeout=1)        # the task cannot have it
+            sem.release()
+            assert taken.result(timeout=30) is True              # it got it once released
+            sem.release()
+            expect(ValueError, sem.release)                      # over-release
+            plain = ctx.Semaphore(0)
+            assert not plain.acquire(timeout=0.2)
+            plain.release(2)
+            assert plain.acquire(blocking=False) and plain.acquire(timeout=1)
+
+            # a barrier of the caller and two tasks
+            barrier = ctx.Barrier(3, timeout=60)
+            others = [pool.submit(barrier.wait) for _ in range(2)]
+            mine = barrier.wait()
+            assert sorted([mine] + [other.result(timeout=60) for other in others]) == [0, 1, 2]
+
+            # RLock: re-entrant in a task; its owner alone may release it
+            rlock = ctx.RLock()
+            assert pool.submit(rlock_twice, rlock).result(timeout=30) is True
+            rlock.acquire()
+            assert rlock.acquire(timeout=1)                      # re-entrant here too
+            assert pool.submit(release_foreign, rlock).result(timeout=30) == "refused"
+            rlock.release()
+            rlock.release()
+            expect(RuntimeError, rlock.release)
+
+            # a shared dict, list and Namespace written by tasks
+            shared, log, space = ctx.dict(a=1), ctx.list(), ctx.Namespace(a=0)
+            assert all(pool.map(note, [(shared, log, space, key) for key in "bcd"], chunksize=1))
+            assert sorted(shared) == ["a", "b", "c", "d", "hits"] and shared["a"] == 1 and shared["hits"] == 3
+            assert shared.pop("a") == 1 and "a" not in shared and shared.get("a", 7) == 7
+            assert sorted(log) == list("bcd") and space.b == shared["b"] and space.d == shared["d"]
+            ray_pids()
+
+        # the stdlib's semantics, in the caller
+        assert lock.acquire(timeout=5) and lock.locked()
+        assert not lock.acquire(blocking=False)
+        assert not lock.acquire(timeout=0.2)
+        lock.release()
+        assert not lock.locked()
+        expect(RuntimeError, lock.release)
+        expect(ValueError, lock.acquire, False, 1)
+        small = ctx.Queue(maxsize=1)
+        small.put(1)
+        assert small.full() and small.qsize() == 1
+        expect(queue.Full, small.put, 2, timeout=0.2)
+        expect(queue.Full, small.put_nowait, 2)
+        assert small.get() == 1 and small.empty()
+        expect(queue.Empty, small.get, timeout=0.2)
+        expect(queue.Empty, small.get_nowait)
+        small.put_many([3])
+        small.shutdown()
+        assert small.get() == 3
+        expect(conveyor.ShutDown, small.get)
+        expect(conveyor.ShutDown, small.put, 4)
+        many = ctx.Queue()
+        many.put_many(range(10))
+        assert many.get_many(4) == [0, 1, 2, 3] and many.qsize() == 6
+        many.shutdown(immediate=True)
+        expect(conveyor.ShutDown, many.get)
+        lifo = ctx.LifoQueue()
+        lifo.put_many([1, 2, 3])
+        assert [lifo.get() for _ in range(3)] == [3, 2, 1]
+        lonely = ctx.Barrier(2, timeout=0.3)
+        expect(threading.BrokenBarrierError, lonely.wait)
+        assert lonely.broken and lonely.n_waiting == 0
+        lonely.reset()
+        assert not lonely.broken
+        aborted = ctx.Barrier(2)
+        aborted.abort()
+        expect(threading.BrokenBarrierError, aborted.wait)
+        passed = []
+        solo = ctx.Barrier(1, action=lambda: passed.append(True))
+        assert solo.wait() == 0 and passed == [True]
+        event = ctx.Event()
+        assert not event.wait(0.2) and not event.is_set()
+        event.set()
+        assert event.wait(0) and event.is_set()
+        event.clear()
+        assert not event.is_set()
+        notified = ctx.Condition(ctx.Lock())
+        expect(RuntimeError, notified.wait, 0.1)                 # without the lock
+        with notified:
+            assert notified.wait(0.1) is False
+        expect(NotImplementedError, ctx.Pipe)
+    """,
+}
+
+
+def run_scenario(name: str) -> None:
+    script = PRELUDE + 'if __name__ == "__main__":\n' + textwrap.indent(textwrap.dedent(SCENARIOS[name]), "    ")
+    script += '    print("OK", flush=True)\n'
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=bounded(240),
+                          env=ENV)
+    assert done.returncode == 0 and "OK" in done.stdout, (done.stdout[-2000:], done.stderr[-6000:])
+    pids = {int(pid) for line in done.stdout.splitlines() if line.startswith("PIDS") for pid in line.split()[1:]}
+    assert pids, "the scenario started no Ray process"
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"Ray processes left behind: {alive}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=list(SCENARIOS))
+def test_ray_scenario(scenario: str) -> None:
+    run_scenario(scenario)
+
+
+def test_without_ray_the_backend_says_how_to_install_it() -> None:
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["ray"] = None            # as if ray were not installed
+        import conveyor
+        try:
+            conveyor.Pool(backend="ray")
+        except conveyor.BackendUnavailableError as error:
+            assert 'pip install "conveyor[ray]"' in str(error), error
+            print("OK")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=bounded(60))
+    assert "OK" in done.stdout, done.stderr[-3000:]
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.outcomes: list = []
+
+    def claim(self, batch) -> bool:
+        return True
+
+    def finish(self, batch, outcome) -> None:
+        self.outcomes.append(outcome)
+
+
+def _failed(items: list, exc: BaseException):
+    """How the backend reports a task that failed as a whole, without starting Ray."""
+    from conveyor._backends.process import batches
+    from conveyor._backends.ray import RayBackend
+    from conveyor.abc import Batch, CallKind, TaskFunction
+
+    batch = Batch(TaskFunction(abs), CallKind.ONE, items, [10 + i for i in range(len(items))], owner=_Owner())
+    sent = batches.encode(batch)
+    return RayBackend._task_failed(object.__new__(RayBackend), sent, exc)
+
+
+def test_a_dead_worker_fails_a_lone_input_and_isolates_a_batch() -> None:
+    """A task lost with its worker: with several inputs nobody knows which killed it (all re-run alone),
+    with one input it is that input's WorkerCrashedError; a result lost after it was computed re-runs."""
+    import ray.exceptions
+
+    import conveyor
+
+    outcome = _failed([1, 2, 3], ray.exceptions.WorkerCrashedError())
+    assert list(outcome.suspects) == [0, 1, 2] and not outcome.errors
+    outcome = _failed([7], ray.exceptions.WorkerCrashedError())
+    error = outcome.errors[0]
+    assert isinstance(error, conveyor.WorkerCrashedError) and error.task_index == 10 and error.task_input == "7"
+    outcome = _failed([7], ray.exceptions.ObjectLostError("00" * 28, None, ""))
+    assert list(outcome.lost) == [0] and not outcome.errors
+    cause = KeyError("k")
+    outcome = _failed([7], ray.exceptions.RayTaskError("run_batch", "traceback", cause))
+    assert outcome.errors[0] is cause
