@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
@@ -121,15 +122,36 @@ SCENARIOS = {
             assert queued.cancelled() or isinstance(queued.exception(timeout=5), conveyor.TaskCancelledError)
         assert not ray.is_initialized()
     """,
-    "initializer fails": """
+    "lifecycle": """
+        keep = conveyor.context("ray", workers=2)
+        keep.Event()                                  # the context holds one Ray for the pools below
+
         def broken():
             raise OSError("no database")
 
+        # a failing initializer breaks the pool
         with conveyor.Pool(2, backend="ray", initializer=broken) as pool:
-            ray_pids()
             error = expect(conveyor.InitializerError, pool.map, abs, range(10))
             assert isinstance(error.__cause__, OSError), repr(error.__cause__)
             expect(conveyor.InitializerError, pool.submit, abs, 1)
+
+        # shutdown(cancel_futures=True): the running task finishes, the waiting one is cancelled
+        with conveyor.Pool(1, backend="ray") as pool:
+            running, waiting = pool.submit(time.sleep, 1), pool.submit(abs, -1)
+            while not running.running():
+                time.sleep(0.01)
+            pool.shutdown(wait=True, cancel_futures=True)
+            assert running.result(timeout=0) is None and waiting.cancelled()
+            stats = pool.statistics()
+            assert stats["succeeded"] == 1 and stats["cancelled"] == 1, stats
+
+        # a pool left open with a task running when the program ends: the program still ends, and
+        # its Ray processes with it (checked by the test)
+        pool = conveyor.Pool(1, backend="ray")
+        left = pool.submit(time.sleep, 120)
+        while not left.running():
+            time.sleep(0.01)
+        ray_pids()
     """,
     "address": """
         import subprocess
@@ -322,6 +344,20 @@ SCENARIOS = {
             assert sorted(log) == list("bcd") and space.b == shared["b"] and space.d == shared["d"]
             ray_pids()
 
+        # Ctrl-C wakes a blocked wait at once, and an interrupted acquire holds nothing afterwards
+        import signal
+        for blocked, wake in ((lock.acquire, lock.release), (ctx.Queue().get, None)):
+            if wake is not None:
+                assert lock.acquire(timeout=5)                  # held: the next acquire blocks
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            began = time.monotonic()
+            expect(KeyboardInterrupt, blocked)
+            assert time.monotonic() - began < 2.5
+            if wake is not None:
+                wake()
+                assert lock.acquire(timeout=10), "the interrupted acquire kept the lock"
+                lock.release()
+
         # the stdlib's semantics, in the caller
         assert lock.acquire(timeout=5) and lock.locked()
         assert not lock.acquire(blocking=False)
@@ -380,8 +416,10 @@ SCENARIOS = {
 def run_scenario(name: str) -> None:
     script = PRELUDE + 'if __name__ == "__main__":\n' + textwrap.indent(textwrap.dedent(SCENARIOS[name]), "    ")
     script += '    print("OK", flush=True)\n'
+    began = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=bounded(240),
                           env=ENV)
+    assert time.monotonic() - began < bounded(180), "the scenario took too long to end"
     assert done.returncode == 0 and "OK" in done.stdout, (done.stdout[-2000:], done.stderr[-6000:])
     pids = {int(pid) for line in done.stdout.splitlines() if line.startswith("PIDS") for pid in line.split()[1:]}
     assert pids, "the scenario started no Ray process"

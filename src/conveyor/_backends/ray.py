@@ -313,7 +313,10 @@ class RayBackend(Backend):
                 "so there is no point where it could run for every worker")
         address = configured_address(config.options)
         open_session(address, config.workers, config.options.get("ray_init"))
-        self._slots = config.workers if address is None and _session_ours else cluster_cpus(config.workers)
+        # On a Ray conveyor started for this process, the pool's own worker count (at most the CPUs the
+        # first user started it with); on a cluster, every CPU of it.
+        cpus = cluster_cpus(config.workers)
+        self._slots = min(config.workers, cpus) if address is None and _session_ours else cpus
         self._key = f"conveyor-pool-{uuid.uuid4().hex}"
         self._hooks: list[Any] | None = None
         if config.initializer is not None:

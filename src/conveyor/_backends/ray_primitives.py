@@ -25,6 +25,7 @@ looks its hub up on first use. The semantics are the stdlib's; the differences a
 
 from __future__ import annotations
 
+import functools
 import os
 import queue as _stdlib_queue
 import threading
@@ -75,16 +76,36 @@ def _hub(name: str) -> Any:
     return handle
 
 
-def _call(hub: str, key: str, method: str, args: tuple[Any, ...]) -> Any:
-    """One call of an object's method in its hub; its exception is raised here as itself."""
+def _call(hub: str, key: str, method: str, args: tuple[Any, ...],
+          undo: Callable[[], Any] | None = None) -> Any:
+    """One call of an object's method in its hub; its exception is raised here as itself.
+
+    ``undo``: for a call that takes something (a lock, a token) and is interrupted (Ctrl-C) while
+    the hub still runs it, what gives the taken thing back once the call turns out to have taken it.
+    """
+    ref = _hub(hub).call.remote(key, method, args)
     try:
-        ok, result = ray.get(_hub(hub).call.remote(key, method, args))
+        ok, result = ray.get(ref)
     except ray.exceptions.RayActorError as exc:
         raise OwnerGoneError(f"the Ray actor holding this object ({hub}) is gone: the context or pool "
                              "that made it was closed") from exc
+    except BaseException:
+        if undo is not None:
+            threading.Thread(target=_undo_when_taken, args=(ref, undo), name="conveyor-ray-undo",
+                             daemon=True).start()
+        raise
     if not ok:
         raise result
     return result
+
+
+def _undo_when_taken(ref: Any, undo: Callable[[], Any]) -> None:
+    try:
+        ok, taken = ray.get(ref, timeout=_SLICE_SECONDS * 50)
+        if ok and taken:
+            undo()
+    except Exception:  # noqa: BLE001 - the hub or Ray is gone: nothing is held any more
+        pass
 
 
 def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeout: float | None) -> Any:
@@ -153,8 +174,9 @@ class RayLock(_Acquirable, _Object):
 
     def acquire(self, blocking: bool = True, timeout: float = -1, *, _depth: int = 1) -> bool:
         owner = _owner()
-        return bool(_sliced(lambda wait: self._call("acquire", owner, wait, _depth), bool,
-                            _timeout_of(blocking, timeout)))
+        release = functools.partial(_call, self._hub_name, self._key, "release", (owner,))
+        return bool(_sliced(lambda wait: _call(self._hub_name, self._key, "acquire", (owner, wait, _depth), release),
+                            bool, _timeout_of(blocking, timeout)))
 
     def release(self) -> None:
         self._call("release", _owner())
@@ -236,7 +258,9 @@ class RaySemaphore(_Acquirable, _Object):
         if timeout is not None and timeout < 0:
             raise ValueError("timeout value must be a non-negative number")
         wait = 0.0 if not blocking else timeout
-        return bool(_sliced(lambda left: self._call("acquire", left > 0, left if left > 0 else None), bool, wait))
+        release = functools.partial(_call, self._hub_name, self._key, "release", (1,))
+        return bool(_sliced(lambda left: _call(self._hub_name, self._key, "acquire",
+                                               (left > 0, left if left > 0 else None), release), bool, wait))
 
     def release(self, n: int = 1) -> None:
         self._call("release", n)
