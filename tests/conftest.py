@@ -141,7 +141,7 @@ def _session_helpers() -> Iterator[None]:
         with conveyor.Pool(1, backend=CLUSTER) as pool:
             pool.map(abs, [1])
         conveyor.context(CLUSTER).Lock()
-    elif "forkserver" in START_METHODS:
+    if "forkserver" in START_METHODS:
         with conveyor.Pool(1, backend="process", start_method="forkserver") as pool:
             pool.map(abs, [1])
     yield

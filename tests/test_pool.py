@@ -212,10 +212,11 @@ def test_remote_traceback_is_attached_as_cause(make_pool, backend):
 
 def test_exception_that_cannot_be_rebuilt_becomes_remote_error(make_pool, backend):
     pool = make_pool()
-    expected = conveyor.RemoteError if backend == "process" else tasks.UnrebuildableError
+    crosses_processes = pool._backend.capabilities.needs_pickle
+    expected = conveyor.RemoteError if crosses_processes else tasks.UnrebuildableError
     with pytest.raises(expected) as info:
         pool.submit(tasks.raise_unrebuildable, 1).result(timeout=bounded(30))
-    if backend == "process":
+    if crosses_processes:
         assert info.value.type_name == "UnrebuildableError"
         assert "raise_unrebuildable" in info.value.remote_traceback
 
@@ -429,3 +430,11 @@ def test_keyboard_interrupt_in_a_serial_task_stops_the_caller_and_is_accounted()
         stats = pool.statistics()
     assert stats["in_flight"] == 0
     assert stats["submitted"] == stats["succeeded"] + stats["failed"] + stats["cancelled"]
+
+
+def test_a_cluster_refuses_worker_recycling_with_a_clear_error():
+    """Dask manages its workers' lives: recycling options are refused, not silently ignored."""
+    pytest.importorskip("distributed")
+    for option in ({"max_tasks_per_worker": 1}, {"max_memory_per_worker": 1 << 30}):
+        with pytest.raises(NotImplementedError, match="max_tasks_per_worker and max_memory_per_worker"):
+            conveyor.Pool(1, backend="dask", **option)

@@ -214,6 +214,10 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._jobs: set[threading.Thread] = set()
         self._jobs_lock = threading.Lock()
         _live_backends.add(self._backend)
+        # Run our exit hook before any that the backend's engine registered when it was imported
+        # (atexit runs the newest first): work closed gracefully must finish while the engine works.
+        atexit.unregister(_stop_live_backends)
+        atexit.register(_stop_live_backends)
         self._finalizer = weakref.finalize(self, _drop_backend, self._backend)
         self._finalizer.atexit = False
 

@@ -21,17 +21,20 @@ single-threaded worker processes is started, and closed with the pool. The pool'
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 import weakref
 from typing import Any, Callable
 
-from conveyor._backends._inline import CALLERS, run_finalizer
+from conveyor._backends._cluster_worker import function_key, run_items
+from conveyor._backends._inline import run_finalizer, timeout_error
 from conveyor._core.config import usable_cores
 from conveyor._core import serialize
-from conveyor._core.errors import PoolClosedError, TaskCancelledError, WorkerCrashedError, short_repr
-from conveyor.abc import Backend, BackendConfig, Batch, CallKind, Capabilities, Outcome
+from conveyor._core.errors import (InitializerError, PoolClosedError, TaskCancelledError, WorkerCrashedError,
+                                   short_repr)
+from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
     import dask
@@ -41,34 +44,16 @@ except ImportError as exc:  # the registry turns this into BackendUnavailableErr
 
 from conveyor._backends.dask_primitives import DaskPrimitives  # noqa: E402 - needs distributed
 
-_functions: dict[int, Callable[..., Any]] = {}
 
 
 def default_workers() -> int:
     return usable_cores()
-_functions_lock = threading.Lock()
 
 
-def run_batch(key: int, blob: bytes, kind: int, items: list[Any]) -> tuple[list[Any], dict[int, bytes], float]:
-    """In a Dask worker: run every item; an item's exception is returned pickled, with its traceback."""
-    with _functions_lock:
-        fn = _functions.get(key)
-        if fn is None:
-            fn = serialize.loads(blob)
-            if len(_functions) > 64:
-                _functions.clear()
-            _functions[key] = fn
-    call = CALLERS[CallKind(kind)]
-    values: list[Any] = []
-    errors: dict[int, bytes] = {}
-    started = time.perf_counter()
-    for position, item in enumerate(items):
-        try:
-            values.append(call(fn, item))
-        except Exception as exc:  # noqa: BLE001 - the item's own failure is its result
-            values.append(None)
-            errors[position] = serialize.dumps_exception(exc)
-    return values, errors, time.perf_counter() - started
+def run_batch(key: str, blob: bytes, kind: int, items: list[Any], timeout: float | None
+              ) -> tuple[list[Any], dict[int, bytes], dict[int, float], float]:
+    """The Dask task of one batch (a module-level function, so that Dask names its tasks after it)."""
+    return run_items(key, blob, kind, items, timeout)
 
 
 def configured_address(options: dict[str, Any]) -> str | None:
@@ -123,6 +108,10 @@ class DaskBackend(Backend):
         unknown = set(config.options) - {"address"}
         if unknown:
             raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
+        if config.max_tasks_per_worker is not None or config.max_memory_per_worker is not None:
+            raise NotImplementedError(
+                "max_tasks_per_worker and max_memory_per_worker are not available on the dask backend: "
+                "Dask manages its workers' lives (see its worker 'lifetime' and memory-limit settings)")
         address = configured_address(config.options)
         self._cluster: Any = None
         if address is None:
@@ -130,15 +119,35 @@ class DaskBackend(Backend):
             self._client = distributed.Client(self._cluster, set_as_default=False)
         else:
             self._client = distributed.Client(address, set_as_default=False)
+        self._address = self._client.scheduler.address
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._waiting: collections.deque[Batch] = collections.deque()  # not yet sent to Dask
+        self._futures: dict[Any, Batch] = {}                            # sent, not yet reported
+        self._completed = distributed.as_completed(loop=self._client.loop)
+        self._collector: threading.Thread | None = None
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._workers_seen: set[str] = set()
         self._hooks: str | None = None
         if config.initializer is not None or config.finalizer is not None:
-            self._hooks = f"conveyor-hooks-{id(self)}"
+            self._install_hooks()
+
+    def _install_hooks(self) -> None:
+        """Register the initializer/finalizer plugin; an initializer that fails breaks the pool."""
+        self._hooks = f"conveyor-hooks-{id(self)}"
+        config = self.config
+        self._workers_seen.update(self._client.scheduler_info()["workers"])
+        try:
             self._client.register_plugin(_Hooks(config.initializer, config.initargs, config.finalizer,
                                                 config.finalargs), name=self._hooks)
-        self._lock = threading.Lock()
-        self._futures: set[Any] = set()
-        self._closed = False
-        self._blobs: dict[int, bytes] = {}
+        except Exception as exc:  # noqa: BLE001 - the initializer's own error, raised on a worker
+            error = InitializerError(f"the worker initializer failed on a Dask worker: {exc!r}")
+            error.__cause__ = exc
+            self._broken = error
+
+    def broken(self) -> BaseException | None:
+        return self._broken
 
     # -- primitives: on the cluster's scheduler ----------------------------------------------------
     def worker_primitives(self) -> Any:
@@ -206,7 +215,7 @@ class DaskBackend(Backend):
             batch.finish(Outcome([None] * len(batch), {}, lost=list(positions)))
             return
         if status == "cancelled":
-            stop = TaskCancelledError("the pool was shut down before this task ran")
+            stop = TaskCancelledError("the pool was shut down before this task ended")
             batch.finish(Outcome([None] * len(batch), dict.fromkeys(positions, stop)))
             return
         try:
@@ -232,24 +241,56 @@ class DaskBackend(Backend):
             error = exc
         batch.finish(Outcome([None] * len(batch), dict.fromkeys(positions, error)))
 
+    _draining = False  # closed, but the waiting batches still go to the cluster
+    _closer: threading.Thread | None = None
+
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        """Close; the client and a local cluster are closed by a closer thread once the work the pool
+        keeps is done (at once with ``kill``). A later call with ``wait`` (at exit) waits for it."""
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
-            futures = list(self._futures)
-        if cancel_pending or kill:
-            self._client.cancel(futures)
-        elif wait and futures:
-            distributed.wait(futures)
-        if self._hooks is not None and self._cluster is None:
-            # Someone else's cluster outlives the pool: take the hooks off its workers (their
-            # teardown runs the finalizer there now).
-            self._client.unregister_worker_plugin(self._hooks)
-        self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+            abandoned: list[Batch] = []
+            if cancel_pending or kill:
+                abandoned = list(self._waiting)
+                self._waiting.clear()
+                self._draining = False
+            elif first:
+                self._draining = True
+            running = [future for future in self._futures if isinstance(future, distributed.Future)]
+            if first:
+                self._closer = threading.Thread(target=self._close_when_idle, name="conveyor-dask-close",
+                                                daemon=True)
+                self._closer.start()  # under the lock: a racing second call may join it at once
+        for batch in abandoned:
+            batch.abandon()
+        if kill and running:
+            self._client.cancel(running)
+        if wait:
+            self._closer.join()
+
+    def _close_when_idle(self) -> None:
+        self._pump()
+        with self._lock:
+            while self._futures or self._waiting:
+                self._idle.wait(0.1)
+        try:
+            self._workers_seen.update(self._client.scheduler_info()["workers"])
+            if self._hooks is not None and self._cluster is None:
+                # Someone else's cluster outlives the pool: take the hooks off its workers (their
+                # teardown runs the finalizer there now).
+                self._client.unregister_worker_plugin(self._hooks)
+        finally:
+            self._client.close()
+            if self._cluster is not None:
+                self._cluster.close()
 
     def statistics(self) -> dict[str, Any]:
-        info = self._client.scheduler_info() if not self._closed else {}
-        return {"dask_workers": len(info.get("workers", {})), "scheduler": self._client.scheduler.address}
+        """``workers_started``: the Dask workers this pool's initializer/finalizer hooks were on."""
+        with self._lock:
+            closed = self._closed
+            waiting = len(self._waiting)
+        if not closed:
+            self._workers_seen.update(self._client.scheduler_info()["workers"])
+        return {"scheduler": self._address, "dask_workers_seen": len(self._workers_seen),
+                "workers_started": len(self._workers_seen), "queued_batches": waiting}

@@ -1,0 +1,104 @@
+"""What a cluster engine's worker runs for one batch: the code shared by the Dask and Ray backends.
+
+A cluster is shared: several client processes (a script, the ``conveyor`` command, another user's
+session) send functions to the same workers. The worker keeps unpickled functions in a small cache,
+so a function's key must be unique across all of them, not only within one client process:
+:func:`function_key` prefixes the client's per-process key with a random token of that process.
+
+Every item's failure is its own result (``sys.exit`` and ``KeyboardInterrupt`` included, as on the
+process backend), returned pickled with its traceback. ``task_timeout`` is cooperative here, as on
+the thread backend: an engine cannot stop one call without stopping its worker, so an overdue item
+is reported at its deadline while the call runs on in the background of the worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from conveyor._backends._inline import CALLERS
+from conveyor._core import serialize
+from conveyor.abc import CallKind, TaskFunction
+
+PROCESS_TOKEN = uuid.uuid4().hex
+"""Distinguishes this client process's function keys from those of every other client of a cluster."""
+
+_CACHED_FUNCTIONS = 64
+_functions: collections.OrderedDict[str, Callable[..., Any]] = collections.OrderedDict()
+_functions_lock = threading.Lock()
+
+
+def function_key(function: TaskFunction) -> str:
+    """A key for ``function`` that no other client process of the cluster uses."""
+    return f"{PROCESS_TOKEN}-{function.key}"
+
+
+def cached_function(key: str, blob: bytes) -> Callable[..., Any]:
+    """The function behind ``key``, unpickled from ``blob`` on first use in this worker process."""
+    with _functions_lock:
+        fn = _functions.get(key)
+        if fn is not None:
+            _functions.move_to_end(key)
+            return fn
+    fn = serialize.loads(blob)
+    with _functions_lock:
+        _functions[key] = fn
+        while len(_functions) > _CACHED_FUNCTIONS:
+            _functions.popitem(last=False)
+    return fn
+
+
+class _Overdue(Exception):
+    """The call outlived its ``task_timeout``; it goes on running in its thread."""
+
+
+def _call_before(deadline: float, call: Callable[[], Any]) -> Any:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=target, name="conveyor-timed-task", daemon=True)
+    runner.start()
+    runner.join(deadline)
+    if runner.is_alive():
+        raise _Overdue
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def run_items(key: str, blob: bytes, kind: int, items: list[Any], timeout: float | None = None
+              ) -> tuple[list[Any], dict[int, bytes], dict[int, float], float]:
+    """Run every item of a batch in this worker.
+
+    Returns:
+        ``(values, errors, overdue, busy)``: results aligned with ``items``; position -> the pickled
+        exception it raised; position -> seconds it had run when its ``timeout`` passed; seconds spent.
+    """
+    fn = cached_function(key, blob)
+    call = CALLERS[CallKind(kind)]
+    values: list[Any] = []
+    errors: dict[int, bytes] = {}
+    overdue: dict[int, float] = {}
+    started = time.perf_counter()
+    for position, item in enumerate(items):
+        began = time.monotonic()
+        try:
+            if timeout is None:
+                values.append(call(fn, item))
+            else:
+                values.append(_call_before(timeout, lambda: call(fn, item)))
+        except _Overdue:
+            values.append(None)
+            overdue[position] = time.monotonic() - began
+        except BaseException as exc:  # noqa: BLE001 - the item's own failure is its result
+            values.append(None)
+            errors[position] = serialize.dumps_exception(exc)
+    return values, errors, overdue, time.perf_counter() - started
