@@ -174,39 +174,90 @@ class DaskBackend(Backend):
 
     # -- work ------------------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
+        """Queue the batch in the pool; at most ``workers`` batches are on the cluster at once, so that
+        the rest can still be cancelled (as on the process backend) and the pool takes its share of a
+        shared cluster, not all of it."""
         with self._lock:
             if self._closed:
                 raise PoolClosedError("the pool is shut down")
+            self._waiting.append(batch)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send waiting batches to Dask while there are free slots."""
+        while True:
+            with self._lock:
+                if self._closed and not self._draining or not self._waiting:
+                    return
+                if len(self._futures) >= self.config.workers:
+                    return
+                batch = self._waiting.popleft()
+                self._futures[batch] = batch  # holds the slot until its future exists
+            try:
+                self._send(batch)
+            finally:
+                with self._lock:
+                    self._futures.pop(batch, None)
+                    self._idle.notify_all()
+
+    def _send(self, batch: Batch) -> None:
         if not batch.claim():
             return
-        if batch.timeout is not None:
-            error = NotImplementedError("task_timeout is not supported on the dask backend yet")
-            batch.finish(Outcome([None] * len(batch), dict.fromkeys(range(len(batch)), error)))
-            return
-        key = batch.function.key
         try:
             blob = batch.function.blob(serialize.dumps)
         except BaseException as exc:  # noqa: BLE001 - every item fails with the pickling error
             error = serialize.pickling_error(batch.function.fn, exc, "the function")
             batch.finish(Outcome([None] * len(batch), dict.fromkeys(range(len(batch)), error)))
             return
-        future = self._client.submit(run_batch, key, blob, int(batch.kind), list(batch.items), pure=False)
+        future = self._client.submit(run_batch, function_key(batch.function), blob, int(batch.kind),
+                                     list(batch.items), batch.timeout, pure=False)
         with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(lambda done: self._finished(batch, done))
+            self._futures[future] = batch
+            self._completed.add(future)
+            if self._collector is None:
+                self._collector = threading.Thread(target=self._collect, name="conveyor-dask-results",
+                                                   daemon=True)
+                self._collector.start()
 
-    def _finished(self, batch: Batch, future: Any) -> None:
+    def _collect(self) -> None:
+        """Report batches as their futures finish; ends when none is out (restarted by the next send).
+
+        Not Dask's done callbacks: those run on an executor that refuses work once the interpreter
+        exits, so work closed gracefully would never be reported at exit."""
+        while True:
+            for future in self._completed:
+                self._finished(future)
+            with self._lock:
+                if not any(isinstance(future, distributed.Future) for future in self._futures):
+                    self._collector = None
+                    return
+
+    def _finished(self, future: Any) -> None:
+        """Report a finished future's batch, once."""
         with self._lock:
-            self._futures.discard(future)
+            batch = self._futures.get(future)
+        if batch is None:
+            return
+        try:
+            self._report(batch, future)
+        finally:
+            with self._lock:
+                self._futures.pop(future, None)
+                self._idle.notify_all()
+            self._pump()
+
+    def _report(self, batch: Batch, future: Any) -> None:
         positions = range(len(batch))
         status = future.status
         if status == "finished":
             try:
-                values, blobs, busy = future.result()
+                values, blobs, overdue, busy = future.result()
             except BaseException as exc:  # noqa: BLE001 - the result could not be fetched or unpickled
                 self._finish_failed(batch, exc)
                 return
             errors = {position: serialize.loads_exception(blob) for position, blob in blobs.items()}
+            errors.update({position: timeout_error(batch, position, elapsed)
+                           for position, elapsed in overdue.items()})
             batch.finish(Outcome(values, errors, busy=busy))
             return
         if status == "lost":
