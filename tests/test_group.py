@@ -29,6 +29,12 @@ KINDS = backends("serial", "thread", *(f"process-{method}" for method in START_M
 LIVE = backends("thread", "process")  # backends whose tasks run concurrently with the block
 
 
+def own_process(kind: str) -> bool:
+    """Whether each task runs in a process of its own: on processes, and on Dask (a process started by
+    a worker, with the process backend's exit codes and remote tracebacks)."""
+    return kind.startswith(("process", "dask"))
+
+
 def make_context(kind: str) -> conveyor.Context:
     backend, _, method = kind.partition("-")
     return conveyor.context(backend, start_method=method) if method else conveyor.context(backend)
@@ -124,7 +130,7 @@ def test_results_names_pids_and_exit_codes(kind):
         assert not task.is_alive()
         assert task.done()
         assert task.join(0.01) is None
-    if kind.startswith("process"):
+    if own_process(kind):
         assert first.pid != os.getpid() and first.pid != second.pid
     else:
         assert first.pid == os.getpid()
@@ -153,7 +159,7 @@ def test_an_exception_is_raised_at_exit_with_its_type(kind):
     assert task.exitcode == 1
     with pytest.raises(tasks.CustomError):
         task.result()
-    if kind.startswith("process"):
+    if own_process(kind):
         assert isinstance(caught.value.__cause__, conveyor.RemoteTraceback)
         assert "fail_after" in str(caught.value.__cause__)
 
@@ -327,7 +333,7 @@ def test_terminate_cancels_one_task_without_failing_the_group(backend):
     assert g.errors == [] and other.result() == 2
     with pytest.raises(conveyor.TaskCancelledError):
         victim.result()
-    assert victim.exitcode == (-signal.SIGTERM if backend == "process" else 1)
+    assert victim.exitcode == (-signal.SIGTERM if own_process(backend) else 1)
 
 
 def test_terminate_interrupts_a_thread_blocked_on_a_conveyor_queue():

@@ -94,8 +94,11 @@ class Context(PrimitiveFactories):
         return Pool(backend=self.backend, **merged)
 
     def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
-        """A :class:`conveyor.TaskGroup` of threads or processes on this context's backend."""
-        return TaskGroup(self.backend, start_method=self._defaults.get("start_method"))
+        """A :class:`conveyor.TaskGroup` of threads or processes on this context's backend (on a cluster:
+        the context's own, through its options, as for its pools and primitives)."""
+        defaults = self._defaults
+        return TaskGroup(self.backend, start_method=defaults.get("start_method"),
+                         **{name: value for name, value in defaults.items() if name not in _POOL_PARAMETERS})
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Any]:
         """One-shot :meth:`Pool.map` on a pool that lives for this call only."""

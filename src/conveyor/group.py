@@ -146,16 +146,19 @@ class TaskGroup:
     Args:
         backend: ``"serial"``, ``"thread"``, ``"process"`` (default from :func:`conveyor.config`).
         start_method: for processes, ``"fork"``, ``"forkserver"`` or ``"spawn"``.
+        **options: backend-specific options, as for :class:`conveyor.Pool` (on a cluster, the
+            ``address`` of its scheduler; a context passes its own).
 
     Attributes:
         errors: the exceptions of the tasks that failed (cancelled ones excluded), first seen first.
             The first is the one raised; on Python 3.11+ it carries a note naming the others.
     """
 
-    def __init__(self, backend: str | None = None, *, start_method: str | None = None) -> None:
+    def __init__(self, backend: str | None = None, *, start_method: str | None = None, **options: Any) -> None:
         self.backend = backend or _config.setting("backend")
         self._backend_class = backend_class(self.backend)
-        self._config = BackendConfig(workers=1, start_method=start_method or _config.setting("start_method"))
+        self._config = BackendConfig(workers=1, start_method=start_method or _config.setting("start_method"),
+                                     options=options)
         self._cv = threading.Condition()
         self._tasks: list[TaskHandle] = []
         self._state = _NEW

@@ -172,6 +172,15 @@ class DaskBackend(Backend):
         cluster = local_cluster(options.get("workers") or default_workers())
         return {**options, "address": cluster.scheduler_address}, cluster
 
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              name: str, on_done: Callable[[Any], None] | None = None) -> Any:
+        """A TaskGroup task: one Dask task on the context's cluster, running the call in a process of
+        its own on a worker (``dask_tasks.py``, imported here: only a group needs it)."""
+        from conveyor._backends.dask_tasks import spawn_on_dask
+
+        return spawn_on_dask(configured_address(config.options), config, fn, args, kwargs, name, on_done)
+
     # -- work ------------------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
         """Queue the batch in the pool; at most ``workers`` batches are on the cluster at once, so that

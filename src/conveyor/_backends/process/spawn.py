@@ -39,7 +39,7 @@ _TICK = 0.1
 _OK, _RAISED = b"v", b"e"
 
 
-def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """The call as bytes, or a PicklingError naming the function or argument that cannot travel."""
     try:
         return serialize.dumps((fn, args, kwargs))
@@ -85,6 +85,31 @@ def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool) -> None
     except OSError:
         pass  # the owner is gone; nobody is waiting for this
     exit_now(0 if tag == _OK else 1)
+
+
+def decode_outcome(message: bytes | None, name: str, pid: int, exitcode: int | None,
+                   cancelled: bool) -> tuple[Any, BaseException | None]:
+    """A task process's report (``task_main``'s message, or None if it sent none) as (value, error).
+
+    A module function, not a method: a cluster backend receives the same message from a worker that
+    ran the process for it, and decodes it in the caller the same way.
+    """
+    if message is None:
+        _, how = describe_exit(exitcode)
+        if cancelled:
+            return None, TaskCancelledError(f"task {name!r} was terminated: its process {pid} {how}")
+        return None, WorkerCrashedError(f"task {name!r}: its process {pid} {how} before it returned",
+                                        pid=pid, exitcode=exitcode)
+    payload = memoryview(message)[1:]
+    if message[:1] == _OK:
+        try:
+            return serialize.loads(payload), None
+        except BaseException as exc:  # noqa: BLE001 - a user's reducer may raise anything
+            return None, serialize.unpickling_error(exc, "the task's result")
+    try:
+        return None, serialize.loads_exception(payload)
+    except BaseException as exc:  # noqa: BLE001
+        return None, serialize.unpickling_error(exc, "the task's exception")
 
 
 class ProcessTask(SpawnedTask):
@@ -153,22 +178,7 @@ class ProcessTask(SpawnedTask):
         return message
 
     def _decode(self, message: bytes | None) -> tuple[Any, BaseException | None]:
-        if message is None:
-            _, how = describe_exit(self._exitcode)
-            if self.cancel_requested:
-                return None, TaskCancelledError(f"task {self.name!r} was terminated: its process {self._pid} {how}")
-            return None, WorkerCrashedError(f"task {self.name!r}: its process {self._pid} {how} before it "
-                                            "returned", pid=self._pid, exitcode=self._exitcode)
-        payload = memoryview(message)[1:]
-        if message[:1] == _OK:
-            try:
-                return serialize.loads(payload), None
-            except BaseException as exc:  # noqa: BLE001 - a user's reducer may raise anything
-                return None, serialize.unpickling_error(exc, "the task's result")
-        try:
-            return None, serialize.loads_exception(payload)
-        except BaseException as exc:  # noqa: BLE001
-            return None, serialize.unpickling_error(exc, "the task's exception")
+        return decode_outcome(message, self.name, self._pid, self._exitcode, self.cancel_requested)
 
     def _signal(self, signum: int) -> None:
         """Signal the process unless it has been reaped (its pid may then be someone else's)."""
@@ -211,15 +221,26 @@ class ProcessTask(SpawnedTask):
             self._signal(signal.SIGKILL)
 
 
-def spawn_process(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  name: str, on_done: Callable[[SpawnedTask], None] | None) -> ProcessTask:
-    """``ProcessBackend.spawn``: pickle the call here, start its process with the configured method."""
+def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
+                       *, task_class: type[ProcessTask] = ProcessTask,
+                       preload: tuple[str, ...] = ()) -> ProcessTask:
+    """Start the process of a call already pickled by ``pickle_call``, with the configured start method.
+
+    Separate from ``spawn_process`` for a cluster worker that received the call as bytes and runs it in
+    a process of its own (``task_class`` then keeps the outcome as bytes for the caller; ``preload``
+    adds the modules its processes need to the fork server's).
+    """
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
     if method == "forkserver":
-        ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
-    blob = _pickle_call(fn, args, kwargs)
+        ctx.set_forkserver_preload(["conveyor._backends.process.worker", *preload])
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
-    return ProcessTask(ctx, blob, name, on_done, owner_is_parent)
+    return task_class(ctx, blob, name, on_done, owner_is_parent)
+
+
+def spawn_process(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  name: str, on_done: Callable[[SpawnedTask], None] | None) -> ProcessTask:
+    """``ProcessBackend.spawn``: pickle the call here, start its process with the configured method."""
+    return start_process_task(config, pickle_call(fn, args, kwargs), name, on_done)
