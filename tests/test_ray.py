@@ -164,13 +164,13 @@ SCENARIOS = {
         try:
             address = head.stdout.readline().strip()
             assert address, "the helper's Ray did not start"
-            with conveyor.Pool(backend="ray", address=address) as pool:
-                assert pool.workers == 2                          # the cluster's CPUs
+            with conveyor.Pool(4, backend="ray", address=address) as pool:
+                assert pool.statistics()["ray_slots"] == 2        # no more tasks than the cluster's CPUs
                 assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
                 ray_pids()
             import ray
-            assert not ray.is_initialized()                       # disconnected...
-            ctx = conveyor.context("ray", address=address)        # ...and the cluster still runs
+            assert ray.is_initialized()                           # still connected, for the next pool
+            ctx = conveyor.context("ray", address=address)
             lock = ctx.Lock()
             with ctx.Pool() as pool:
                 assert pool.submit(lock.acquire, timeout=5).result(timeout=60) is True
@@ -182,10 +182,12 @@ SCENARIOS = {
                 raise AssertionError("a second cluster in one process was accepted")
             except ValueError as error:
                 assert address in str(error)
-            del ctx, lock, pool
+            ctx_lock = lock
+            del ctx
             import gc
-            gc.collect()
-            assert not ray.is_initialized()
+            gc.collect()                                          # the context's hub goes with it...
+            expect(conveyor.OwnerGoneError, ctx_lock.acquire)
+            assert ray.is_initialized() and head.poll() is None   # ...the cluster stays
         finally:
             head.stdin.close()
             assert head.wait(60) == 0
@@ -244,6 +246,11 @@ SCENARIOS = {
             except RuntimeError:
                 return "refused"
             return "released"
+
+        def bump_first(numbers):
+            with numbers.get_lock():
+                numbers[0] = numbers[0] + 1
+            return True
 
         def note(args):
             shared, log, space, key = args
@@ -336,6 +343,14 @@ SCENARIOS = {
             rlock.release()
             expect(RuntimeError, rlock.release)
 
+            # a shared array
+            numbers = ctx.Array("d", 3)
+            assert all(pool.map(bump_first, [numbers] * 5, chunksize=1))
+            assert numbers[:] == [5.0, 0.0, 0.0] and len(numbers) == 3
+            numbers[1:] = [7, 8]
+            assert list(numbers) == [5.0, 7.0, 8.0]
+            expect(TypeError, numbers.__setitem__, 0, "x")
+
             # a shared dict, list and Namespace written by tasks
             shared, log, space = ctx.dict(a=1), ctx.list(), ctx.Namespace(a=0)
             assert all(pool.map(note, [(shared, log, space, key) for key in "bcd"], chunksize=1))
@@ -375,7 +390,9 @@ SCENARIOS = {
         expect(queue.Empty, small.get, timeout=0.2)
         expect(queue.Empty, small.get_nowait)
         small.put_many([3])
+        assert not small.is_shutdown
         small.shutdown()
+        assert small.is_shutdown
         assert small.get() == 3
         expect(conveyor.ShutDown, small.get)
         expect(conveyor.ShutDown, small.put, 4)

@@ -25,8 +25,9 @@ as :class:`~conveyor.WorkerCrashedError`. Tasks are submitted with ``max_retries
 core's (``retries=``), not Ray's.
 
 Options (``Pool(backend="ray", ...)``): ``address`` of an existing cluster (``"auto"``,
-``"host:port"`` or ``"ray://host:port"``), else ``RAY_ADDRESS`` from the environment, else a local
-Ray with ``workers`` CPUs is started and stopped with the last pool or context that uses it;
+``"host:port"`` or ``"ray://host:port"``; the connection stays open for the rest of the program),
+else ``RAY_ADDRESS`` from the environment, else a local Ray with ``workers`` CPUs is started and
+stopped with the last pool or context that uses it;
 ``ray_init``: more keyword arguments for ``ray.init`` (``runtime_env``, ``object_store_memory``...).
 A process has one Ray connection, shared by every pool and context in it.
 """
@@ -81,9 +82,11 @@ store once per call, and tasks carry a reference."""
 
 # -- the process's Ray connection ----------------------------------------------------------------------
 
-_session_lock = threading.Lock()
+_session_lock = threading.RLock()
+"""Re-entrant: a context collected while this thread is inside :func:`open_session` (the garbage
+collector runs finalizers anywhere) closes its session from within it."""
 _session_users = 0
-_session_ours = False   # conveyor called ray.init, so the last of its users calls ray.shutdown
+_session_ours = False   # conveyor started a local Ray, so the last of its users stops it
 
 
 def configured_address(options: dict[str, Any]) -> str | None:
@@ -103,29 +106,35 @@ def open_session(address: str | None, workers: int, init_options: dict[str, Any]
     """Use this process's Ray connection, making it if there is none; pair with :func:`close_session`.
 
     Without an address, a local Ray with ``workers`` CPUs is started (``address="local"``: never
-    someone else's instance found on the machine). A connection the user made with ``ray.init`` is
-    used as it is and never closed by conveyor.
+    someone else's instance found on the machine), and stopped by the last :func:`close_session`. A
+    connection to a cluster stays open until the program ends (Ray's exit hook closes it): the next
+    pool needs no new connection, and Ray's process-wide threads are started once. A connection the
+    user made with ``ray.init`` is used as it is.
     """
     global _session_users, _session_ours
     with _session_lock:
-        if ray.is_initialized():
-            current = _current_address()
-            if (address and address != "auto" and not address.startswith("ray://") and current
-                    and address != current):
-                raise ValueError(f"this process is already connected to the Ray cluster at {current}; "
-                                 f"a process has one Ray connection, so it cannot also use {address}")
-        else:
-            options: dict[str, Any] = {"logging_level": logging.ERROR, **(init_options or {})}
-            if address is None:
-                ray.init(address="local", num_cpus=workers, include_dashboard=False, **options)
+        _session_users += 1  # first: a session closed meanwhile (see _session_lock) cannot stop Ray under us
+        try:
+            if ray.is_initialized():
+                current = _current_address()
+                if (address and address != "auto" and not address.startswith("ray://") and current
+                        and address != current):
+                    raise ValueError(f"this process is already connected to the Ray cluster at {current}; "
+                                     f"a process has one Ray connection, so it cannot also use {address}")
             else:
-                ray.init(address=address, **options)
-            _session_ours = True
-        _session_users += 1
+                options: dict[str, Any] = {"logging_level": logging.ERROR, **(init_options or {})}
+                if address is None:
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, **options)
+                    _session_ours = True
+                else:
+                    ray.init(address=address, **options)
+        except BaseException:
+            close_session()
+            raise
 
 
 def close_session() -> None:
-    """One user fewer; the last one shuts down a connection that conveyor made (a local Ray stops)."""
+    """One user fewer; the last one stops the local Ray that conveyor started."""
     global _session_users, _session_ours
     with _session_lock:
         _session_users -= 1
@@ -313,10 +322,9 @@ class RayBackend(Backend):
                 "so there is no point where it could run for every worker")
         address = configured_address(config.options)
         open_session(address, config.workers, config.options.get("ray_init"))
-        # On a Ray conveyor started for this process, the pool's own worker count (at most the CPUs the
-        # first user started it with); on a cluster, every CPU of it.
-        cpus = cluster_cpus(config.workers)
-        self._slots = min(config.workers, cpus) if address is None and _session_ours else cpus
+        # Tasks in Ray at once: the pool's workers, but no more than the cluster's CPUs (a task beyond
+        # them would wait in Ray, and a task in Ray is taken to be running).
+        self._slots = min(config.workers, cluster_cpus(config.workers))
         self._key = f"conveyor-pool-{uuid.uuid4().hex}"
         self._hooks: list[Any] | None = None
         if config.initializer is not None:
@@ -344,11 +352,6 @@ class RayBackend(Backend):
             if not _exit_hook_registered:
                 atexit.register(_stop_pools_before_ray)
                 _exit_hook_registered = True
-
-    @property
-    def workers(self) -> int:
-        """Tasks run at once: the pool's ``workers`` on a local Ray, the cluster's CPUs on a cluster."""
-        return self._slots
 
     # -- primitives: actors on the pool's cluster ----------------------------------------------------
     def worker_primitives(self) -> Any:

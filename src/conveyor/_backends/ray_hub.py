@@ -1,4 +1,4 @@
-"""The state behind the Ray primitives: one threaded actor per factory, the *hub*, holds them all.
+"""The state behind the Ray primitives: one threaded actor per process, the *hub*, holds them all.
 
 Most of the state is the stdlib's own objects (``threading.Lock``-like owned locks, ``Semaphore``,
 ``BoundedSemaphore``, ``Event``) and conveyor's in-process queues; the waits that must be cut into
@@ -9,6 +9,7 @@ and returns within a slice, so a blocked client never holds the hub.
 
 from __future__ import annotations
 
+import array
 import collections
 import queue as _stdlib_queue
 import threading
@@ -21,6 +22,7 @@ import ray
 from conveyor._backends._local_queue import LocalLifoQueue, LocalPriorityQueue, LocalQueue
 from conveyor._backends.process.managed.ops import OPS
 from conveyor._core import serialize
+from conveyor._core.errors import OwnerGoneError
 
 
 class _OwnedLock:
@@ -69,6 +71,11 @@ class _OwnedLock:
     def owned(self, owner: str) -> bool:
         with self._cond:
             return self._depth > 0 and self._owner == owner
+
+    def state(self) -> tuple[str | None, int]:
+        """(holder, depth), for the client's repr."""
+        with self._cond:
+            return self._owner, self._depth
 
 
 class _Condition:
@@ -247,7 +254,7 @@ class _Container:
 
 
 def _make_condition(hub: Hub, lock_key: str) -> _Condition:
-    return _Condition(hub.objects[lock_key])
+    return _Condition(hub._object(lock_key))
 
 
 _KINDS: dict[str, Callable[..., Any]] = {
@@ -263,6 +270,7 @@ _KINDS: dict[str, Callable[..., Any]] = {
     "priorityqueue": lambda hub, maxsize: _HubPriorityQueue(maxsize),
     "value": lambda hub, value: _Cell(value),
     "container": lambda hub, obj: _Container(obj),
+    "array": lambda hub, typecode, init: _Container(array.array(typecode, init)),
 }
 
 
@@ -278,10 +286,27 @@ class Hub:
             if key not in self.objects:
                 self.objects[key] = _KINDS[kind](self, *args)
 
+    def drop(self, prefix: str) -> None:
+        """Forget every object of a closed factory (their keys start with its prefix)."""
+        with self._mutex:
+            for key in [key for key in self.objects if key.startswith(prefix)]:
+                del self.objects[key]
+
+    def _object(self, key: str) -> Any:
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise OwnerGoneError(f"this object ({key}) is gone: the context or pool that made it was "
+                                 "closed") from None
+
+    def attribute(self, key: str, name: str) -> Any:
+        """An attribute of an object, e.g. a queue's ``is_shutdown``, a semaphore's ``_value``."""
+        return getattr(self._object(key), name)
+
     def call(self, key: str, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
         """``(True, result)`` or ``(False, the exception)``: the client raises it as itself."""
         try:
-            return True, getattr(self.objects[key], method)(*args)
+            return True, getattr(self._object(key), method)(*args)
         except BaseException as exc:  # noqa: BLE001 - the client's error to raise
             return False, exc
 

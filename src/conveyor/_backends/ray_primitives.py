@@ -1,12 +1,13 @@
 """Locks, conditions, semaphores, events, barriers, queues and shared values on a Ray cluster.
 
-Ray has no lock of its own, so every object lives in one small actor per factory (a context's or a
-pool's), the *hub*: a threaded actor (no CPU reserved, so it starts even while every CPU runs tasks)
-holding the real state, mostly the stdlib's own objects (``threading.Lock``, ``Semaphore``,
-``BoundedSemaphore``, ``Event``, conveyor's in-process queues). The objects users hold are thin
-clients that name their hub and key::
+Ray has no lock of its own, so every object lives in one small actor per process (per Ray
+connection), the *hub*: a threaded actor (no CPU reserved, so it starts even while every CPU runs
+tasks) holding the real state, mostly the stdlib's own objects (``threading.Lock``, ``Semaphore``,
+``BoundedSemaphore``, ``Event``, conveyor's in-process queues). Each factory (a context's, a pool's)
+keeps its objects under a key prefix of its own and drops them when it closes. The objects users
+hold are thin clients that name their hub and key::
 
-    caller / any Ray task                                 the hub actor (one per factory)
+    caller / any Ray task                                 the hub actor (one per process)
     RayLock.acquire() ── hub.call(key, "acquire", (owner, 0.2)) ──► the lock's state, a thread per call
                       ◄─────────────── True / False / an exception ──┘
 
@@ -25,13 +26,14 @@ looks its hub up on first use. The semantics are the stdlib's; the differences a
 
 from __future__ import annotations
 
+import array
 import functools
 import os
 import queue as _stdlib_queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import ray
 import ray.exceptions
@@ -120,16 +122,26 @@ def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeou
             return result
 
 
+def _hub_of(space: str) -> str:
+    return space.partition("#")[0]
+
+
+def _new_key(space: str, kind: str) -> tuple[str, str]:
+    """A new object of a factory: its hub, and a key under the factory's prefix. A *space* is
+    ``"hub#prefix"``: what a factory hands its objects, so that closing it drops them all."""
+    hub, _, prefix = space.partition("#")
+    return hub, f"{prefix}{kind}-{uuid.uuid4().hex}"
+
+
 class _Object:
     """A client of one object in a hub; pickles as (hub, key)."""
 
     kind = "object"
 
-    def __init__(self, hub: str, key: str | None = None, *args: Any) -> None:
-        self._hub_name = hub
-        self._key = key or f"{self.kind}-{uuid.uuid4().hex}"
+    def __init__(self, space: str, key: str | None = None, *args: Any) -> None:
+        self._hub_name, self._key = _new_key(space, self.kind) if key is None else (_hub_of(space), key)
         if key is None:
-            ray.get(_hub(hub).make.remote(self._key, self.kind, self._make_args(*args)))
+            ray.get(_hub(self._hub_name).make.remote(self._key, self.kind, self._make_args(*args)))
 
     def _make_args(self, *args: Any) -> tuple[Any, ...]:
         return args
@@ -187,6 +199,11 @@ class RayLock(_Acquirable, _Object):
     def _is_owned(self) -> bool:
         return bool(self._call("owned", _owner()))
 
+    def __repr__(self) -> str:
+        holder, depth = self._call("state")
+        return (f"<{'locked' if depth else 'unlocked'} conveyor ray {type(self).__name__} {self._key} "
+                f"owner={holder} count={depth}>")
+
 
 class RayRLock(RayLock):
     """``threading.RLock``: the holding thread (of the holding process) may acquire it again."""
@@ -205,7 +222,7 @@ class RayCondition(_Acquirable, _Object):
         if not isinstance(lock, RayLock):
             raise TypeError("a ray Condition needs a lock made by a ray context or pool (ctx.Lock(), ctx.RLock())")
         self._lock = lock
-        super().__init__(lock._hub_name, None, lock._key)
+        super().__init__(hub, None, lock._key)
 
     def _state(self) -> tuple[Any, ...]:
         return (self._lock,)
@@ -264,6 +281,11 @@ class RaySemaphore(_Acquirable, _Object):
 
     def release(self, n: int = 1) -> None:
         self._call("release", n)
+
+    @property
+    def _value(self) -> int:
+        """The tokens left, as ``threading.Semaphore._value``."""
+        return int(ray.get(_hub(self._hub_name).attribute.remote(self._key, "_value")))
 
 
 class RayBoundedSemaphore(RaySemaphore):
@@ -430,7 +452,7 @@ class RayQueue(_Object):
 
     @property
     def is_shutdown(self) -> bool:
-        return bool(self._call("is_shutdown"))
+        return bool(ray.get(_hub(self._hub_name).attribute.remote(self._key, "is_shutdown")))
 
 
 class RayLifoQueue(RayQueue):
@@ -484,9 +506,9 @@ class _InHub:
     __slots__ = ()
 
     @classmethod
-    def _make(cls, hub: str, obj: Any) -> Any:
-        key = f"container-{uuid.uuid4().hex}"
-        ray.get(_hub(hub).make.remote(key, "container", (obj,)))
+    def _make(cls, space: str, kind: str, args: tuple[Any, ...]) -> Any:
+        hub, key = _new_key(space, kind)
+        ray.get(_hub(hub).make.remote(key, kind, args))
         return cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
 
     @classmethod
@@ -531,10 +553,86 @@ class RayNamespace(_InHub, NamespaceProxy):
     __slots__ = ()
 
 
+class RayArray(_InHub):
+    """``multiprocessing.Array``-like: numbers of one typecode kept by the hub (an ``array.array``);
+    indexing, slicing (a list, as from ``multiprocessing``), ``len``, and ``get_lock()`` for
+    read-modify-write."""
+
+    __slots__ = ("_lock", "_ref")
+    _kind = "Array"
+
+    def __getitem__(self, index: Any) -> Any:
+        got = self._call("getitem", index)
+        return list(got) if isinstance(index, slice) else got
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            value = array.array(self._call("copy").typecode, value)
+        self._call("setitem", index, value)
+
+    def __len__(self) -> int:
+        return int(self._call("len"))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self[:])
+
+    def get_obj(self) -> list[Any]:
+        return self[:]
+
+    def get_lock(self) -> Any:
+        if self._lock is None:
+            raise AttributeError("this Array was made with lock=False")
+        return self._lock
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_array, (self._ref, self._lock))
+
+    def __repr__(self) -> str:
+        return self._repr_of(lambda: f"<conveyor ray Array {self[:]!r}>")
+
+
+def _rebuild_array(ref: tuple[Any, ...], lock: Any) -> RayArray:
+    made = RayArray._attach_ray(ref)
+    made._lock = lock
+    return made
+
+
+def _typecode(typecode_or_type: Any) -> str:
+    """``"d"``, or a ctypes type such as ``ctypes.c_double`` (whose typecode is its ``_type_``)."""
+    code = getattr(typecode_or_type, "_type_", typecode_or_type)
+    if not isinstance(code, str) or code not in array.typecodes:
+        raise TypeError(f"a ray Array needs an array typecode or a ctypes number type, got {typecode_or_type!r}")
+    return code
+
+
+_shared_hub: dict[str, Any] = {"job": None, "name": None}
+_shared_hub_lock = threading.Lock()
+
+
+def shared_hub() -> str:
+    """The name of this process's hub, started on first use for the current Ray connection.
+
+    One hub for every factory of the process: an actor costs a worker process and about a second to
+    start, and creating and killing one per context or pool would leave Ray's connections to dead
+    workers behind. It belongs to this process (not detached): it ends with the Ray connection.
+    """
+    job = ray.get_runtime_context().get_job_id()
+    with _shared_hub_lock:
+        if _shared_hub["job"] != job:
+            name = f"conveyor-hub-{job}-{uuid.uuid4().hex[:12]}"
+            actor = HubActor.options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=_HUB_THREADS,
+                                     max_restarts=0).remote()
+            with _handles_lock:
+                _handles[name] = actor
+            _shared_hub.update(job=job, name=name)
+        return str(_shared_hub["name"])
+
+
 class RayPrimitives:
     """The factory behind ``conveyor.context("ray").Lock()`` and ``pool.Queue()`` on Ray.
 
-    Its objects live in one hub actor, started on first use and killed by :meth:`close`.
+    Its objects live in the process's hub under a prefix of its own, and are dropped from it by
+    :meth:`close` (later calls on them raise ``OwnerGoneError``, in every process).
 
     Args:
         session: the Ray connection this factory holds (a context's), released by ``close()``; a
@@ -543,31 +641,25 @@ class RayPrimitives:
 
     def __init__(self, session: Any = None) -> None:
         self._session = session
-        self._name: str | None = None
-        self._actor: Any = None
+        self._prefix = f"{uuid.uuid4().hex}/"
+        self._used: str | None = None   # the hub this factory put objects in
         self._lock = threading.Lock()
 
     def _hub(self) -> str:
+        """The space of this factory's objects: ``"hub#prefix"``."""
+        hub = shared_hub()
         with self._lock:
-            if self._name is None:
-                name = f"conveyor-hub-{uuid.uuid4().hex}"
-                self._actor = HubActor.options(name=name, namespace=NAMESPACE, num_cpus=0,
-                                                max_concurrency=_HUB_THREADS, max_restarts=0).remote()
-                with _handles_lock:
-                    _handles[name] = self._actor
-                self._name = name
-            return self._name
+            self._used = hub
+        return f"{hub}#{self._prefix}"
 
     def close(self) -> None:
-        """Kill the hub (its objects stop working in every process) and release the connection."""
+        """Drop this factory's objects from the hub and release the connection (once)."""
         with self._lock:
-            actor, name, self._actor = self._actor, self._name, None
-        if actor is not None:
-            with _handles_lock:
-                _handles.pop(name, None)  # type: ignore[arg-type]
+            used, self._used = self._used, None
+        if used is not None:
             try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 - Ray is already down
+                ray.get(_hub(used).drop.remote(self._prefix), timeout=_SLICE_SECONDS * 50)
+            except Exception:  # noqa: BLE001 - Ray or the hub is already down: the objects went with it
                 pass
         if self._session is not None:
             self._session.close()
@@ -607,18 +699,26 @@ class RayPrimitives:
         return RayValue(self._hub(), typecode_or_type, value, lock)
 
     def dict(self, *args: Any, **kwargs: Any) -> RayDict:
-        return RayDict._make(self._hub(), dict(*args, **kwargs))
+        return RayDict._make(self._hub(), "container", (dict(*args, **kwargs),))
 
     def list(self, iterable: Iterable[Any] = ()) -> RayList:
-        return RayList._make(self._hub(), list(iterable))
+        return RayList._make(self._hub(), "container", (list(iterable),))
 
     def Namespace(self, **attributes: Any) -> RayNamespace:  # noqa: N802
         import types
 
-        return RayNamespace._make(self._hub(), types.SimpleNamespace(**attributes))
+        return RayNamespace._make(self._hub(), "container", (types.SimpleNamespace(**attributes),))
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> RayArray:  # noqa: N802
+        code = _typecode(typecode_or_type)
+        init = [0] * size_or_initializer if isinstance(size_or_initializer, int) else list(size_or_initializer)
+        space = self._hub()
+        made = RayArray._make(space, "array", (code, init))
+        made._lock = RayRLock(space) if lock is True else (lock or None)
+        return made
 
     def __getattr__(self, name: str) -> Any:
-        if name in {"Pipe", "Array"}:
+        if name in {"Pipe"}:
             def missing(*_: Any, **__: Any) -> Any:
                 raise NotImplementedError(f"{name} is not available on the ray backend yet")
             return missing
