@@ -97,6 +97,7 @@ SCENARIOS = {
 
             # what the backend does not do says so
             expect(NotImplementedError, conveyor.Pool, backend="ray", finalizer=print)
+            expect(NotImplementedError, conveyor.Pool, backend="ray", max_tasks_per_worker=10)
             error = expect(TypeError, conveyor.Pool, backend="ray", adress="x:1")
             assert "adress" in str(error)
             ray_pids()
@@ -144,6 +145,20 @@ SCENARIOS = {
             assert running.result(timeout=0) is None and waiting.cancelled()
             stats = pool.statistics()
             assert stats["succeeded"] == 1 and stats["cancelled"] == 1, stats
+
+        # Ctrl-C during a map: KeyboardInterrupt at once, and leaving the block kills the running tasks
+        import signal
+        began = None
+        try:
+            with conveyor.Pool(2, backend="ray") as pool:
+                threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+                began = time.monotonic()
+                pool.map(time.sleep, [60, 60, 60], chunksize=1)
+            raise AssertionError("the map was not interrupted")
+        except KeyboardInterrupt:
+            assert began is not None and time.monotonic() - began < 10, time.monotonic() - began
+        stats = pool.statistics()
+        assert stats["in_flight"] == 0 and stats["succeeded"] == 0, stats
 
         # a pool left open with a task running when the program ends: the program still ends, and
         # its Ray processes with it (checked by the test)

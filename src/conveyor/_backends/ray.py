@@ -320,6 +320,10 @@ class RayBackend(Backend):
                 "a worker finalizer is not supported on the ray backend: Ray ends its worker processes "
                 "without running their exit hooks, and a task cannot be sent to a chosen worker process, "
                 "so there is no point where it could run for every worker")
+        if config.max_tasks_per_worker is not None or config.max_memory_per_worker is not None:
+            raise NotImplementedError(
+                "max_tasks_per_worker and max_memory_per_worker are not available on the ray backend: Ray "
+                "manages its worker processes (see its max_calls option and its memory monitor)")
         address = configured_address(config.options)
         open_session(address, config.workers, config.options.get("ray_init"))
         # Tasks in Ray at once: the pool's workers, but no more than the cluster's CPUs (a task beyond
