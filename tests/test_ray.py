@@ -62,6 +62,17 @@ SCENARIOS = {
             assert pool.submit(divmod, 7, 2).result(timeout=30) == (3, 1)
             assert all(pool.map(initialized, range(40), chunksize=1))
 
+            # a pool opened inside a task: its function keys are its own, so the workers' caches (which
+            # hold the square above under the driver's first key) do not mix them up
+            def negate(x):
+                return -x
+
+            def nested(x):
+                with conveyor.Pool(1, backend="ray") as inner:
+                    return inner.map(negate, [x, x + 1])
+
+            assert pool.submit(nested, 5).result(timeout=60) == [-5, -6]
+
             # a user's exception keeps its type, with the worker's traceback as its cause
             error = expect(ValueError, pool.map, fail_on_5, range(10))
             assert str(error) == "bad input 5" and isinstance(error.__cause__, conveyor.RemoteTraceback)

@@ -168,10 +168,19 @@ def cluster_cpus(default: int) -> int:
 
 _DONE, _INIT_FAILED = 0, 1
 _initialized: set[str] = set()
-_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
+_functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_client: list[Any] = [None, ""]
 
 
-def _function(key: int, blob: Any) -> Any:
+def function_key(batch: Batch) -> str:
+    """The key of a call's function in the workers' caches, unique across the processes that send
+    tasks to the same workers: the driver and, for a pool opened inside a task, that worker."""
+    if _client[0] != os.getpid():
+        _client[0], _client[1] = os.getpid(), uuid.uuid4().hex
+    return f"{_client[1]}-{batch.function.key}"
+
+
+def _function(key: str, blob: Any) -> Any:
     """The call's function, unpickled once per worker process (the 32 most recent are kept)."""
     if key not in _functions:
         if isinstance(blob, list):  # a reference to the object store, for a large function
@@ -185,7 +194,7 @@ def _function(key: int, blob: Any) -> Any:
     return _functions[key]
 
 
-def _prepare(pool: str, hooks: list[Any] | None, key: int, function: Any, payload: bytes,
+def _prepare(pool: str, hooks: list[Any] | None, key: str, function: Any, payload: bytes,
              isolate: bool) -> tuple[Any, ...]:
     """In a Ray worker: the pool's initializer if this process has not run it yet, the function and
     the inputs. ``(reply,)`` when there is nothing to run, else ``(fn, items, errors)``; a function
@@ -211,7 +220,7 @@ def _reply(values: list[Any], errors: dict[int, BaseException], isolate: bool, b
     return (_DONE, busy, isolated, encoded_errors, False, values_blob)
 
 
-def run_batch(pool: str, hooks: list[Any] | None, key: int, function: Any, kind: int, payload: bytes,
+def run_batch(pool: str, hooks: list[Any] | None, key: str, function: Any, kind: int, payload: bytes,
               isolate: bool) -> tuple[Any, ...]:
     """In a Ray worker: run every input of a batch; the reply.
 
@@ -227,7 +236,7 @@ def run_batch(pool: str, hooks: list[Any] | None, key: int, function: Any, kind:
     return _reply(values, errors, isolate, time.perf_counter() - begin)
 
 
-def run_timed(pool: str, hooks: list[Any] | None, key: int, function: Any, kind: int, payload: bytes,
+def run_timed(pool: str, hooks: list[Any] | None, key: str, function: Any, kind: int, payload: bytes,
               isolate: bool) -> Iterator[Any]:
     """In a Ray worker, for a call with ``task_timeout``: like :func:`run_batch`, but yield each
     input's position as it starts (a streaming generator task: the caller sees it at once), so that
@@ -427,7 +436,7 @@ class RayBackend(Backend):
             timed = batch.timeout is not None
             try:
                 task = self._timed_task if timed else self._task
-                ref = task.remote(self._key, self._hooks, batch.function.key, self._function_argument(batch),
+                ref = task.remote(self._key, self._hooks, function_key(batch), self._function_argument(batch),
                                   int(batch.kind), sent.payload, batch.isolate)
             except BaseException as exc:  # noqa: BLE001 - Ray refused the task: its inputs fail
                 self._forget(running)
