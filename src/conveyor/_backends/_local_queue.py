@@ -211,6 +211,12 @@ class LocalQueue:
     def is_shutdown(self) -> bool:
         return self._shut
 
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked done with ``task_done`` (the name ``queue.Queue`` uses)."""
+        with self._mutex:
+            return self._unfinished
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} size={self.qsize()} maxsize={self.maxsize}{' shut down' if self._shut else ''}>"
 

@@ -25,7 +25,6 @@ import collections
 import logging
 import threading
 import time
-import weakref
 from typing import Any, Callable
 
 from conveyor._backends._cluster_worker import function_key, run_items
@@ -151,7 +150,10 @@ class DaskBackend(Backend):
 
     # -- primitives: on the cluster's scheduler ----------------------------------------------------
     def worker_primitives(self) -> Any:
-        return DaskPrimitives(self._client)
+        # On a cluster the pool started, its primitives go with it (and use its client); on one it
+        # joined, they outlive it, with a client of their own.
+        address = self._client.scheduler.address
+        return DaskPrimitives(address, self._client) if self._cluster is not None else DaskPrimitives(address)
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
@@ -159,9 +161,7 @@ class DaskBackend(Backend):
         if address is None:
             raise NotImplementedError("dask primitives need a cluster: make them with a context "
                                       "(conveyor.context('dask')) or a pool (pool.Lock())")
-        factory = DaskPrimitives(distributed.Client(address, set_as_default=False), owns_client=True)
-        weakref.finalize(factory, factory.close)
-        return factory
+        return DaskPrimitives(address)  # its client closes when it and its objects are gone
 
     @classmethod
     def context_options(cls, options: dict[str, Any]) -> tuple[dict[str, Any], Any]:
