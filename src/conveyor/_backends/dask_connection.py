@@ -372,7 +372,10 @@ class HubRef:
             try:
                 return pending.result(timeout=wait + SLICE_SECONDS)
             except TimeoutError:
-                if time.monotonic() > limit:
+                # The factory's own handle knows when Dask has lost the actor (its worker died):
+                # then Dask would go on trying to reach the dead worker for its connect timeout.
+                lost = self._future is not None and self._future.status != "finished"
+                if lost or time.monotonic() > limit:
                     raise self._unreachable(kind, None) from None
             except Exception as exc:  # noqa: BLE001 - the hub itself never raises: this is Dask's
                 raise self._unreachable(kind, exc) from exc
