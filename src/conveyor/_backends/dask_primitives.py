@@ -6,11 +6,11 @@ containers); ``dask_connection.py`` says how they reach the cluster, ``dask_hub.
 that keeps what Dask's scheduler cannot. Semantics are the standard library's; the differences are
 in ``docs/clusters.md``.
 
-A factory holds one connection (a Dask client of its own, opened on first use) and, once something
-needs it, one hub actor. Its objects hold the connection too: a pool's primitives keep working after
-the pool is shut down (on a cluster that outlives the pool), and the client is closed when the
-factory and the last of its objects are gone, or at once by :meth:`DaskPrimitives.close` (a context
-that started its own cluster calls it before closing the cluster).
+A factory's objects share one connection (a Dask client of the factory's own, opened with the first
+object) and, once one needs it, one hub actor. The objects hold them, the factory only refers to
+them: a pool's primitives keep working after the pool is shut down (on a cluster that outlives the
+pool), and the client is closed when the last of them is gone, or at once by
+:meth:`DaskPrimitives.close` (a context that started its own cluster calls it before closing it).
 """
 
 from __future__ import annotations
