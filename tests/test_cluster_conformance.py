@@ -1,0 +1,36 @@
+"""The conformance suite on the cluster engines: every test parametrized over backends (Pool methods,
+primitives, TaskGroup, pipelines, finalizers, the CLI) runs again on Dask and on Ray.
+
+Each engine gets one small local cluster, started in a process tree of its own (so the suite's leak
+check does not count the engine's processes as ours; see clusters.py), and a nested pytest run in
+cluster mode (``CONVEYOR_TEST_CLUSTER``, see conftest.py) whose pools and contexts attach to it
+through the engine's own address setting. Afterwards no process of the cluster may be left. An
+engine that is not installed is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+
+import pytest
+
+from clusters import CLUSTERS, TESTS, nested_pytest, running_cluster
+from conftest import bounded
+
+SUITE_MINUTES = 12
+
+
+@pytest.mark.timeout(SUITE_MINUTES * 60 + 180)
+@pytest.mark.parametrize("engine", sorted(CLUSTERS))
+def test_the_conformance_suite_passes_on(engine):
+    module = CLUSTERS[engine][0]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{engine} is not installed here (pip install \"conveyor[{engine}]\")")
+    with running_cluster(engine) as environment:
+        run = subprocess.run(nested_pytest(["-q", str(TESTS)]), env=environment, capture_output=True,
+                             text=True, timeout=bounded(SUITE_MINUTES * 60), cwd=TESTS.parent)
+    summary = (run.stdout.strip().splitlines() or [""])[-1]
+    print(f"{engine}: {summary}")
+    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-4000:]
+    assert " passed" in summary and "deselected" in summary, summary
