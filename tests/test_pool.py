@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import multiprocessing
+import os
 import pickle
 import threading
 import time
@@ -438,3 +439,26 @@ def test_a_cluster_refuses_worker_recycling_with_a_clear_error():
     for option in ({"max_tasks_per_worker": 1}, {"max_memory_per_worker": 1 << 30}):
         with pytest.raises(NotImplementedError, match="max_tasks_per_worker and max_memory_per_worker"):
             conveyor.Pool(1, backend="dask", **option)
+
+
+def test_cluster_function_keys_differ_between_processes_even_after_fork():
+    """Workers of a shared cluster cache functions by key: two client processes (a forked child
+    included) must never send the same key for different functions."""
+    from conveyor._backends._cluster_worker import function_key
+    from conveyor.abc import TaskFunction
+
+    function = TaskFunction(abs)
+    mine = function_key(function)
+    assert function_key(function) == mine  # stable within a process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, function_key(function).encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 200).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert child and child != mine and child.endswith(f"-{function.key}")

@@ -1,9 +1,10 @@
 """What a cluster engine's worker runs for one batch: the code shared by the Dask and Ray backends.
 
 A cluster is shared: several client processes (a script, the ``conveyor`` command, another user's
-session) send functions to the same workers. The worker keeps unpickled functions in a small cache,
-so a function's key must be unique across all of them, not only within one client process:
-:func:`function_key` prefixes the client's per-process key with a random token of that process.
+session, a pool opened inside a task) send functions to the same workers. The worker keeps unpickled
+functions in a small cache, so a function's key must be unique across all of them, not only within
+one client process: :func:`function_key` prefixes the client's per-process key with a random token
+of that process (drawn again after a fork, so a forked child never shares its parent's).
 
 Every item's failure is its own result (``sys.exit`` and ``KeyboardInterrupt`` included, as on the
 process backend), returned pickled with its traceback. ``task_timeout`` is cooperative here, as on
@@ -14,6 +15,7 @@ is reported at its deadline while the call runs on in the background of the work
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 import uuid
@@ -23,27 +25,33 @@ from conveyor._backends._inline import CALLERS
 from conveyor._core import serialize
 from conveyor.abc import CallKind, TaskFunction
 
-PROCESS_TOKEN = uuid.uuid4().hex
-"""Distinguishes this client process's function keys from those of every other client of a cluster."""
-
 _CACHED_FUNCTIONS = 64
-_functions: collections.OrderedDict[str, Callable[..., Any]] = collections.OrderedDict()
+_functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
 _functions_lock = threading.Lock()
+_token = [0, ""]  # (pid, token) of the process whose keys the token makes unique
 
 
 def function_key(function: TaskFunction) -> str:
     """A key for ``function`` that no other client process of the cluster uses."""
-    return f"{PROCESS_TOKEN}-{function.key}"
+    pid = os.getpid()
+    if _token[0] != pid:
+        _token[:] = [pid, uuid.uuid4().hex]
+    return f"{_token[1]}-{function.key}"
 
 
-def cached_function(key: str, blob: bytes) -> Callable[..., Any]:
-    """The function behind ``key``, unpickled from ``blob`` on first use in this worker process."""
+def cached_function(key: str, blob: Any, fetch: Callable[[Any], bytes] = lambda blob: blob) -> Any:
+    """The function behind ``key``, unpickled on first use in this worker process (``fetch`` turns
+    what was sent into the pickle, e.g. from an engine's object store). A function that cannot be
+    unpickled is cached as its UnpicklingError: it fails every input of the call, not the worker."""
     with _functions_lock:
         fn = _functions.get(key)
         if fn is not None:
             _functions.move_to_end(key)
             return fn
-    fn = serialize.loads(blob)
+    try:
+        fn = serialize.loads(fetch(blob))
+    except BaseException as exc:  # noqa: BLE001 - fails the call's inputs, not the worker
+        fn = serialize.unpickling_error(exc, "the task function in the worker")
     with _functions_lock:
         _functions[key] = fn
         while len(_functions) > _CACHED_FUNCTIONS:
@@ -83,11 +91,14 @@ def run_items(key: str, blob: bytes, kind: int, items: list[Any], timeout: float
         exception it raised; position -> seconds it had run when its ``timeout`` passed; seconds spent.
     """
     fn = cached_function(key, blob)
+    started = time.perf_counter()
+    if isinstance(fn, BaseException):
+        failure = serialize.dumps_exception(fn)
+        return [None] * len(items), dict.fromkeys(range(len(items)), failure), {}, time.perf_counter() - started
     call = CALLERS[CallKind(kind)]
     values: list[Any] = []
     errors: dict[int, bytes] = {}
     overdue: dict[int, float] = {}
-    started = time.perf_counter()
     for position, item in enumerate(items):
         began = time.monotonic()
         try:

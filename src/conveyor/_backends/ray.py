@@ -45,6 +45,7 @@ import uuid
 import weakref
 from typing import Any, Iterator
 
+from conveyor._backends._cluster_worker import cached_function, function_key
 from conveyor._backends._inline import timeout_error
 from conveyor._backends.process import batches
 from conveyor._backends.process.worker import _CALLERS, _run_general
@@ -168,30 +169,12 @@ def cluster_cpus(default: int) -> int:
 
 _DONE, _INIT_FAILED = 0, 1
 _initialized: set[str] = set()
-_functions: collections.OrderedDict[str, Any] = collections.OrderedDict()
-_client: list[Any] = [None, ""]
 
 
-def function_key(batch: Batch) -> str:
-    """The key of a call's function in the workers' caches, unique across the processes that send
-    tasks to the same workers: the driver and, for a pool opened inside a task, that worker."""
-    if _client[0] != os.getpid():
-        _client[0], _client[1] = os.getpid(), uuid.uuid4().hex
-    return f"{_client[1]}-{batch.function.key}"
-
-
-def _function(key: str, blob: Any) -> Any:
-    """The call's function, unpickled once per worker process (the 32 most recent are kept)."""
-    if key not in _functions:
-        if isinstance(blob, list):  # a reference to the object store, for a large function
-            blob = ray.get(blob[0])
-        try:
-            _functions[key] = serialize.loads(blob)
-        except BaseException as exc:  # noqa: BLE001 - fails the call's tasks, not the worker
-            _functions[key] = serialize.unpickling_error(exc, "the task function in the worker")
-        while len(_functions) > 32:
-            _functions.popitem(last=False)
-    return _functions[key]
+def _fetch(blob: Any) -> bytes:
+    """A large function travels as a reference to the object store (in a list, so Ray does not
+    resolve it before the cache is consulted)."""
+    return ray.get(blob[0]) if isinstance(blob, list) else blob
 
 
 def _prepare(pool: str, hooks: list[Any] | None, key: str, function: Any, payload: bytes,
@@ -206,7 +189,7 @@ def _prepare(pool: str, hooks: list[Any] | None, key: str, function: Any, payloa
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, which breaks the pool
             return ((_INIT_FAILED, serialize.dumps_exception(exc)),)
         _initialized.add(pool)
-    fn = _function(key, function)
+    fn = cached_function(key, function, _fetch)
     items, errors = batches.decode_items(payload, isolate)
     if items is None:
         return ((_DONE, 0.0, False, {}, True, b""),)
@@ -436,7 +419,7 @@ class RayBackend(Backend):
             timed = batch.timeout is not None
             try:
                 task = self._timed_task if timed else self._task
-                ref = task.remote(self._key, self._hooks, function_key(batch), self._function_argument(batch),
+                ref = task.remote(self._key, self._hooks, function_key(batch.function), self._function_argument(batch),
                                   int(batch.kind), sent.payload, batch.isolate)
             except BaseException as exc:  # noqa: BLE001 - Ray refused the task: its inputs fail
                 self._forget(running)
