@@ -11,6 +11,7 @@ are pickled by reference, and on a cluster (as for any user) the workers must be
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -22,24 +23,26 @@ import psutil
 
 TESTS = Path(__file__).resolve().parent
 
-# engine -> (module that must import, the engine's own address variable, a script that starts the
-# cluster, prints its address, and closes it when its stdin closes)
+# engine -> (module that must import, a script that starts the cluster, prints as JSON the environment
+# a client needs to reach it (the engine's own address variable and, for Ray, its authentication mode),
+# and closes the cluster when its stdin closes)
 CLUSTERS = {
-    "dask": ("distributed", "DASK_SCHEDULER_ADDRESS", """
-        import sys
+    "dask": ("distributed", """
+        import json, sys
         from conveyor._backends.dask import local_cluster
         if __name__ == "__main__":
             cluster = local_cluster(2)
-            print(cluster.scheduler_address, flush=True)
+            print(json.dumps({"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}), flush=True)
             sys.stdin.read()
             cluster.close()
     """),
-    "ray": ("ray", "RAY_ADDRESS", """
-        import logging, sys
+    "ray": ("ray", """
+        import json, logging, os, sys
         import ray
         if __name__ == "__main__":
             info = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
-            print(info.address_info["gcs_address"], flush=True)
+            auth = {k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH_")}  # set by ray.init
+            print(json.dumps({"RAY_ADDRESS": info.address_info["gcs_address"], **auth}), flush=True)
             sys.stdin.read()
             ray.shutdown()
     """),
@@ -56,18 +59,18 @@ def running_cluster(engine: str, wait_seconds: float = 60.0) -> Iterator[dict[st
     """Start a 2-worker cluster of ``engine``; yields the environment of a nested run in cluster mode.
     On exit the cluster is closed and every one of its processes is waited for (killed if need be);
     raises AssertionError if any had to be killed."""
-    _, address_variable, script = CLUSTERS[engine]
+    _, script = CLUSTERS[engine]
     env = clean_environment()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     cluster = psutil.Popen([sys.executable, "-c", textwrap.dedent(script)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True, env=env)
     members: list[psutil.Process] = []
     try:
-        address = cluster.stdout.readline().strip()
-        if not address:
+        reached_by = cluster.stdout.readline().strip()
+        if not reached_by:
             raise RuntimeError(f"the {engine} cluster did not start")
         members = cluster.children(recursive=True)
-        yield {**clean_environment(), "CONVEYOR_TEST_CLUSTER": engine, address_variable: address}
+        yield {**clean_environment(), "CONVEYOR_TEST_CLUSTER": engine, **json.loads(reached_by)}
     finally:
         with contextlib.suppress(psutil.NoSuchProcess):
             members += cluster.children(recursive=True)

@@ -190,3 +190,10 @@ def append_line_then_sleep(path: str, seconds: float) -> None:
     append_line(path, "started")
     time.sleep(seconds)
     append_line(path, "woke")
+
+
+def scheduler_address() -> str:
+    """The address of the Dask scheduler this process's default client talks to (in a Dask task)."""
+    import distributed
+
+    return distributed.get_client().scheduler.address

@@ -196,6 +196,11 @@ if __name__ == "__main__":
     with ctx.TaskGroup() as g:
         task = g.spawn(tasks.add, 1, 2)
     assert task.result() == 3 and task.exitcode == 0, (task.result(), task.exitcode)
+
+    # a pool without an address starts a cluster of its own; its TaskGroup's tasks run on that one
+    with conveyor.Pool(1, backend="dask") as pool, pool.TaskGroup() as g:
+        where = g.spawn(tasks.scheduler_address)
+    assert where.result() == pool.statistics()["scheduler"], (where.result(), pool.statistics())
     print("OK")
 """
 

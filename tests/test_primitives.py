@@ -167,6 +167,7 @@ def _add_many(args):
             counter.value += 1
 
 
+@pytest.mark.timeout(240)  # on Ray each of its 64 000 lock and value operations is an actor call (~1 ms)
 @pytest.mark.parametrize("backend", SYNC_BACKENDS)
 def test_the_shared_counter_demo_is_exact_with_the_lock(backend):
     with conveyor.Pool(4, backend=backend) as pool:

@@ -107,8 +107,7 @@ SCENARIOS = {
             assert pool.submit(abs, -3).result(timeout=30) == 3       # a new worker took its place
 
             # what the backend does not do says so
-            expect(NotImplementedError, conveyor.Pool, backend="ray", finalizer=print)
-            expect(NotImplementedError, conveyor.Pool, backend="ray", max_tasks_per_worker=10)
+            expect(NotImplementedError, conveyor.Pool, backend="ray", max_memory_per_worker=10**9)
             error = expect(TypeError, conveyor.Pool, backend="ray", adress="x:1")
             assert "adress" in str(error)
             ray_pids()
@@ -117,6 +116,19 @@ SCENARIOS = {
 
         import ray
         assert not ray.is_initialized()                      # the last pool stopped the Ray it started
+
+        # each worker is a process of the pool's own: max_tasks_per_worker retires it after its finalizer,
+        # and every worker started runs the finalizer once, in itself
+        with conveyor.Pool(2, backend="ray", max_tasks_per_worker=2, finalizer=started, finalargs=("final",)) as pool:
+            pids = pool.map(lambda x: os.getpid(), range(8), chunksize=1)
+        finals = [name for name in os.listdir(folder) if name.startswith("final-")]
+        assert len(set(pids)) >= 4 and all(pids.count(pid) <= 2 for pid in pids), pids
+        assert len(finals) == pool.statistics()["workers_started"] >= 4, (finals, pool.statistics())
+        assert {int(name.split("-")[1]) for name in finals} >= set(pids), (finals, pids)
+        for name in finals:
+            with open(os.path.join(folder, name)) as marks:
+                assert marks.read() == "x", name
+        assert not ray.is_initialized()
 
         # shutdown(kill=True) stops a running batch: it finishes with TaskCancelledError
         with conveyor.Pool(1, backend="ray") as pool:
@@ -191,8 +203,8 @@ SCENARIOS = {
             address = head.stdout.readline().strip()
             assert address, "the helper's Ray did not start"
             with conveyor.Pool(4, backend="ray", address=address) as pool:
-                assert pool.statistics()["ray_slots"] == 2        # no more tasks than the cluster's CPUs
                 assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
+                assert 1 <= pool.statistics()["workers_started"] <= 4   # the pool's own processes, at most 4
                 ray_pids()
             import ray
             assert ray.is_initialized()                           # still connected, for the next pool
@@ -452,6 +464,29 @@ SCENARIOS = {
         with notified:
             assert notified.wait(0.1) is False
         expect(NotImplementedError, ctx.Pipe)
+
+        # an object lives in the hub while its maker refers to it: a pool's outlive the pool, and one
+        # its maker dropped is gone for the copies elsewhere too
+        import gc, pickle
+        with ctx.Pool(1) as pool:
+            kept, dropped = pool.Queue(), pool.dict(a=1)
+            kept.put("after")
+            copies = pickle.dumps((kept, dropped))
+        assert kept.get(timeout=5) == "after"
+        del dropped
+        gc.collect()
+        kept_copy, dropped_copy = pickle.loads(copies)
+        kept_copy.put(1)
+        assert kept.get(timeout=5) == 1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:      # the drop is sent without waiting for the hub
+            try:
+                dropped_copy["a"]
+            except conveyor.OwnerGoneError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("a dict its maker dropped is still in the hub")
     """,
 }
 
@@ -509,7 +544,7 @@ def _failed(items: list, exc: BaseException):
 
     batch = Batch(TaskFunction(abs), CallKind.ONE, items, [10 + i for i in range(len(items))], owner=_Owner())
     sent = batches.encode(batch)
-    return RayBackend._task_failed(object.__new__(RayBackend), sent, exc)
+    return RayBackend._task_failed(sent, exc)
 
 
 def test_a_dead_worker_fails_a_lone_input_and_isolates_a_batch() -> None:

@@ -251,6 +251,12 @@ class Backend(abc.ABC):
         """
         return options, None
 
+    def group_options(self) -> dict[str, Any]:
+        """The options of a TaskGroup made by this pool (``pool.TaskGroup()``), so that its tasks run
+        where the pool's do: the pool's own options by default; a backend that started a cluster of
+        its own adds where it is."""
+        return dict(self.config.options)
+
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, on_done: Callable[[SpawnedTask], None] | None = None) -> SpawnedTask:

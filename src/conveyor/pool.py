@@ -228,8 +228,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
     def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
         """A :class:`conveyor.TaskGroup` on this pool's backend (its own threads or processes, not the
-        pool's workers)."""
-        return TaskGroup(self.backend_name, start_method=self._backend.config.start_method)
+        pool's workers), with the pool's backend options: on a cluster, the pool's own cluster."""
+        return TaskGroup(self.backend_name, start_method=self._backend.config.start_method,
+                         **self._backend.group_options())
 
     # -- introspection -----------------------------------------------------------------------------
     @property

@@ -172,6 +172,10 @@ class DaskBackend(Backend):
         cluster = local_cluster(options.get("workers") or default_workers())
         return {**options, "address": cluster.scheduler_address}, cluster
 
+    def group_options(self) -> dict[str, Any]:
+        """The pool's options, with the address of the cluster it uses (its own local one included)."""
+        return {**self.config.options, "address": self._address}
+
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, on_done: Callable[[Any], None] | None = None) -> Any:

@@ -1,34 +1,39 @@
-"""The Ray backend: batches run as Ray tasks, on a local Ray started for the pool or on a cluster.
+"""The Ray backend: a pool's workers are Ray actors, on a local Ray started for the pool or on a cluster.
 
 ::
 
-    submit(batch) ── encode (caller's thread) ──► queue ──► at most `slots` tasks in Ray at once
-                                                              │ run_batch.remote(...), max_retries=0
+    submit(batch) ── encode (caller's thread) ──► queue ──► a free worker: worker.run.remote(...)
                                                               ▼
-                       a Ray worker process: initializer (once per process), run the items
-                                                              │ (errors caught per item)
-    batch.finish(Outcome) ◄── collector thread ◄── done callback of the task's future (Ray's thread)
+                       a worker actor (a process of its own, ray_worker.py): initializer once at its
+                       start, then one batch at a time (errors caught per item); finalizer at its end
+                                                              │
+    batch.finish(Outcome) ◄── collector thread ◄── done callback of the call's future (Ray's thread)
 
-One Ray task runs a whole batch, so Ray's per-task cost (about a millisecond of scheduling and
-transfer) is paid once per batch, and the core's chunk sizer grows batches of tiny calls until it no
-longer shows. Inputs and results are pickled by conveyor itself (``process/batches.py``), so an
-unpicklable input or result fails alone with a message that names it; Ray only carries bytes.
+A worker is an actor, so the pool has the process backend's shape: ``workers`` processes of its own
+(started as batches need them), each running the initializer once and the finalizer when the pool
+lets it go, replaced when it dies, is killed for a ``task_timeout``, or has run
+``max_tasks_per_worker`` tasks (why not Ray tasks: see ray_worker.py). One call runs a whole batch,
+so Ray's per-call cost (about a millisecond) is paid once per batch, and the core's chunk sizer grows
+batches of tiny calls until it no longer shows. Inputs and results are pickled by conveyor itself
+(``process/batches.py``), so an unpicklable input or result fails alone with a message that names it;
+Ray only carries bytes.
 
-The backend keeps at most one task per CPU of the cluster in Ray and queues the rest itself: a task
-handed to Ray is then running (or starting), so a cancelling shutdown can drop exactly the batches
-that have not started, ``task_timeout`` can count from the start, and a ``kill`` cancels (with
-``ray.cancel(force=True)``, which kills the worker process) only what runs.
+Batches wait in the pool until a worker is free: a batch handed to a worker is running, so a
+cancelling shutdown drops exactly the batches that have not started, ``task_timeout`` counts from the
+start, and a ``kill`` ends (``ray.kill``) only the workers that run.
 
-A task lost with its worker (``ray.exceptions.WorkerCrashedError`` and the like) cannot say which
-input killed it: a batch of several inputs is re-run one input per task, so the culprit fails alone
-as :class:`~conveyor.WorkerCrashedError`. Tasks are submitted with ``max_retries=0``: retries are the
-core's (``retries=``), not Ray's.
+A worker that dies (``ray.exceptions.ActorDiedError`` and the like) cannot say which input killed it:
+a batch of several inputs is re-run one input per call, so the culprit fails alone as
+:class:`~conveyor.WorkerCrashedError`. The actors have ``max_restarts=0``: retries are the core's
+(``retries=``), not Ray's.
 
 Options (``Pool(backend="ray", ...)``): ``address`` of an existing cluster (``"auto"``,
 ``"host:port"`` or ``"ray://host:port"``; the connection stays open for the rest of the program),
 else ``RAY_ADDRESS`` from the environment, else a local Ray with ``workers`` CPUs is started and
 stopped with the last pool or context that uses it;
-``ray_init``: more keyword arguments for ``ray.init`` (``runtime_env``, ``object_store_memory``...).
+``ray_init``: more keyword arguments for ``ray.init`` (``runtime_env``, ``object_store_memory``...);
+``ray_options``: options of the worker actors (``num_cpus``, ``num_gpus``, ``resources``,
+``scheduling_strategy``...; by default they reserve no CPU and spread over the nodes).
 A process has one Ray connection, shared by every pool and context in it.
 """
 
@@ -41,14 +46,13 @@ import os
 import queue
 import threading
 import time
-import uuid
 import weakref
-from typing import Any, Iterator
+from typing import Any
 
-from conveyor._backends._cluster_worker import cached_function, function_key
+from conveyor._backends._cluster_worker import function_key
 from conveyor._backends._inline import timeout_error
 from conveyor._backends.process import batches
-from conveyor._backends.process.worker import _CALLERS, _run_general
+from conveyor._backends.ray_worker import INIT_FAILED, PoolWorker
 from conveyor._core import serialize
 from conveyor._core.config import usable_cores
 from conveyor._core.errors import (
@@ -67,19 +71,19 @@ except ImportError as exc:  # the registry turns this into BackendUnavailableErr
 
 from conveyor._backends.ray_primitives import RayPrimitives  # noqa: E402 - needs ray
 
-_OPTIONS = frozenset({"address", "ray_init"})
+_OPTIONS = frozenset({"address", "ray_init", "ray_options"})
 
 _CRASHES = tuple(getattr(ray.exceptions, name) for name in (
-    "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
+    "RayActorError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
     if hasattr(ray.exceptions, name))
-"""A task failed because the process or machine running it went away (not because of its inputs)."""
+"""A call failed because the process or machine running it went away (not because of its inputs)."""
 
 _WATCH_SECONDS = 0.05
 """How often the timer thread looks at deadlines, and how long a shutdown waits between checks."""
 
 _INLINE_FUNCTION_BYTES = 64 * 1024
-"""A pickled function up to this size travels inside each task; a larger one is put in Ray's object
-store once per call, and tasks carry a reference."""
+"""A pickled function up to this size travels inside each call; a larger one is put in Ray's object
+store once per pool call, and calls carry a reference."""
 
 # -- the process's Ray connection ----------------------------------------------------------------------
 
@@ -165,100 +169,39 @@ def cluster_cpus(default: int) -> int:
         return default
 
 
-# -- in a Ray worker process ---------------------------------------------------------------------------
-
-_DONE, _INIT_FAILED = 0, 1
-_initialized: set[str] = set()
-
-
-def _fetch(blob: Any) -> bytes:
-    """A large function travels as a reference to the object store (in a list, so Ray does not
-    resolve it before the cache is consulted)."""
-    return ray.get(blob[0]) if isinstance(blob, list) else blob
-
-
-def _prepare(pool: str, hooks: list[Any] | None, key: str, function: Any, payload: bytes,
-             isolate: bool) -> tuple[Any, ...]:
-    """In a Ray worker: the pool's initializer if this process has not run it yet, the function and
-    the inputs. ``(reply,)`` when there is nothing to run, else ``(fn, items, errors)``; a function
-    that cannot be unpickled fails every input."""
-    if hooks is not None and pool not in _initialized:
-        try:
-            initializer, initargs = serialize.loads(ray.get(hooks[0]))
-            initializer(*initargs)
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller, which breaks the pool
-            return ((_INIT_FAILED, serialize.dumps_exception(exc)),)
-        _initialized.add(pool)
-    fn = cached_function(key, function, _fetch)
-    items, errors = batches.decode_items(payload, isolate)
-    if items is None:
-        return ((_DONE, 0.0, False, {}, True, b""),)
-    if isinstance(fn, BaseException):
-        errors = dict.fromkeys(range(len(items)), fn)
-    return fn, items, errors
-
-
-def _reply(values: list[Any], errors: dict[int, BaseException], isolate: bool, busy: float) -> tuple[Any, ...]:
-    isolated, encoded_errors, values_blob = batches.encode_results(values, errors, isolate)
-    return (_DONE, busy, isolated, encoded_errors, False, values_blob)
-
-
-def run_batch(pool: str, hooks: list[Any] | None, key: str, function: Any, kind: int, payload: bytes,
-              isolate: bool) -> tuple[Any, ...]:
-    """In a Ray worker: run every input of a batch; the reply.
-
-    Each input's exception is caught and returned pickled with its traceback, so one failing input
-    never fails the task (only a dying process does).
-    """
-    prepared = _prepare(pool, hooks, key, function, payload, isolate)
-    if len(prepared) == 1:
-        return prepared[0]
-    fn, items, errors = prepared
-    begin = time.perf_counter()
-    values = _run_general(fn, _CALLERS[kind], items, [0.0, 0.0, 0.0], errors, False)
-    return _reply(values, errors, isolate, time.perf_counter() - begin)
-
-
-def run_timed(pool: str, hooks: list[Any] | None, key: str, function: Any, kind: int, payload: bytes,
-              isolate: bool) -> Iterator[Any]:
-    """In a Ray worker, for a call with ``task_timeout``: like :func:`run_batch`, but yield each
-    input's position as it starts (a streaming generator task: the caller sees it at once), so that
-    the caller knows what runs since when, kills the task when it overruns and names the input."""
-    prepared = _prepare(pool, hooks, key, function, payload, isolate)
-    if len(prepared) == 1:
-        yield prepared[0]
-        return
-    fn, items, errors = prepared
-    call = _CALLERS[kind]
-    values: list[Any] = []
-    begin = time.perf_counter()
-    for position, item in enumerate(items):
-        if position in errors:
-            values.append(None)
-            continue
-        yield position
-        try:
-            values.append(call(fn, item))
-        except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
-            values.append(None)
-            errors[position] = exc
-    yield _reply(values, errors, isolate, time.perf_counter() - begin)
-
-
-_remote_run_batch = ray.remote(run_batch)
-_remote_run_timed = ray.remote(run_timed)
-
 # -- in the caller -------------------------------------------------------------------------------------
+
+_PoolWorkerActor = ray.remote(PoolWorker)
+
+_DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+"""A worker reserves no CPU (see ray_worker.py) and the workers of a pool are spread over the
+cluster's nodes; ``ray_options`` replaces or adds to these (``num_cpus``, ``num_gpus``, ``resources``,
+``memory``, ``runtime_env``...)."""
+
+_STOP_SECONDS = 60.0
+"""How long a worker's finalizer may run at shutdown before the worker is ended anyway."""
+
+
+class _Worker:
+    """The caller's view of one worker actor: its handle, and how many tasks it has run."""
+
+    __slots__ = ("actor", "tasks")
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.tasks = 0
 
 
 class _Running:
-    """A batch handed to Ray: its encoded form, the task's reference (a generator for a timed
-    batch), and for a timed batch the input that runs (a position among those sent) and since when."""
+    """A batch handed to a worker: its encoded form, the worker, the call's reference (a generator
+    for a timed batch), and for a timed batch the input that runs (a position among those sent) and
+    since when."""
 
-    __slots__ = ("sent", "ref", "position", "started")
+    __slots__ = ("sent", "worker", "ref", "position", "started")
 
-    def __init__(self, sent: batches.Sent) -> None:
+    def __init__(self, sent: batches.Sent, worker: _Worker) -> None:
         self.sent = sent
+        self.worker = worker
         self.ref: Any = None
         self.position: int | None = None
         self.started = 0.0
@@ -280,6 +223,14 @@ def _crash_error(batch: Batch, position: int, exc: BaseException) -> WorkerCrash
     return error
 
 
+def _end(actor: Any) -> None:
+    """End a worker's process now (SIGKILL: no exit hook runs)."""
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone, or Ray is down
+        pass
+
+
 _live: weakref.WeakSet[RayBackend] = weakref.WeakSet()
 _exit_hook_registered = False
 
@@ -299,7 +250,7 @@ class RayBackend(Backend):
     name = "ray"
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True, cancel_running=True,
                                 enforce_timeout=True)
-    batches_per_worker = 1  # a Ray task costs about a millisecond: few, big batches
+    batches_per_worker = 1  # a call to a worker costs about a millisecond: few, big batches
 
     def __init__(self, config: BackendConfig) -> None:
         global _exit_hook_registered
@@ -307,29 +258,22 @@ class RayBackend(Backend):
         unknown = set(config.options) - _OPTIONS
         if unknown:
             raise TypeError(f"unknown option(s) for the ray backend: {', '.join(sorted(unknown))}")
-        if config.finalizer is not None:
+        if config.max_memory_per_worker is not None:
             raise NotImplementedError(
-                "a worker finalizer is not supported on the ray backend: Ray ends its worker processes "
-                "without running their exit hooks, and a task cannot be sent to a chosen worker process, "
-                "so there is no point where it could run for every worker")
-        if config.max_tasks_per_worker is not None or config.max_memory_per_worker is not None:
-            raise NotImplementedError(
-                "max_tasks_per_worker and max_memory_per_worker are not available on the ray backend: Ray "
-                "manages its worker processes (see its max_calls option and its memory monitor)")
-        address = configured_address(config.options)
-        open_session(address, config.workers, config.options.get("ray_init"))
-        # Tasks in Ray at once: the pool's workers, but no more than the cluster's CPUs (a task beyond
-        # them would wait in Ray, and a task in Ray is taken to be running).
-        self._slots = min(config.workers, cluster_cpus(config.workers))
-        self._key = f"conveyor-pool-{uuid.uuid4().hex}"
-        self._hooks: list[Any] | None = None
-        if config.initializer is not None:
-            self._hooks = [ray.put(serialize.dumps((config.initializer, config.initargs)))]
-        self._task = _remote_run_batch.options(max_retries=0, retry_exceptions=False, name="conveyor.run_batch")
-        self._timed_task = _remote_run_timed.options(max_retries=0, retry_exceptions=False,
-                                                     name="conveyor.run_timed")
+                "max_memory_per_worker is not available on the ray backend: Ray watches its workers' "
+                "memory itself (its memory monitor); use max_tasks_per_worker to recycle workers")
+        actor_options = {**_DEFAULT_ACTOR_OPTIONS, **(config.options.get("ray_options") or {}),
+                         "max_restarts": 0, "max_task_retries": 0}
+        hooks = None if config.initializer is None else serialize.dumps((config.initializer, config.initargs))
+        self._finalizer = None if config.finalizer is None else serialize.dumps((config.finalizer, config.finalargs))
+        open_session(configured_address(config.options), config.workers, config.options.get("ray_init"))
+        self._new_actor = lambda: _PoolWorkerActor.options(**actor_options).remote(hooks)
         self._lock = threading.Lock()
         self._queue: collections.deque[batches.Sent] = collections.deque()
+        self._workers: list[_Worker] = []       # every live worker, busy or idle
+        self._idle: list[_Worker] = []
+        self._workers_started = 0
+        self._workers_lost = 0
         self._running: dict[int, _Running] = {}
         self._timed: dict[int, _Running] = {}   # the running batches with a task_timeout
         self._functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -338,6 +282,7 @@ class RayBackend(Backend):
         self._refusing = False   # shutdown with cancel_pending or kill: no new batches at all
         self._closed = False
         self._drained = threading.Event()
+        self._ended = threading.Event()   # closed, workers finalized and ended
         self._broken: BaseException | None = None
         self._primitives: RayPrimitives | None = None
         self._collector = threading.Thread(target=self._collect, name="conveyor-ray-collector", daemon=True)
@@ -348,6 +293,11 @@ class RayBackend(Backend):
             if not _exit_hook_registered:
                 atexit.register(_stop_pools_before_ray)
                 _exit_hook_registered = True
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """With ``max_tasks_per_worker``, a batch never holds more tasks than a worker may run."""
+        return self.config.max_tasks_per_worker
 
     # -- primitives: actors on the pool's cluster ----------------------------------------------------
     def worker_primitives(self) -> Any:
@@ -402,27 +352,44 @@ class RayBackend(Backend):
                     self._functions.popitem(last=False)
         return stored
 
+    def _take_worker(self) -> _Worker | None:
+        """An idle worker, else a new one if the pool has fewer than ``workers``; None if all are
+        busy. Called with the lock held (starting an actor does not wait for its process)."""
+        if self._idle:
+            return self._idle.pop()
+        if len(self._workers) >= self.config.workers:
+            return None
+        worker = _Worker(self._new_actor())
+        self._workers.append(worker)
+        self._workers_started += 1
+        return worker
+
     def _pump(self) -> None:
-        """Hand queued batches to Ray while it has a free CPU; claim each right before."""
+        """Hand queued batches to free workers; claim each right before."""
         while True:
             with self._lock:
-                if not self._queue or len(self._running) >= self._slots:
+                if not self._queue or self._closed:
+                    return
+                worker = self._take_worker()
+                if worker is None:
                     return
                 sent = self._queue.popleft()
-                running = _Running(sent)
+                running = _Running(sent, worker)
                 self._running[id(running)] = running
             batch = sent.batch
             if not batch.claim():
                 self._forget(running)
+                self._release(worker)
                 self._check_drained()
                 continue
             timed = batch.timeout is not None
             try:
-                task = self._timed_task if timed else self._task
-                ref = task.remote(self._key, self._hooks, function_key(batch.function), self._function_argument(batch),
-                                  int(batch.kind), sent.payload, batch.isolate)
-            except BaseException as exc:  # noqa: BLE001 - Ray refused the task: its inputs fail
+                method = worker.actor.run_timed if timed else worker.actor.run
+                ref = method.remote(function_key(batch.function), self._function_argument(batch), int(batch.kind),
+                                    sent.payload, batch.isolate)
+            except BaseException as exc:  # noqa: BLE001 - Ray refused the call: its inputs fail
                 self._forget(running)
+                self._release(worker)
                 self._report(batch, _fail_all(sent, exc))
                 self._check_drained()
                 continue
@@ -435,7 +402,7 @@ class RayBackend(Backend):
                         self._timer = threading.Thread(target=self._watch, name="conveyor-ray-timer", daemon=True)
                         self._timer.start()
             if killed:
-                self._cancel(ref)
+                self._lose(worker)
             elif not timed:
                 ref.future().add_done_callback(lambda future, running=running: self._events.put((running, future)))
 
@@ -444,6 +411,40 @@ class RayBackend(Backend):
         with self._lock:
             self._timed.pop(id(running), None)
             return self._running.pop(id(running), None) is not None
+
+    def _release(self, worker: _Worker) -> None:
+        """A worker finished a batch: idle again, or retired if it has run its ``max_tasks_per_worker``."""
+        limit = self.config.max_tasks_per_worker
+        with self._lock:
+            if worker not in self._workers:
+                return
+            if self._closed or limit is None or worker.tasks < limit:
+                self._idle.append(worker)
+                return
+            self._workers.remove(worker)
+        threading.Thread(target=self._retire, args=([worker],), name="conveyor-ray-retire", daemon=True).start()
+
+    def _lose(self, worker: _Worker) -> None:
+        """A worker died or is killed (timeout, kill): end its process; the next batch starts another."""
+        with self._lock:
+            if worker not in self._workers:
+                return
+            self._workers.remove(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            self._workers_lost += 1
+        _end(worker.actor)
+
+    def _retire(self, workers: list[_Worker]) -> None:
+        """The normal end of workers: their finalizer (each in its own process), then their end."""
+        if self._finalizer is not None and ray.is_initialized():
+            refs = [worker.actor.stop.remote(self._finalizer) for worker in workers]
+            try:
+                ray.wait(refs, num_returns=len(refs), timeout=_STOP_SECONDS)
+            except Exception:  # noqa: BLE001 - Ray is down: the workers are gone with it
+                pass
+        for worker in workers:
+            _end(worker.actor)
 
     def _check_drained(self) -> None:
         """Nothing queued or running: a graceful shutdown may close. Checked only after a batch's
@@ -459,16 +460,22 @@ class RayBackend(Backend):
         except BaseException:  # noqa: BLE001 - a user callback must not stop the collector
             logging.getLogger("conveyor").exception("reporting a finished batch raised")
 
-    @staticmethod
-    def _cancel(ref: Any) -> None:
-        """Stop a task now: Ray kills the worker process running it."""
-        try:
-            ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - it finished meanwhile, or Ray is down
-            pass
+    def _finished(self, running: _Running, reply: Any = None, exc: BaseException | None = None) -> None:
+        """A worker's call ended, with a reply or an exception: report the batch, free the worker."""
+        worker = running.worker
+        if exc is not None:
+            if isinstance(exc, _CRASHES):
+                self._lose(worker)
+            else:
+                self._release(worker)
+            self._report(running.sent.batch, self._task_failed(running.sent, exc))
+            return
+        worker.tasks += len(running.sent.positions)
+        self._release(worker)
+        self._complete(running.sent, reply)
 
     def _collect(self) -> None:
-        """The collector thread: turn finished tasks into outcomes, then start queued batches."""
+        """The collector thread: turn finished calls into outcomes, then start queued batches."""
         while True:
             event = self._events.get()
             if event is None:
@@ -477,16 +484,17 @@ class RayBackend(Backend):
             if self._forget(running):
                 try:
                     reply = future.result()
-                except BaseException as exc:  # noqa: BLE001 - the task as a whole failed
-                    self._report(running.sent.batch, self._task_failed(running.sent, exc))
+                except BaseException as exc:  # noqa: BLE001 - the call as a whole failed
+                    self._finished(running, exc=exc)
                 else:
-                    self._complete(running.sent, reply)
+                    self._finished(running, reply)
             self._pump()
             self._check_drained()
 
     def _watch(self) -> None:
-        """The timer thread, for calls with ``task_timeout``: follow which input each timed task runs
-        (its generator yields the position as the input starts), and kill a task whose input overruns."""
+        """The timer thread, for calls with ``task_timeout``: follow which input each timed batch runs
+        (its generator yields the position as the input starts), and kill the worker of an input that
+        overruns."""
         while True:
             with self._lock:
                 if self._closed:
@@ -499,7 +507,7 @@ class RayBackend(Backend):
             for running in timed:
                 timeout = running.sent.batch.timeout or 0.0
                 if running.position is not None and now - running.started > timeout and self._forget(running):
-                    self._cancel(running.ref)
+                    self._lose(running.worker)
                     self._report(running.sent.batch, self._timed_out(running, now - running.started))
             ready, _ = ray.wait([running.ref for running in timed], num_returns=1, timeout=_WATCH_SECONDS)
             for generator in ready:
@@ -508,14 +516,18 @@ class RayBackend(Backend):
                     message = ray.get(next(generator))
                 except StopIteration:
                     continue
-                except BaseException as exc:  # noqa: BLE001 - the task as a whole failed
+                except BaseException as exc:  # noqa: BLE001 - the call as a whole failed
                     if self._forget(running):
-                        self._report(running.sent.batch, self._timed_failed(running, exc))
+                        if running.position is not None and isinstance(exc, _CRASHES):
+                            self._lose(running.worker)
+                            self._report(running.sent.batch, self._timed_crash(running, exc))
+                        else:
+                            self._finished(running, exc=exc)
                     continue
                 if isinstance(message, int):
                     running.position, running.started = message, time.monotonic()
                 elif self._forget(running):
-                    self._complete(running.sent, message)
+                    self._finished(running, message)
             self._pump()
             self._check_drained()
 
@@ -526,18 +538,17 @@ class RayBackend(Backend):
         return Outcome([None] * len(sent.batch), {**sent.errors, position: timeout_error(sent.batch, position, elapsed)},
                        lost=lost)
 
-    def _timed_failed(self, running: _Running, exc: BaseException) -> Outcome:
-        """A timed task died: the input it was running is known, so it alone fails."""
+    @staticmethod
+    def _timed_crash(running: _Running, exc: BaseException) -> Outcome:
+        """A timed batch's worker died: the input it was running is known, so it alone fails."""
         sent = running.sent
-        if running.position is None or not isinstance(exc, _CRASHES):
-            return self._task_failed(sent, exc)
-        position = sent.positions[running.position]
+        position = sent.positions[running.position or 0]
         lost = [p for p in sent.positions if p != position]
         return Outcome([None] * len(sent.batch), {**sent.errors, position: _crash_error(sent.batch, position, exc)},
                        lost=lost)
 
     def _complete(self, sent: batches.Sent, reply: tuple[Any, ...]) -> None:
-        if reply[0] == _INIT_FAILED:
+        if reply[0] == INIT_FAILED:
             cause = serialize.loads_exception(reply[1])
             error = InitializerError(f"the worker initializer raised {type(cause).__name__}: {cause}; "
                                      "the pool cannot run tasks")
@@ -549,8 +560,9 @@ class RayBackend(Backend):
         self._report(sent.batch, batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable,
                                                       values_blob, len(sent.positions)))
 
-    def _task_failed(self, sent: batches.Sent, exc: BaseException) -> Outcome:
-        """The task failed as a whole: its worker died, its result was lost, or Ray failed it."""
+    @staticmethod
+    def _task_failed(sent: batches.Sent, exc: BaseException) -> Outcome:
+        """The call failed as a whole: its worker died, its result was lost, or Ray failed it."""
         batch = sent.batch
         positions = list(sent.positions)
         if isinstance(exc, ray.exceptions.ObjectLostError):
@@ -582,8 +594,12 @@ class RayBackend(Backend):
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
         with self._lock:
-            if self._closed:
-                return
+            closing = self._closed
+        if closing:  # closed already, or closing in another thread: wait for its workers' end
+            if wait:
+                self._ended.wait()
+            return
+        with self._lock:
             self._stopping = True
             dropped: list[batches.Sent] = []
             killed: list[_Running] = []
@@ -599,8 +615,7 @@ class RayBackend(Backend):
             sent.batch.abandon()
         stop = TaskCancelledError("the pool was shut down with kill=True while this task ran")
         for running in killed:
-            if running.ref is not None:
-                self._cancel(running.ref)
+            self._lose(running.worker)
             self._report(running.sent.batch, _fail_all(running.sent, stop))
         self._check_drained()
         if not wait:
@@ -616,20 +631,28 @@ class RayBackend(Backend):
         self._close()
 
     def _close(self) -> None:
+        """End the pool: its threads, then its workers (finalizer first), then its hold on Ray. The
+        pool's primitives are not closed: they outlive it (each goes when its maker drops it)."""
         with self._lock:
-            if self._closed:
-                return
+            elsewhere = self._closed
             self._closed = True
-            primitives, timer = self._primitives, self._timer
+            timer = self._timer
+            workers, self._workers, self._idle = self._workers, [], []
+        if elsewhere:  # another thread closes the pool: wait until it has
+            self._ended.wait()
+            return
         _live.discard(self)
         self._events.put(None)
         for thread in (self._collector, timer):
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
-        if primitives is not None:
-            primitives.close()
-        close_session()
+        try:
+            self._retire(workers)
+            close_session()
+        finally:
+            self._ended.set()
 
     def statistics(self) -> dict[str, Any]:
         with self._lock:
-            return {"ray_slots": self._slots, "ray_queued": len(self._queue), "ray_running": len(self._running)}
+            return {"workers_started": self._workers_started, "workers_lost": self._workers_lost,
+                    "ray_queued": len(self._queue), "ray_running": len(self._running)}

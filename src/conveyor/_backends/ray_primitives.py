@@ -33,6 +33,7 @@ import queue as _stdlib_queue
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 import ray
@@ -122,6 +123,21 @@ def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeou
             return result
 
 
+def _forget(hub: str, key: str) -> None:
+    """Drop an object from its hub, without waiting (its maker no longer refers to it)."""
+    try:
+        if ray.is_initialized():
+            _hub(hub).drop.remote(key)
+    except Exception:  # noqa: BLE001 - the hub or Ray is gone: so is the object
+        pass
+
+
+def _forget_when_collected(obj: Any, hub: str, key: str) -> None:
+    """An object lives in its hub while the process that made it refers to it (as conveyor's other
+    shared objects do), and at most as long as its factory (a context's objects go with it)."""
+    weakref.finalize(obj, _forget, hub, key).atexit = False  # at exit the hub ends with the connection
+
+
 def _hub_of(space: str) -> str:
     return space.partition("#")[0]
 
@@ -142,6 +158,7 @@ class _Object:
         self._hub_name, self._key = _new_key(space, self.kind) if key is None else (_hub_of(space), key)
         if key is None:
             ray.get(_hub(self._hub_name).make.remote(self._key, self.kind, self._make_args(*args)))
+            _forget_when_collected(self, self._hub_name, self._key)
 
     def _make_args(self, *args: Any) -> tuple[Any, ...]:
         return args
@@ -509,7 +526,9 @@ class _InHub:
     def _make(cls, space: str, kind: str, args: tuple[Any, ...]) -> Any:
         hub, key = _new_key(space, kind)
         ray.get(_hub(hub).make.remote(key, kind, args))
-        return cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
+        made = cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
+        _forget_when_collected(made, hub, key)
+        return made
 
     @classmethod
     def _attach_ray(cls, ref: tuple[Any, ...]) -> Any:
@@ -558,7 +577,7 @@ class RayArray(_InHub):
     indexing, slicing (a list, as from ``multiprocessing``), ``len``, and ``get_lock()`` for
     read-modify-write."""
 
-    __slots__ = ("_lock", "_ref")
+    __slots__ = ("_lock", "_ref", "__weakref__")
     _kind = "Array"
 
     def __getitem__(self, index: Any) -> Any:
@@ -631,8 +650,10 @@ def shared_hub() -> str:
 class RayPrimitives:
     """The factory behind ``conveyor.context("ray").Lock()`` and ``pool.Queue()`` on Ray.
 
-    Its objects live in the process's hub under a prefix of its own, and are dropped from it by
-    :meth:`close` (later calls on them raise ``OwnerGoneError``, in every process).
+    Its objects live in the process's hub under a prefix of its own. Each is dropped from it when the
+    process that made it no longer refers to it, and all by :meth:`close` (a context's factory, when
+    the context goes; later calls on them raise ``OwnerGoneError``, in every process). A pool's
+    factory is not closed with the pool: its objects outlive it, as on the other backends.
 
     Args:
         session: the Ray connection this factory holds (a context's), released by ``close()``; a
