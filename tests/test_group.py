@@ -30,9 +30,9 @@ LIVE = backends("thread", "process")  # backends whose tasks run concurrently wi
 
 
 def own_process(kind: str) -> bool:
-    """Whether each task runs in a process of its own: on processes, and on Dask (a process started by
-    a worker, with the process backend's exit codes and remote tracebacks)."""
-    return kind.startswith(("process", "dask"))
+    """Whether each task runs in a process of its own: on processes, and on Dask and Ray (a process
+    started by a worker or an actor, with the process backend's exit codes and remote tracebacks)."""
+    return kind.startswith(("process", "dask", "ray"))
 
 
 def make_context(kind: str) -> conveyor.Context:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import queue
-import signal
 import threading
 import uuid
 from collections import OrderedDict
@@ -65,7 +64,16 @@ from typing import Any, Callable
 
 import distributed
 
-from conveyor._backends.process.spawn import ProcessTask, decode_outcome, pickle_call, start_process_task
+from conveyor._backends._cluster_tasks import (
+    ClusterTask,
+    Report,
+    report_of,
+    run_call,
+    start_task_process,
+    stop_process,
+    stronger,
+)
+from conveyor._backends.process.spawn import ProcessTask, pickle_call
 from conveyor._core import serialize
 from conveyor._core.errors import TaskCancelledError, WorkerCrashedError
 from conveyor.abc import BackendConfig, SpawnedTask
@@ -77,7 +85,6 @@ bounded log per topic, so a topic per task would grow without end on a long-live
 _HISTORY = 10_000
 _TICK = 0.1
 _OWNER_POLL = 1.0
-_SIGNALS = {"terminate": signal.SIGTERM, "kill": signal.SIGKILL}
 _FINISHED = "finished"
 
 # -- in the Dask worker --------------------------------------------------------------------------------
@@ -87,14 +94,6 @@ _history: OrderedDict[str, str] = OrderedDict()  # token -> a stop asked for bef
 _start_lock = threading.Lock()
 
 
-class _OutcomeAsBytes(ProcessTask):
-    """On the worker, the task process's report stays the bytes it sent: the caller decodes it, where
-    the user's classes are importable for sure and where the result is wanted."""
-
-    def _decode(self, message: bytes | None) -> tuple[Any, BaseException | None]:
-        return message, None
-
-
 def _note(token: str, what: str) -> None:
     """Remember ``what`` for ``token`` (a kill overrides a terminate); call with ``_lock`` held."""
     if _history.get(token) != "kill":
@@ -102,13 +101,6 @@ def _note(token: str, what: str) -> None:
     _history.move_to_end(token)
     while len(_history) > _HISTORY:
         _history.popitem(last=False)
-
-
-def _stop(process: ProcessTask, how: str) -> None:
-    if how == "kill":
-        process.kill()
-    else:
-        process.terminate()
 
 
 @contextlib.contextmanager
@@ -126,8 +118,7 @@ def _children_allowed() -> Any:
                 me.daemon = True
 
 
-def run_spawned(blob: bytes, name: str, token: str,
-                start_method: str | None) -> tuple[int | None, int | None, bytes | None, bool]:
+def run_spawned(blob: bytes, name: str, token: str, start_method: str | None) -> Report:
     """The Dask task of one spawned call: run it in a process of its own and wait for that process.
 
     Returns:
@@ -146,8 +137,7 @@ def run_spawned(blob: bytes, name: str, token: str,
     try:
         call = serialize.dumps((call_on_cluster, (worker.scheduler.address, blob), {}))
         with _children_allowed():
-            process = start_process_task(BackendConfig(workers=1, start_method=start_method), call, name, None,
-                                         task_class=_OutcomeAsBytes, preload=(__name__,))
+            process = start_task_process(call, name, start_method, (__name__,))
     finally:
         with _lock:
             if process is None:
@@ -157,7 +147,7 @@ def run_spawned(blob: bytes, name: str, token: str,
                 how = _history.pop(token, None)
     try:
         if how is not None:
-            _stop(process, how)
+            stop_process(process, how)
         worker.log_event(TOPIC, {"token": token, "pid": process.pid, "worker": worker.address})
         _wait_while_wanted(process, key, worker.address)
     except BaseException:
@@ -169,8 +159,7 @@ def run_spawned(blob: bytes, name: str, token: str,
             del _running[token]
             _note(token, _FINISHED)
         worker.log_event(TOPIC, {"token": token, "finished": True})
-    message, _ = process.outcome()
-    return process.pid, process.exitcode, message, process.cancel_requested
+    return report_of(process)
 
 
 def _wait_while_wanted(process: ProcessTask, key: str, address: str) -> None:
@@ -205,7 +194,7 @@ def stop_spawned(token: str, how: str) -> str:
             if process is None:
                 _note(token, how)  # starting: run_spawned applies it once the process exists
             else:
-                _stop(process, how)
+                stop_process(process, how)
             return "running"
         if _history.get(token) == _FINISHED:
             return "finished"
@@ -217,12 +206,7 @@ def call_on_cluster(address: str, blob: bytes) -> Any:
     """In the task's process: run the call with a default Dask client, as in a Dask task."""
     client = distributed.Client(address, set_as_default=True)
     try:
-        try:
-            fn, args, kwargs = serialize.loads(blob)
-        except BaseException as exc:  # noqa: BLE001 - reported as the task's failure
-            raise serialize.unpickling_error(exc, "the spawned call in its process") from exc
-        del blob
-        return fn(*args, **kwargs)
+        return run_call(blob)
     finally:
         client.close()
 
@@ -272,21 +256,17 @@ def _disconnect(address: str, token: str) -> None:
     connection.client.close()
 
 
-class DaskTask(SpawnedTask):
+class DaskTask(ClusterTask):
     """A spawned call as one Dask task, watched from here by a thread of its own."""
+
+    engine = "Dask"
 
     def __init__(self, address: str, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                  start_method: str | None) -> None:
         super().__init__(name, on_done)
         self._address = address
         self._token = uuid.uuid4().hex
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._pid: int | None = None
         self._worker: str | None = None
-        self._exitcode: int | None = None
-        self._stopping: str | None = None  # the strongest stop asked for
-        self._final = False  # the outcome is fixed: a stop asked for now is too late
         client = _connect(address, self._token, self._inbox)
         try:
             self._future = client.submit(run_spawned, blob, name, self._token, start_method, pure=False,
@@ -295,27 +275,17 @@ class DaskTask(SpawnedTask):
             _disconnect(address, self._token)
             raise
         self._client = client
-        self._watcher = threading.Thread(target=self._watch, name=f"conveyor-dask-task-{name}", daemon=True)
-        self._watcher.start()
+        self._start_watching()
 
     # -- the watcher thread --------------------------------------------------------------------------
-    def _watch(self) -> None:
-        value: Any = None
-        error: BaseException | None
-        try:
-            value, error = self._follow()
-        except BaseException as exc:  # noqa: BLE001 - the cluster went away under us: still settle
-            error = exc
-        finally:
-            with contextlib.suppress(Exception):
-                self._future.release()
-            with contextlib.suppress(Exception):
-                _disconnect(self._address, self._token)
-        self._settle(value, error)
+    def _release(self) -> None:
+        with contextlib.suppress(Exception):
+            self._future.release()
+        with contextlib.suppress(Exception):
+            _disconnect(self._address, self._token)
 
     def _follow(self) -> tuple[Any, BaseException | None]:
-        """Relay stops to the cluster until the task ends; then its outcome, with pid, exit code and
-        ``cancel_requested`` final (under the lock: a later terminate() is too late to count)."""
+        """Relay stops to the cluster until the task ends; then its outcome."""
         rerun = never_started = False
         while True:
             try:
@@ -339,7 +309,7 @@ class DaskTask(SpawnedTask):
                     rerun = True
                     self._send("kill", [worker])
             elif event[0] == "stop":
-                self._stopping = "kill" if "kill" in (event[1], self._stopping) else event[1]
+                self._stopping = stronger(event[1], self._stopping)
                 if self._worker is not None:
                     self._send(self._stopping, [self._worker])
                 elif self._nowhere(self._stopping):
@@ -347,24 +317,13 @@ class DaskTask(SpawnedTask):
                     never_started = True
                     break
         report = None if never_started else self._report()
-        with self._lock:
-            self._final = True
-            if isinstance(report, BaseException):
-                self._exitcode = None  # unknown: the process went with its worker
-                return None, (TaskCancelledError(f"task {self.name!r} was terminated (its Dask worker went "
-                                                 "with it)") if self.cancel_requested else report)
-            if report is None or report[0] is None:  # no process was ever started
-                self._exitcode = -_SIGNALS[self._stopping or "terminate"]
-                self.cancel_requested = True
-                return None, TaskCancelledError(f"task {self.name!r} was cancelled before it started")
-            pid, exitcode, message, cancelled = report
-            self._pid, self._exitcode, self.cancel_requested = pid, exitcode, cancelled
-        if rerun:
+        outcome = self._conclude(report)
+        if rerun and isinstance(report, tuple) and report[0] is not None:
             return None, WorkerCrashedError(f"task {self.name!r}: the Dask worker running it died (Dask started "
-                                            "it again elsewhere; that run was stopped)", pid=pid)
-        return decode_outcome(message, self.name, pid, exitcode, cancelled)
+                                            "it again elsewhere; that run was stopped)", pid=report[0])
+        return outcome
 
-    def _report(self) -> tuple[int | None, int | None, bytes | None, bool] | BaseException:
+    def _report(self) -> Report | BaseException:
         """What the Dask task returned, or why it returned nothing."""
         future = self._future
         if future.status == "finished":
@@ -398,37 +357,6 @@ class DaskTask(SpawnedTask):
             with self._lock:
                 self._worker = self._worker or running[0]
         return bool(answers) and all(answer == "noted" for answer in answers.values())
-
-    # -- the SpawnedTask interface -------------------------------------------------------------------
-    @property
-    def pid(self) -> int | None:
-        """The task's process on its worker; None until it has started there."""
-        return self._pid
-
-    @property
-    def exitcode(self) -> int | None:
-        return self._exitcode
-
-    def is_alive(self) -> bool:
-        return self._watcher.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._watcher.join(timeout)
-
-    def terminate(self) -> None:
-        """SIGTERM to the task's process (SIGKILL after the grace period); a task not started is dropped."""
-        self._ask("terminate")
-
-    def kill(self) -> None:
-        self._ask("kill")
-
-    def _ask(self, how: str) -> None:
-        # Never blocks: the watcher thread talks to the cluster.
-        with self._lock:
-            if self._final or (self.cancel_requested and how == "terminate"):
-                return
-            self.cancel_requested = True
-        self._inbox.put(("stop", how))
 
 
 def spawn_on_dask(address: str | None, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...],

@@ -320,6 +320,15 @@ class RayBackend(Backend):
                           options.get("ray_init"))
         return options, session
 
+    @classmethod
+    def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+              name: str, on_done: Any = None) -> Any:
+        """A TaskGroup task: an actor of its own (no CPU) running the call in a process of its own
+        (``ray_tasks.py``, imported here: only a group needs it)."""
+        from conveyor._backends.ray_tasks import spawn_on_ray
+
+        return spawn_on_ray(config, fn, args, kwargs, name, on_done)
+
     # -- work ----------------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
         with self._lock:
