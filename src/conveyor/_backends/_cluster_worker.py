@@ -22,6 +22,7 @@ import uuid
 from typing import Any, Callable
 
 from conveyor._backends._inline import CALLERS
+from conveyor._backends.process import batches
 from conveyor._core import serialize
 from conveyor.abc import CallKind, TaskFunction
 
@@ -82,24 +83,33 @@ def _call_before(deadline: float, call: Callable[[], Any]) -> Any:
     return outcome["value"]
 
 
-def run_items(key: str, blob: bytes, kind: int, items: list[Any], timeout: float | None = None
-              ) -> tuple[list[Any], dict[int, bytes], dict[int, float], float]:
-    """Run every item of a batch in this worker.
+def run_encoded(key: str, blob: bytes, kind: int, payload: bytes, isolate: bool, timeout: float | None = None
+                ) -> tuple[float, bool, dict[int, bytes], bool, bytes, dict[int, float]]:
+    """Run every input of a batch encoded by ``process/batches.py`` in this worker.
+
+    The engine carries only bytes: it never walks (or pickles again) a list of many thousand inputs,
+    and an input or result that cannot be unpickled fails alone, as on the process backend.
 
     Returns:
-        ``(values, errors, overdue, busy)``: results aligned with ``items``; position -> the pickled
-        exception it raised; position -> seconds it had run when its ``timeout`` passed; seconds spent.
+        ``(busy, isolated, errors, undecodable, values, overdue)``: seconds spent; whether the values
+        travel one blob each; position -> the pickled exception it raised; True when the inputs
+        could not be unpickled as a whole (the caller re-sends them one by one); the pickled values;
+        position -> seconds it had run when its ``timeout`` passed.
     """
+    items, errors = batches.decode_items(payload, isolate)
+    if items is None:
+        return 0.0, False, {}, True, b"", {}
     fn = cached_function(key, blob)
-    started = time.perf_counter()
     if isinstance(fn, BaseException):
-        failure = serialize.dumps_exception(fn)
-        return [None] * len(items), dict.fromkeys(range(len(items)), failure), {}, time.perf_counter() - started
+        errors = dict.fromkeys(range(len(items)), fn)
     call = CALLERS[CallKind(kind)]
+    started = time.perf_counter()  # the calls only: the chunk sizer divides this by the inputs
     values: list[Any] = []
-    errors: dict[int, bytes] = {}
     overdue: dict[int, float] = {}
     for position, item in enumerate(items):
+        if position in errors:
+            values.append(None)
+            continue
         began = time.monotonic()
         try:
             if timeout is None:
@@ -111,5 +121,7 @@ def run_items(key: str, blob: bytes, kind: int, items: list[Any], timeout: float
             overdue[position] = time.monotonic() - began
         except BaseException as exc:  # noqa: BLE001 - the item's own failure is its result
             values.append(None)
-            errors[position] = serialize.dumps_exception(exc)
-    return values, errors, overdue, time.perf_counter() - started
+            errors[position] = exc
+    busy = time.perf_counter() - started
+    isolated, encoded_errors, values_blob = batches.encode_results(values, errors, isolate)
+    return busy, isolated, encoded_errors, False, values_blob, overdue

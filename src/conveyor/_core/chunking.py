@@ -3,7 +3,8 @@
 The sizer starts with one probe input per worker (so the first results arrive quickly and slow tasks
 are never lumped together), then uses the measured time per input:
 
-- ``floor``: the smallest batch worth a round trip to a worker (``TARGET_SECONDS`` of work);
+- ``floor``: the smallest batch worth a round trip to a worker (``TARGET_SECONDS`` of work; none
+  while the work measured so far is too short to time, see ``RESOLUTION_SECONDS``);
 - ``guided``: a fair share of what is left (``remaining / (2 × workers)``), so batches start large and
   shrink towards the end, and the last ones spread over all workers;
 - ``cap``: a quarter of a fair share of the whole input when its length is known (as
@@ -22,6 +23,11 @@ import math
 
 TARGET_SECONDS = 0.02
 MAX_UNSIZED = 16384
+RESOLUTION_SECONDS = 1e-4
+"""Below this much measured work, timing says only "tiny calls": one fast probe input costs more in
+timer and first-call effects than in work (several microseconds for a call of a few hundred
+nanoseconds), and taking that at face value would cut the first batches to a fraction of the cap.
+That costs nothing on a local backend but a whole extra round of engine tasks on a cluster."""
 
 
 class ChunkSizer:
@@ -76,6 +82,6 @@ class ChunkSizer:
             return
         self._items += items
         self._busy += busy
-        per_item = self._busy / self._items
-        floor = TARGET_SECONDS / per_item if per_item > 0 else float("inf")
-        self._size = int(max(1, min(math.ceil(floor), self._cap())))
+        per_item = self._busy / self._items if self._busy >= RESOLUTION_SECONDS else 0.0
+        cap = self._cap()
+        self._size = max(1, min(math.ceil(TARGET_SECONDS / per_item), cap)) if per_item > 0 else cap
