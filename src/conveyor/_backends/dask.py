@@ -2,9 +2,10 @@
 
 ::
 
-    submit(batch) ──► client.submit(run_batch, function, kind, items) ──► a Dask worker runs the batch
-                                         │                                  (errors caught per item)
-           batch.finish(Outcome) ◄── done callback (the client's thread)
+    submit(batch) ──► waits in the pool ──► at most `workers` batches on the cluster at once:
+                      client.submit(run_batch, key, function, kind, pickled inputs) ──► a Dask worker
+                                                              runs the batch (errors caught per item)
+    batch.finish(Outcome) ◄── collector thread (as_completed on the client's loop) ◄──┘
 
 One Dask task runs a whole batch, so the engine's per-task overhead (a few milliseconds of scheduling
 and transfer) is paid once per batch, and the core's chunk sizer grows batches of tiny calls until it
