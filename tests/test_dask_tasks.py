@@ -28,6 +28,7 @@ import conveyor  # noqa: E402
 import tasks  # noqa: E402
 from clusters import running_cluster  # noqa: E402
 from conftest import bounded, wait_until  # noqa: E402
+from scenarios.caller_dies import gone, kill_the_caller  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -87,10 +88,6 @@ def worker_of(pid, workers):
         if ancestor.pid in workers:
             return ancestor.pid
     raise AssertionError(f"process {pid} does not descend from a Dask worker {workers}")
-
-
-def gone(pid):
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_more_tasks_than_workers_run_at_once(address):
@@ -235,32 +232,5 @@ def _kill_the_worker_under_a_task(address):
         assert wait_until(lambda: gone(task.pid), 10)  # it died with its worker
 
 
-CALLER_DIES = """
-import sys, time, conveyor
-
-def forever():
-    while True:
-        time.sleep(0.05)
-
-if __name__ == "__main__":
-    with conveyor.TaskGroup("dask", address=sys.argv[1]) as g:
-        task = g.spawn(forever)
-        while task.pid is None:
-            time.sleep(0.02)
-        print(task.pid, flush=True)
-        time.sleep(60)
-"""
-
-
 def test_a_task_dies_with_the_program_that_spawned_it(address):
-    caller = subprocess.Popen([sys.executable, "-c", CALLER_DIES, address], stdout=subprocess.PIPE, text=True)
-    try:
-        pid = int(caller.stdout.readline())
-        assert not gone(pid)
-        caller.kill()
-        caller.wait(bounded(10))
-        assert wait_until(lambda: gone(pid), 10), f"task process {pid} outlived the program that spawned it"
-    finally:
-        caller.kill()
-        caller.wait()
-        caller.stdout.close()
+    kill_the_caller("dask", address, 10)
