@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor._core.chunking import RESOLUTION_SECONDS, TARGET_SECONDS, ChunkSizer
+from conveyor._core.chunking import RESOLUTION_SECONDS, TARGET_SECONDS, TINY_CALL_SECONDS, ChunkSizer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,10 +33,18 @@ def test_a_probe_long_enough_to_time_sets_the_floor():
 
 def test_measurements_add_up_past_the_resolution():
     sizer = ChunkSizer(workers=1, total=None)
-    sizer.observe(1, RESOLUTION_SECONDS / 10)
+    sizer.observe(1, TINY_CALL_SECONDS / 4)
     assert sizer.next_size(None) == 16_384              # nothing timeable yet: unsized inputs' cap
     sizer.observe(999, 0.1)                              # now ~100 µs per input
     assert sizer.next_size(None) == round(TARGET_SECONDS / (0.1000 / 1000))
+
+
+def test_a_short_probe_of_a_slow_enough_call_is_taken_as_it_is():
+    # 50 µs: below the resolution in total, but no tiny call: 400 inputs make TARGET_SECONDS, not
+    # the cap of 16 384 (0.8 s per batch)
+    sizer = ChunkSizer(workers=1, total=None)
+    sizer.observe(1, 5e-5)
+    assert 5e-5 < RESOLUTION_SECONDS and sizer.next_size(None) == round(TARGET_SECONDS / 5e-5)
 
 
 def test_a_fixed_chunksize_is_used_as_is():

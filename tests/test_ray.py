@@ -128,7 +128,18 @@ SCENARIOS = {
         for name in finals:
             with open(os.path.join(folder, name)) as marks:
                 assert marks.read() == "x", name
+        with conveyor.Pool(2, backend="ray", max_tasks_per_worker=3) as pool:    # batches of 2, limit 3:
+            pids = pool.map(lambda x: os.getpid(), range(12), chunksize=2)      # never 4 in one worker
+        assert all(pids.count(pid) <= 3 for pid in pids), pids
         assert not ray.is_initialized()
+
+        # a worker that dies in its initializer breaks the pool at once (not one worker per input)
+        def die_starting():
+            os.kill(os.getpid(), 9)
+
+        with conveyor.Pool(2, backend="ray", initializer=die_starting) as pool:
+            error = expect(conveyor.InitializerError, pool.map, abs, range(100))
+            assert "initializer" in str(error) and pool.statistics()["workers_started"] <= 2, pool.statistics()
 
         # shutdown(kill=True) stops a running batch: it finishes with TaskCancelledError
         with conveyor.Pool(1, backend="ray") as pool:
@@ -479,7 +490,7 @@ SCENARIOS = {
         kept_copy.put(1)
         assert kept.get(timeout=5) == 1
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:      # the drop is sent without waiting for the hub
+        while time.monotonic() < deadline:      # the drop went with the put above, unawaited
             try:
                 dropped_copy["a"]
             except conveyor.OwnerGoneError:

@@ -269,8 +269,9 @@ class DaskBackend(Backend):
                 self._finish_failed(sent, exc)
                 return
             outcome = batches.decode_reply(sent, *reply, len(positions))
-            for wpos, elapsed in overdue.items():
-                outcome.errors[positions[wpos]] = timeout_error(batch, positions[wpos], elapsed)
+            if not outcome.suspects:  # (suspects all run again, alone: their timeouts will show there)
+                for wpos, elapsed in overdue.items():
+                    outcome.errors[positions[wpos]] = timeout_error(batch, positions[wpos], elapsed)
             batch.finish(outcome)
             return
         if status == "lost":

@@ -51,11 +51,13 @@ from typing import Any
 
 from conveyor._backends._cluster_worker import function_key
 from conveyor._backends._inline import timeout_error
-from conveyor._backends.process import batches
+from conveyor._backends.process import STARTUP_FAILURES_BEFORE_BROKEN, batches
 from conveyor._backends.ray_worker import INIT_FAILED, PoolWorker
 from conveyor._core import serialize
+from conveyor._core.serialize import short_name
 from conveyor._core.config import usable_cores
 from conveyor._core.errors import (
+    BrokenPoolError,
     InitializerError,
     PoolClosedError,
     TaskCancelledError,
@@ -183,13 +185,24 @@ _STOP_SECONDS = 60.0
 
 
 class _Worker:
-    """The caller's view of one worker actor: its handle, and how many tasks it has run."""
+    """The caller's view of one worker actor: its handle, how many tasks it has run, and the
+    reference that resolves once its initializer has run (the worker is then *ready*)."""
 
-    __slots__ = ("actor", "tasks")
+    __slots__ = ("actor", "ready_ref", "tasks")
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
+        self.ready_ref = actor.ready.remote()  # the actor's first call: after its __init__, before any batch
         self.tasks = 0
+
+    def was_ready(self) -> bool:
+        """Whether it got through its start (a worker that dies before is a failed start, not a
+        crash of the batch it was given)."""
+        try:
+            ray.get(self.ready_ref, timeout=0)
+        except Exception:  # noqa: BLE001 - not yet, or it died before
+            return False
+        return True
 
 
 class _Running:
@@ -266,20 +279,25 @@ class RayBackend(Backend):
                          "max_restarts": 0, "max_task_retries": 0}
         hooks = None if config.initializer is None else serialize.dumps((config.initializer, config.initargs))
         self._finalizer = None if config.finalizer is None else serialize.dumps((config.finalizer, config.finalargs))
+        actor_class = _PoolWorkerActor.options(**actor_options)  # bad ray_options fail here, not in a worker start
         open_session(configured_address(config.options), config.workers, config.options.get("ray_init"))
-        self._new_actor = lambda: _PoolWorkerActor.options(**actor_options).remote(hooks)
+        self._new_actor = lambda: actor_class.remote(hooks)
         self._lock = threading.Lock()
         self._queue: collections.deque[batches.Sent] = collections.deque()
         self._workers: list[_Worker] = []       # every live worker, busy or idle
         self._idle: list[_Worker] = []
         self._workers_started = 0
         self._workers_lost = 0
+        self._startup_failures = 0              # workers in a row that died before they were ready
+        self._retiring: list[threading.Thread] = []
+        self._dispatching = 0                   # batches off the queue, not yet running
         self._running: dict[int, _Running] = {}
         self._timed: dict[int, _Running] = {}   # the running batches with a task_timeout
         self._functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False   # shutdown was called: drain, then close
-        self._refusing = False   # shutdown with cancel_pending or kill: no new batches at all
+        self._refusing = False   # shutdown with cancel_pending or kill: what is queued is dropped
+        self._killed = False     # shutdown with kill: no batch is accepted any more (not even re-runs)
         self._closed = False
         self._drained = threading.Event()
         self._ended = threading.Event()   # closed, workers finalized and ended
@@ -331,8 +349,10 @@ class RayBackend(Backend):
 
     # -- work ----------------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
+        """Accept a batch until the pool is killed or closed. A pool shut down with ``cancel_pending``
+        still accepts: the calls still running may re-run lost inputs, as on the process backend."""
         with self._lock:
-            if self._refusing or self._closed:
+            if self._killed or self._closed:
                 raise PoolClosedError("the pool is shut down")
         if self._broken is not None:
             raise self._broken
@@ -342,6 +362,8 @@ class RayBackend(Backend):
                 batch.finish(Outcome([None] * len(batch), encoded))
             return
         with self._lock:
+            if self._killed or self._closed:  # shut down while the batch was being pickled
+                raise PoolClosedError("the pool is shut down")
             self._queue.append(encoded)
             self._drained.clear()
         self._pump()
@@ -361,11 +383,17 @@ class RayBackend(Backend):
                     self._functions.popitem(last=False)
         return stored
 
-    def _take_worker(self) -> _Worker | None:
-        """An idle worker, else a new one if the pool has fewer than ``workers``; None if all are
-        busy. Called with the lock held (starting an actor does not wait for its process)."""
-        if self._idle:
-            return self._idle.pop()
+    def _take_worker(self, size: int) -> _Worker | None:
+        """An idle worker that may still run ``size`` tasks, else a new one if the pool has fewer than
+        ``workers``; None if all are busy. An idle worker that would go over ``max_tasks_per_worker``
+        is retired. Called with the lock held (starting an actor does not wait for its process)."""
+        limit = self.config.max_tasks_per_worker
+        while self._idle:
+            worker = self._idle.pop()
+            if limit is None or worker.tasks + size <= limit:
+                return worker
+            self._workers.remove(worker)
+            self._retire_later([worker])
         if len(self._workers) >= self.config.workers:
             return None
         worker = _Worker(self._new_actor())
@@ -374,46 +402,60 @@ class RayBackend(Backend):
         return worker
 
     def _pump(self) -> None:
-        """Hand queued batches to free workers; claim each right before."""
+        """Hand queued batches to free workers."""
         while True:
             with self._lock:
                 if not self._queue or self._closed:
                     return
-                worker = self._take_worker()
+                worker = self._take_worker(len(self._queue[0].positions))
                 if worker is None:
                     return
                 sent = self._queue.popleft()
-                running = _Running(sent, worker)
-                self._running[id(running)] = running
-            batch = sent.batch
-            if not batch.claim():
-                self._forget(running)
-                self._release(worker)
-                self._check_drained()
-                continue
-            timed = batch.timeout is not None
+                self._dispatching += 1
             try:
-                method = worker.actor.run_timed if timed else worker.actor.run
-                ref = method.remote(function_key(batch.function), self._function_argument(batch), int(batch.kind),
-                                    sent.payload, batch.isolate)
-            except BaseException as exc:  # noqa: BLE001 - Ray refused the call: its inputs fail
-                self._forget(running)
+                self._dispatch(sent, worker)
+            finally:
+                with self._lock:
+                    self._dispatching -= 1
+                self._check_drained()
+
+    def _dispatch(self, sent: batches.Sent, worker: _Worker) -> None:
+        """Claim a batch, then call its worker; a kill may come in at any point."""
+        batch = sent.batch
+        if not batch.claim():
+            self._release(worker)
+            return
+        running = _Running(sent, worker)
+        with self._lock:
+            killed = self._killed
+            if not killed:
+                self._running[id(running)] = running
+        if killed:
+            self._release(worker)
+            self._report(batch, _fail_all(sent, TaskCancelledError("the pool was shut down with kill=True")))
+            return
+        timed = batch.timeout is not None
+        try:
+            method = worker.actor.run_timed if timed else worker.actor.run
+            ref = method.remote(function_key(batch.function), self._function_argument(batch), int(batch.kind),
+                                sent.payload, batch.isolate)
+        except BaseException as exc:  # noqa: BLE001 - Ray refused the call: its inputs fail
+            if self._forget(running):
                 self._release(worker)
                 self._report(batch, _fail_all(sent, exc))
-                self._check_drained()
-                continue
-            with self._lock:
-                running.ref = ref
-                killed = id(running) not in self._running   # a kill came in between
-                if timed and not killed:
-                    self._timed[id(running)] = running
-                    if self._timer is None:
-                        self._timer = threading.Thread(target=self._watch, name="conveyor-ray-timer", daemon=True)
-                        self._timer.start()
-            if killed:
-                self._lose(worker)
-            elif not timed:
-                ref.future().add_done_callback(lambda future, running=running: self._events.put((running, future)))
+            return
+        with self._lock:
+            running.ref = ref
+            killed = id(running) not in self._running   # a kill reported it meanwhile
+            if timed and not killed:
+                self._timed[id(running)] = running
+                if self._timer is None:
+                    self._timer = threading.Thread(target=self._watch, name="conveyor-ray-timer", daemon=True)
+                    self._timer.start()
+        if killed:
+            self._lose(worker)
+        elif not timed:
+            ref.future().add_done_callback(lambda future, running=running: self._events.put((running, future)))
 
     def _forget(self, running: _Running) -> bool:
         """Take a batch off the running set; False if someone else (a kill) already did."""
@@ -431,7 +473,7 @@ class RayBackend(Backend):
                 self._idle.append(worker)
                 return
             self._workers.remove(worker)
-        threading.Thread(target=self._retire, args=([worker],), name="conveyor-ray-retire", daemon=True).start()
+            self._retire_later([worker])
 
     def _lose(self, worker: _Worker) -> None:
         """A worker died or is killed (timeout, kill): end its process; the next batch starts another."""
@@ -444,9 +486,16 @@ class RayBackend(Backend):
             self._workers_lost += 1
         _end(worker.actor)
 
+    def _retire_later(self, workers: list[_Worker]) -> None:
+        """Retire workers in a thread of their own (their finalizer may take a while); the pool's close
+        waits for it. Called with the lock held."""
+        thread = threading.Thread(target=self._retire, args=(workers,), name="conveyor-ray-retire", daemon=True)
+        self._retiring.append(thread)
+        thread.start()
+
     def _retire(self, workers: list[_Worker]) -> None:
         """The normal end of workers: their finalizer (each in its own process), then their end."""
-        if self._finalizer is not None and ray.is_initialized():
+        if self._finalizer is not None and workers and ray.is_initialized():
             refs = [worker.actor.stop.remote(self._finalizer) for worker in workers]
             try:
                 ray.wait(refs, num_returns=len(refs), timeout=_STOP_SECONDS)
@@ -459,7 +508,7 @@ class RayBackend(Backend):
         """Nothing queued or running: a graceful shutdown may close. Checked only after a batch's
         outcome is reported, because reporting may submit its re-runs."""
         with self._lock:
-            if not self._queue and not self._running:
+            if not self._queue and not self._running and not self._dispatching:
                 self._drained.set()
 
     @staticmethod
@@ -471,17 +520,41 @@ class RayBackend(Backend):
 
     def _finished(self, running: _Running, reply: Any = None, exc: BaseException | None = None) -> None:
         """A worker's call ended, with a reply or an exception: report the batch, free the worker."""
-        worker = running.worker
-        if exc is not None:
-            if isinstance(exc, _CRASHES):
-                self._lose(worker)
-            else:
-                self._release(worker)
-            self._report(running.sent.batch, self._task_failed(running.sent, exc))
+        worker, sent = running.worker, running.sent
+        if exc is None:
+            self._startup_failures = 0
+            worker.tasks += len(sent.positions)
+            self._release(worker)
+            self._complete(sent, reply)
             return
-        worker.tasks += len(running.sent.positions)
-        self._release(worker)
-        self._complete(running.sent, reply)
+        if not isinstance(exc, _CRASHES):
+            self._release(worker)
+            self._report(sent.batch, self._task_failed(sent, exc))
+            return
+        self._lose(worker)
+        broken = None if worker.was_ready() else self._failed_start(exc)
+        self._report(sent.batch, _fail_all(sent, broken) if broken else self._task_failed(sent, exc))
+
+    def _failed_start(self, exc: BaseException) -> BaseException | None:
+        """A worker died before it was ready: with an initializer, that is the initializer (running it
+        again would only crash again); without, the pool breaks after a few in a row, as on processes.
+        Returns the pool's error if it is now broken."""
+        with self._lock:
+            self._startup_failures += 1
+            failures = self._startup_failures
+        initializer = self.config.initializer
+        error: BaseException
+        if initializer is not None:
+            error = InitializerError(f"a Ray worker died while running the initializer {short_name(initializer)} "
+                                     f"({type(exc).__name__}); the pool cannot run tasks")
+        elif failures >= STARTUP_FAILURES_BEFORE_BROKEN:
+            error = BrokenPoolError(f"{failures} Ray workers in a row died before they were ready "
+                                    f"({type(exc).__name__}); the pool cannot run tasks")
+        else:
+            return None
+        error.__cause__ = exc
+        self._break(error)
+        return self._broken
 
     def _collect(self) -> None:
         """The collector thread: turn finished calls into outcomes, then start queued batches."""
@@ -502,8 +575,9 @@ class RayBackend(Backend):
 
     def _watch(self) -> None:
         """The timer thread, for calls with ``task_timeout``: follow which input each timed batch runs
-        (its generator yields the position as the input starts), and kill the worker of an input that
-        overruns."""
+        (its generator yields the position as the input starts), and end the worker of an input that
+        overruns. Every message a generator has is read before the deadlines are checked, so a
+        deadline is never measured from an input that has already finished."""
         while True:
             with self._lock:
                 if self._closed:
@@ -512,33 +586,42 @@ class RayBackend(Backend):
             if not timed:
                 time.sleep(_WATCH_SECONDS)
                 continue
+            ready, _ = ray.wait([running.ref for running in timed], num_returns=len(timed), timeout=_WATCH_SECONDS)
+            for generator in ready:
+                self._read_messages(next(r for r in timed if r.ref is generator))
             now = time.monotonic()
             for running in timed:
                 timeout = running.sent.batch.timeout or 0.0
                 if running.position is not None and now - running.started > timeout and self._forget(running):
                     self._lose(running.worker)
                     self._report(running.sent.batch, self._timed_out(running, now - running.started))
-            ready, _ = ray.wait([running.ref for running in timed], num_returns=1, timeout=_WATCH_SECONDS)
-            for generator in ready:
-                running = next(r for r in timed if r.ref is generator)
-                try:
-                    message = ray.get(next(generator))
-                except StopIteration:
-                    continue
-                except BaseException as exc:  # noqa: BLE001 - the call as a whole failed
-                    if self._forget(running):
-                        if running.position is not None and isinstance(exc, _CRASHES):
-                            self._lose(running.worker)
-                            self._report(running.sent.batch, self._timed_crash(running, exc))
-                        else:
-                            self._finished(running, exc=exc)
-                    continue
-                if isinstance(message, int):
-                    running.position, running.started = message, time.monotonic()
-                elif self._forget(running):
-                    self._finished(running, message)
             self._pump()
             self._check_drained()
+
+    def _read_messages(self, running: _Running) -> None:
+        """Read what a timed batch's generator has so far: the positions of the inputs it started
+        (the last one runs now), and at the end the reply or the call's failure."""
+        generator = running.ref
+        while True:
+            try:
+                if not ray.wait([generator], timeout=0)[0]:
+                    return
+                message = ray.get(next(generator))
+            except StopIteration:
+                return
+            except BaseException as exc:  # noqa: BLE001 - the call as a whole failed
+                if self._forget(running):
+                    if running.position is not None and isinstance(exc, _CRASHES):
+                        self._lose(running.worker)
+                        self._report(running.sent.batch, self._timed_crash(running, exc))
+                    else:
+                        self._finished(running, exc=exc)
+                return
+            if not isinstance(message, int):
+                if self._forget(running):
+                    self._finished(running, message)
+                return
+            running.position, running.started = message, time.monotonic()
 
     def _timed_out(self, running: _Running, elapsed: float) -> Outcome:
         """The input that overran fails with TaskTimeoutError; the others of its batch run again."""
@@ -602,6 +685,8 @@ class RayBackend(Backend):
         return self._broken
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
+        if wait and threading.current_thread() in (self._collector, self._timer):
+            wait = False  # from a callback of this pool's own threads: they are what a wait waits for
         with self._lock:
             closing = self._closed
         if closing:  # closed already, or closing in another thread: wait for its workers' end
@@ -617,6 +702,7 @@ class RayBackend(Backend):
                 dropped = list(self._queue)
                 self._queue.clear()
             if kill:
+                self._killed = True
                 killed = list(self._running.values())
                 self._running.clear()
                 self._timed.clear()
@@ -657,6 +743,10 @@ class RayBackend(Backend):
                 thread.join()
         try:
             self._retire(workers)
+            with self._lock:
+                retiring = list(self._retiring)
+            for thread in retiring:  # recycled workers still running their finalizer
+                thread.join()
             close_session()
         finally:
             self._ended.set()

@@ -27,6 +27,7 @@ looks its hub up on first use. The semantics are the stdlib's; the differences a
 from __future__ import annotations
 
 import array
+import collections
 import functools
 import os
 import queue as _stdlib_queue
@@ -86,6 +87,8 @@ def _call(hub: str, key: str, method: str, args: tuple[Any, ...],
     ``undo``: for a call that takes something (a lock, a token) and is interrupted (Ctrl-C) while
     the hub still runs it, what gives the taken thing back once the call turns out to have taken it.
     """
+    if _dropped:
+        _send_drops()
     ref = _hub(hub).call.remote(key, method, args)
     try:
         ok, result = ray.get(ref)
@@ -123,13 +126,28 @@ def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeou
             return result
 
 
+_dropped: collections.deque[tuple[str, str]] = collections.deque()
+"""(hub, key) of objects whose maker let go of them, dropped from their hub by this process's next
+call to a hub. A finalizer only appends here (atomic, no lock): it runs wherever a garbage collection
+happens, possibly inside a Ray call of the same thread, where calling Ray again could deadlock (the
+Ray Client's lock is not re-entrant)."""
+
+
 def _forget(hub: str, key: str) -> None:
-    """Drop an object from its hub, without waiting (its maker no longer refers to it)."""
-    try:
-        if ray.is_initialized():
+    _dropped.append((hub, key))
+
+
+def _send_drops() -> None:
+    """Drop from their hubs the objects let go of since the last call (without waiting)."""
+    while True:
+        try:
+            hub, key = _dropped.popleft()
+        except IndexError:
+            return
+        try:
             _hub(hub).drop.remote(key)
-    except Exception:  # noqa: BLE001 - the hub or Ray is gone: so is the object
-        pass
+        except Exception:  # noqa: BLE001 - the hub or Ray is gone: so is the object
+            pass
 
 
 def _forget_when_collected(obj: Any, hub: str, key: str) -> None:

@@ -54,6 +54,10 @@ class PoolWorker:
             except BaseException as exc:  # noqa: BLE001 - reported with each batch; the pool breaks
                 self._init_failure = serialize.dumps_exception(exc)
 
+    def ready(self) -> None:
+        """The pool's first call to a new worker: it returns once ``__init__`` (the initializer) has
+        run, so a worker that dies before it returns died starting, not running a batch."""
+
     def _prepare(self, key: str, function: Any, payload: bytes, isolate: bool) -> tuple[Any, ...]:
         """``(reply,)`` when there is nothing to run, else ``(fn, items, errors)``; a function that
         cannot be unpickled fails every input."""

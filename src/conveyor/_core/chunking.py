@@ -4,7 +4,7 @@ The sizer starts with one probe input per worker (so the first results arrive qu
 are never lumped together), then uses the measured time per input:
 
 - ``floor``: the smallest batch worth a round trip to a worker (``TARGET_SECONDS`` of work; none
-  while the work measured so far is too short to time, see ``RESOLUTION_SECONDS``);
+  while the calls measured so far are too short to time, see ``TINY_CALL_SECONDS``);
 - ``guided``: a fair share of what is left (``remaining / (2 × workers)``), so batches start large and
   shrink towards the end, and the last ones spread over all workers;
 - ``cap``: a quarter of a fair share of the whole input when its length is known (as
@@ -24,10 +24,12 @@ import math
 TARGET_SECONDS = 0.02
 MAX_UNSIZED = 16384
 RESOLUTION_SECONDS = 1e-4
-"""Below this much measured work, timing says only "tiny calls": one fast probe input costs more in
-timer and first-call effects than in work (several microseconds for a call of a few hundred
-nanoseconds), and taking that at face value would cut the first batches to a fraction of the cap.
-That costs nothing on a local backend but a whole extra round of engine tasks on a cluster."""
+TINY_CALL_SECONDS = 2e-5
+"""While less than ``RESOLUTION_SECONDS`` of work has been measured, a time per input below
+``TINY_CALL_SECONDS`` says only "tiny calls": one fast probe input costs more in timer and first-call
+effects than in work (several microseconds for a call of a few hundred nanoseconds), and taking that
+at face value would cut the first batches to a fraction of the cap. That costs nothing on a local
+backend but a whole extra round of engine tasks on a cluster. A slower probe is taken as it is."""
 
 
 class ChunkSizer:
@@ -82,6 +84,8 @@ class ChunkSizer:
             return
         self._items += items
         self._busy += busy
-        per_item = self._busy / self._items if self._busy >= RESOLUTION_SECONDS else 0.0
+        per_item = self._busy / self._items
+        if self._busy < RESOLUTION_SECONDS and per_item < TINY_CALL_SECONDS:
+            per_item = 0.0  # too short to time: tiny calls, batches at the cap
         cap = self._cap()
         self._size = max(1, min(math.ceil(TARGET_SECONDS / per_item), cap)) if per_item > 0 else cap
