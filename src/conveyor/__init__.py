@@ -27,10 +27,12 @@ from conveyor._core.errors import (
     WorkerRecycledWarning,
 )
 from conveyor._core.registry import available_backends, register_backend
+from conveyor._core.state import WorkerState, worker_state
 from conveyor.context import Context, context, map
 from conveyor.group import TaskGroup, TaskHandle
 from conveyor.pipeline import Pipeline, StageFailure
 from conveyor.pool import AsyncResult, Pool
+from conveyor.sharing import Shared, shared
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultTimeoutError",
     "SerializationError",
+    "Shared",
     "ShutDown",
     "StageFailure",
     "TaskCancelledError",
@@ -61,10 +64,13 @@ __all__ = [
     "UnpicklingError",
     "WorkerCrashedError",
     "WorkerRecycledWarning",
+    "WorkerState",
     "__version__",
     "available_backends",
     "config",
     "context",
     "map",
     "register_backend",
+    "shared",
+    "worker_state",
 ]

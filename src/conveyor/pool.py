@@ -150,6 +150,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             on Linux, spawn elsewhere.
         progress: default for map-like calls: True for a tqdm bar, a callable ``(done, total)``, or
             an object with ``update(n)``.
+        shared: a large read-only object placed once for every worker (``conveyor.shared``); tasks
+            read it as ``conveyor.worker_state().shared``. On processes it is in shared memory, with
+            NumPy arrays as read-only views of one copy; on threads it is the object itself.
         **options: backend-specific options.
 
     Example:
@@ -175,9 +178,24 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         max_memory_per_worker: int | str | None = None,
         start_method: str | None = None,
         progress: ProgressOption = None,
+        shared: Any = None,
         **options: Any,
     ) -> None:
         defaults = _config.current()
+        self._shared: Any = None
+        if shared is not None:
+            # Placed once; every worker finds it in conveyor.worker_state().shared before its
+            # initializer runs (a handle made here is closed with the pool).
+            from conveyor._core.state import WorkerSetup
+            from conveyor.sharing import Shared
+
+            in_memory = backend_class(backend or defaults["backend"]).capabilities.shared_memory
+            if isinstance(shared, Shared) or not in_memory:
+                handle = shared
+            else:
+                handle = self._shared = Shared(shared)
+            initializer = WorkerSetup(handle, initializer, tuple(initargs), handle=isinstance(handle, Shared))
+            initargs = ()
         self.backend_name = backend or defaults["backend"]
         workers = workers if workers is not None else defaults["workers"]
         workers = workers if workers is not None else default_workers(self.backend_name)
@@ -434,6 +452,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._backend.shutdown(wait=wait, cancel_pending=cancel, kill=kill)
         if wait:
             _live_backends.discard(self._backend)
+            if self._shared is not None:
+                self._shared.close()
 
     def _finish_later(self) -> None:
         self._wait_for_jobs()

@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterable
 
 class PrimitiveFactories:
     """Adds ``Lock``, ``RLock``, ``Condition``, ``Semaphore``, ``BoundedSemaphore``, ``Event``,
-    ``Barrier``, ``Queue``, ``LifoQueue``, ``PriorityQueue``, ``Pipe``, ``Value``, ``Array``, ``dict``,
-    ``list`` and ``Namespace`` to a class that defines ``_primitive_factory()``."""
+    ``Barrier``, ``Queue``, ``LifoQueue``, ``PriorityQueue``, ``Pipe``, ``Value``, ``Array``,
+    ``SharedArray``, ``dict``, ``list`` and ``Namespace`` to a class that defines ``_primitive_factory()``."""
 
     def _primitive_factory(self) -> Any:
         raise NotImplementedError
@@ -66,6 +66,15 @@ class PrimitiveFactories:
     def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: bool = True) -> Any:  # noqa: N802
         """A shared array of numbers (indexing, slicing, ``get_lock()``)."""
         return self._primitive_factory().Array(typecode_or_type, size_or_initializer, lock)
+
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
+        """A writable NumPy array every worker sees (``.array``, indexing, ``get_lock()``): shared
+        memory on processes, a plain array on threads. Needs NumPy. See docs/data.md."""
+        factory = self._primitive_factory()
+        make = getattr(factory, "SharedArray", None)
+        if make is None:
+            raise NotImplementedError(f"SharedArray is not available on this backend ({type(factory).__name__})")
+        return make(shape, dtype, lock)
 
     def dict(self, *args: Any, **kwargs: Any) -> Any:
         return self._primitive_factory().dict(*args, **kwargs)

@@ -53,6 +53,11 @@ class LocalPrimitives:
     def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
         return multiprocessing.Pipe(duplex)
 
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
+        from conveyor._core.arrays import SharedArray
+
+        return SharedArray(shape, dtype, threading.RLock() if lock else None, in_process=True)
+
     def Value(self, typecode_or_type: Any, value: Any = 0, lock: bool = True) -> Any:  # noqa: N802
         guard = threading.RLock() if lock is True else lock
         return multiprocessing.sharedctypes.Value(typecode_or_type, value, lock=guard)

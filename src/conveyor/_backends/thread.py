@@ -25,6 +25,7 @@ from conveyor._backends._inline import BatchRun, run_finalizer, timeout_error
 from conveyor._backends._local_primitives import LocalPrimitives
 from conveyor._backends._local_tasks import ThreadTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
+from conveyor._core.state import enter_worker_thread
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 _WATCH_SECONDS = 0.02
@@ -52,6 +53,7 @@ class _Worker:
 
     def _serve(self) -> None:
         config = self.backend.config
+        enter_worker_thread()  # conveyor.worker_state() is this thread's own
         if config.initializer is not None:
             try:
                 config.initializer(*config.initargs)

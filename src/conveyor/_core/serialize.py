@@ -20,6 +20,9 @@ import cloudpickle
 from conveyor._core.errors import PicklingError, RemoteError, RemoteTraceback, UnpicklingError, short_repr
 
 PROTOCOL = 5
+THRESHOLD = 1 << 20
+"""Buffers of at least this many bytes are worth moving out of band (shared memory, not a pipe)."""
+_WALK_DEPTH = 4
 
 _HINTS = (
     (("lock", "rlock", "semaphore", "condition"), "create the lock inside the task, or use the pool's own "
@@ -63,11 +66,83 @@ def unpickling_error(exc: BaseException, what: str) -> UnpicklingError:
     return error
 
 
-def dumps(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+def dumps(obj: Any, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
+    """Pickle protocol 5; ``buffer_callback`` may keep large buffers out of band (see pickle)."""
+    return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 
-loads: Callable[[bytes], Any] = pickle.loads
+loads: Callable[..., Any] = pickle.loads
+
+
+# -- large bytes-like objects, which pickle in-band ---------------------------------------------------
+class _BigBytes:
+    """Stands in for a large bytes / bytearray / memoryview so that it pickles out-of-band."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        obj = self.obj
+        if isinstance(obj, memoryview):
+            return (_rebuild_bytes, (pickle.PickleBuffer(obj), "memoryview", obj.format, obj.shape))
+        return (_rebuild_bytes, (pickle.PickleBuffer(obj), type(obj).__name__, "B", None))
+
+
+def _rebuild_bytes(buffer: Any, kind: str, fmt: str, shape: Any) -> Any:
+    if kind == "bytes":
+        return bytes(buffer)
+    if kind == "bytearray":
+        return bytearray(buffer)
+    view = memoryview(buffer)
+    if view.format != fmt or (shape is not None and view.shape != tuple(shape)):
+        view = view.cast("B").cast(fmt, shape)
+    return view
+
+
+def wrap_bytes(obj: Any, depth: int = _WALK_DEPTH, threshold: int = THRESHOLD) -> tuple[Any, bool]:
+    """``obj`` with its large bytes-like parts wrapped (a new container where anything changed)."""
+    kind = type(obj)
+    if kind in (bytes, bytearray):
+        return (_BigBytes(obj), True) if len(obj) >= threshold else (obj, False)
+    if kind is memoryview:
+        if obj.nbytes >= threshold and obj.contiguous:
+            return _BigBytes(obj), True
+        return obj, False
+    if depth <= 0:
+        return obj, False
+    if kind in (tuple, list):
+        parts = [wrap_bytes(part, depth - 1, threshold) for part in obj]
+        if any(changed for _, changed in parts):
+            return kind(part for part, _ in parts), True
+        return obj, False
+    if kind is dict:
+        parts = {key: wrap_bytes(value, depth - 1, threshold) for key, value in obj.items()}
+        if any(changed for _, changed in parts.values()):
+            return {key: value for key, (value, _) in parts.items()}, True
+        return obj, False
+    return obj, False
+
+
+def dumps_out_of_band(obj: Any, threshold: int = THRESHOLD) -> tuple[bytes, list[Any]]:
+    """Pickle ``obj``; buffers of at least ``threshold`` bytes are left out and returned, for
+    ``pickle.loads(data, buffers=...)``. Large bytes-like objects (which pickle in-band) are found
+    by a shallow walk (containers up to 4 levels), only when the pickle came out large."""
+    big: list[Any] = []
+
+    def keep_large(buffer: Any) -> bool:
+        if memoryview(buffer).nbytes >= threshold:
+            big.append(buffer)
+            return False
+        return True
+
+    data = dumps(obj, buffer_callback=keep_large)
+    if not big and len(data) >= max(threshold, 1):
+        wrapped, changed = wrap_bytes(obj, threshold=max(threshold, 1))
+        if changed:
+            data = dumps(wrapped, buffer_callback=keep_large)
+    return data, big
 
 
 def dumps_each(objects: list[Any], what: str, *, in_caller: bool = False,

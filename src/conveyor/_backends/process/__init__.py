@@ -25,6 +25,7 @@ in-flight list is empty) or, for a prefetch, one small enough to fit in the pipe
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -33,10 +34,11 @@ import signal
 import threading
 import time
 import warnings
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
-from conveyor._backends.process import batches
+from conveyor._backends.process import batches, bulk
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
@@ -46,7 +48,7 @@ from conveyor._backends.process.handle import WorkerHandle
 from conveyor._backends.process.primitives import ProcessPrimitives
 from conveyor._backends.process.spawn import spawn_process
 from conveyor._backends.process.worker import worker_main
-from conveyor._core import serialize
+from conveyor._core import serialize, shm
 from conveyor._core.config import default_start_method
 from conveyor._core.errors import (
     BrokenPoolError,
@@ -137,6 +139,13 @@ class ProcessBackend(Backend):
         self._queued_cancelled = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._arena: shm.Arena | None = None
+        self._results_released: collections.deque[tuple[int, str]] = collections.deque()
+        if shm.available() and config.options.get("shared_memory", True):
+            # Large inputs go through shared memory (bulk.py). The stdlib's resource tracker removes
+            # our segments if this process is killed: started now, so every worker shares it.
+            resource_tracker.ensure_running()
+            self._arena = shm.Arena(f"conveyor-{os.getpid()}")
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
         self._supervisor.start()
@@ -153,7 +162,7 @@ class ProcessBackend(Backend):
         calls already running may still feed inputs, re-run lost ones, or retry failed ones.
         """
         self._check_accepting()
-        sent = batches.encode(batch)
+        sent = batches.encode(batch, self._arena)
         if not isinstance(sent, batches.Sent):
             self._fail_now(batch, sent)
             return
@@ -236,6 +245,8 @@ class ProcessBackend(Backend):
             raise
         finally:
             self._kill_all_now()
+            if self._arena is not None:
+                self._arena.close()
             self._queued_cancelled.set()
             with self._lock:
                 self._closed = self._finished = True
@@ -388,7 +399,11 @@ class ProcessBackend(Backend):
                 worker.functions.popitem(last=False)
         sent.stride = batches.stride(batch)
         header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
-                                  batch.isolate, sent.stride))
+                                  batch.isolate, sent.stride, self._released_by(worker)))
+        if sent.leases:
+            for lease in sent.leases:
+                lease.hold()
+            worker.leases[sent.seq] = sent.leases
         worker.inflight.append(sent)
         worker.dispatched += len(sent.positions)
         try:
@@ -396,6 +411,41 @@ class ProcessBackend(Backend):
             worker.conn.send_bytes(sent.payload)
         except OSError:
             pass  # the worker is dying; its sentinel will report what it held
+
+    # -- shared memory (bulk.py) ---------------------------------------------------------------------
+    def _released_by(self, worker: WorkerHandle) -> tuple[list[str], list[str]]:
+        """(the worker's result segments the caller no longer maps: it may reuse them, input
+        segments removed since its last batch: it drops its cached mappings of them)."""
+        while self._results_released:
+            pid, name = self._results_released.popleft()
+            for other in self._workers:
+                if other.pid == pid:
+                    other.released.append(name)
+        if self._arena is not None:
+            while self._arena.destroyed:
+                name = self._arena.destroyed.popleft()
+                for other in self._workers:
+                    other.forget.append(name)
+        released, worker.released = worker.released, []
+        forget, worker.forget = worker.forget, []
+        return released, forget
+
+    def _result_dropped(self, pid: int, name: str) -> None:
+        """A result's mapping was collected (any thread, even inside a garbage collection that holds
+        our lock: so only an atomic append here)."""
+        self._results_released.append((pid, name))
+
+    def _unhold(self, worker: WorkerHandle, seq: int, kept: Any = ()) -> None:
+        for lease in worker.leases.pop(seq, ()):
+            lease.unhold(kept=lease.segment.name in kept)
+
+    def _forget_worker_memory(self, worker: WorkerHandle) -> None:
+        """A worker is gone: its mappings with it. Its inputs' segments are free again; its own
+        result segments are removed (the caller's mappings of them stay valid)."""
+        for seq in list(worker.leases):
+            self._unhold(worker, seq)
+        if self._arena is not None:
+            shm.unlink_prefix(f"conveyor-{os.getpid()}w{worker.pid}-")
 
     # -- results -----------------------------------------------------------------------------------
     def _drain(self, worker: WorkerHandle) -> None:
@@ -426,13 +476,18 @@ class ProcessBackend(Backend):
                 self._skipped(worker, header[1])
 
     def _complete(self, worker: WorkerHandle, header: tuple[Any, ...], values_blob: bytes) -> None:
-        _, seq, busy, isolated, encoded_errors, undecodable, ran, over_memory = header
+        _, seq, busy, isolated, encoded_errors, undecodable, ran, over_memory, kept, segment = header
+        self._unhold(worker, seq, kept)
         if not worker.inflight or worker.inflight[0].seq != seq:
-            return  # already reported (the worker was being killed for a timeout)
+            if segment is not None:
+                worker.released.append(segment[0])  # already reported (killed for a timeout)
+            return
         sent = worker.inflight.popleft()
         if over_memory:
             self._recycle_for_memory(worker, over_memory)
-        outcome = batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable, values_blob, ran)
+        on_release = functools.partial(self._result_dropped, worker.pid)
+        outcome = batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable, values_blob, ran,
+                                       segment, on_release)
         self._finish(sent.batch, outcome.values, outcome.errors, lost=outcome.lost, suspects=outcome.suspects,
                      busy=outcome.busy)
         self._after_batch(worker)
@@ -463,6 +518,7 @@ class ProcessBackend(Backend):
 
     def _skipped(self, worker: WorkerHandle, seq: int) -> None:
         """A worker skipped a cancelled batch: its inputs are cancelled, never run."""
+        self._unhold(worker, seq)
         if not worker.inflight or worker.inflight[0].seq != seq:
             return
         sent = worker.inflight.popleft()
@@ -495,6 +551,7 @@ class ProcessBackend(Backend):
         worker.process.join(5)
         exitcode = worker.process.exitcode
         self._workers.remove(worker)
+        self._forget_worker_memory(worker)
         worker.conn.close()
         try:
             worker.process.close()
@@ -640,6 +697,7 @@ class ProcessBackend(Backend):
             worker.signal(signal.SIGKILL)
         for worker in self._workers:
             worker.process.join(5)
+            self._forget_worker_memory(worker)
             worker.conn.close()
             try:
                 worker.process.close()

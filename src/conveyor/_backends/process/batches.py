@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor._backends.process import bulk
 from conveyor._core import serialize
 from conveyor._core.errors import short_repr
 from conveyor.abc import Batch, CallKind, Outcome
@@ -20,6 +21,8 @@ STRIDE = 64
 def describe_input(batch: Batch, position: int) -> str:
     """The input of one task as the user wrote it: ``x``, ``(a, b)`` or ``(a, b, key=value)``."""
     item = batch.items[position]
+    if isinstance(item, bulk.Frozen):
+        return item.description
     if batch.kind == CallKind.FULL:
         args, kwargs = item
         parts = [short_repr(arg, 80) for arg in args] + [f"{k}={short_repr(v, 80)}" for k, v in kwargs.items()]
@@ -31,10 +34,10 @@ def describe_input(batch: Batch, position: int) -> str:
 class Sent:
     """A batch encoded for the pipe, on its way to or inside a worker."""
 
-    __slots__ = ("batch", "seq", "stride", "positions", "errors", "payload", "function_blob")
+    __slots__ = ("batch", "seq", "stride", "positions", "errors", "payload", "function_blob", "leases")
 
     def __init__(self, batch: Batch, positions: Any, errors: dict[int, BaseException], payload: bytes,
-                 function_blob: bytes) -> None:
+                 function_blob: bytes, leases: list[bulk.Lease] | None = None) -> None:
         self.batch = batch
         self.seq = 0
         self.stride = 1                   # inputs per progress-slot update in the worker
@@ -42,11 +45,41 @@ class Sent:
         self.errors = errors              # batch position -> encoding error
         self.payload = payload
         self.function_blob = function_blob
+        self.leases = leases or []     # shared-memory segments of its large inputs (bulk.py)
 
 
+def _freeze(batch: Batch, arena: Any) -> bytes:
+    """Move the large buffers of a batch's inputs into shared memory (``bulk.py``).
 
-def encode(batch: Batch) -> Sent | dict[int, BaseException]:
+    Returns the pickled batch when nothing in it was large (pickled once, with the probe), else b"".
+    An input that fails to pickle is left as it is: the usual path below reports it.
+    """
+    items = batch.items
+    if not batch.isolate:
+        try:
+            payload, large = bulk.has_large_buffers(items)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - found again, item by item, below
+            payload, large = b"", True
+        if not large:
+            return payload or b""
+    for position, item in enumerate(items):
+        if isinstance(item, bulk.Frozen):
+            continue
+        try:
+            items[position] = bulk.freeze(item, arena, describe_input(batch, position))
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - reported by the usual path
+            pass
+    return b""
+
+
+def encode(batch: Batch, arena: Any = None) -> Sent | dict[int, BaseException]:
     """Pickle a batch; inputs that cannot be pickled fail here, alone, before anything is sent.
+
+    With an ``arena`` (``conveyor._core.shm.Arena``), large buffers go through shared memory.
 
     Returns the batch ready for the pipe, or (when nothing in it can be sent) an error per position.
     """
@@ -60,8 +93,8 @@ def encode(batch: Batch) -> Sent | dict[int, BaseException]:
         return dict.fromkeys(range(len(items)), error)
     errors: dict[int, BaseException] = {}
     positions: Any = range(len(items))
-    payload = b""
-    if not batch.isolate:
+    payload = _freeze(batch, arena) if arena is not None else b""
+    if not batch.isolate and not payload:
         try:
             payload = serialize.dumps(items)
         except KeyboardInterrupt:
@@ -77,7 +110,8 @@ def encode(batch: Batch) -> Sent | dict[int, BaseException]:
             return errors
         payload = serialize.dumps([blobs[position] for position in positions])
         batch.isolate = True
-    return Sent(batch, positions, errors, payload, function_blob)
+    leases = [item.lease for item in items if isinstance(item, bulk.Frozen)] if arena is not None else None
+    return Sent(batch, positions, errors, payload, function_blob, leases)
 
 
 def tag(error: BaseException, batch: Batch, position: int) -> BaseException:
@@ -86,12 +120,15 @@ def tag(error: BaseException, batch: Batch, position: int) -> BaseException:
     return error
 
 
-def decode_values(blob: bytes, isolated: bool) -> tuple[list[Any] | None, dict[int, BaseException]]:
-    """Results from a worker: (values, position -> error), or (None, ...) when the whole list failed."""
+def decode_values(blob: bytes, isolated: bool, segment: Any = None, on_release: Any = None,
+                  ) -> tuple[list[Any] | None, dict[int, BaseException]]:
+    """Results from a worker: (values, position -> error), or (None, ...) when the whole list failed.
+
+    ``segment``: where the worker put the large buffers of the list (``bulk.load_values``)."""
     if isolated:
         return serialize.loads_each(serialize.loads(blob), "the task's result in the caller")
     try:
-        return serialize.loads(blob), {}
+        return bulk.load_values(blob, segment, on_release), {}
     except BaseException as exc:  # noqa: BLE001 - the caller decides: re-run isolated, or fail
         return None, {0: serialize.unpickling_error(exc, "the task's result in the caller")}
 
@@ -130,8 +167,22 @@ def encode_results(values: list[Any], errors: dict[int, BaseException], isolate:
     return isolated, encoded_errors, values_blob
 
 
+def encode_results_bulk(values: list[Any], errors: dict[int, BaseException], isolate: bool,
+                        results: bulk.WorkerResults | None) -> tuple[bool, dict[int, bytes], bytes, Any]:
+    """:func:`encode_results`, with the large buffers of the whole list in the worker's shared
+    memory: ``(isolated, errors, values blob, segment or None)``."""
+    if isolate or results is None:
+        return (*encode_results(values, errors, isolate), None)
+    try:
+        values_blob, segment = bulk.encode_values(values, results)
+    except BaseException:  # noqa: BLE001 - the usual path finds the unpicklable results one by one
+        return (*encode_results(values, errors, isolate), None)
+    encoded_errors = {position: serialize.dumps_exception(exc) for position, exc in errors.items()}
+    return False, encoded_errors, values_blob, segment
+
+
 def decode_reply(sent: Sent, busy: float, isolated: bool, encoded_errors: dict[int, bytes], undecodable: bool,
-                 values_blob: bytes, ran: int) -> Outcome:
+                 values_blob: bytes, ran: int, segment: Any = None, on_release: Any = None) -> Outcome:
     """In the caller: a worker's reply for ``sent`` as the batch's :class:`Outcome`.
 
     Inputs the worker could not unpickle, or results the caller cannot, are re-run one per batch
@@ -142,7 +193,7 @@ def decode_reply(sent: Sent, busy: float, isolated: bool, encoded_errors: dict[i
     errors = dict(sent.errors)
     if undecodable:
         return Outcome([None] * len(batch), errors, suspects=list(positions))
-    values, decode_errors = decode_values(values_blob, isolated)
+    values, decode_errors = decode_values(values_blob, isolated, segment, on_release)
     if values is None:
         if len(positions) > 1:
             return Outcome([None] * len(batch), errors, suspects=list(positions), busy=busy)

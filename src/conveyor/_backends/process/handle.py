@@ -26,6 +26,9 @@ class WorkerHandle:
         self.doomed = False          # being killed; its work was already reported
         self.kill_at: float | None = None
         self.conn_open = True
+        self.leases: dict[int, list[Any]] = {}   # batch seq -> shared-memory inputs it maps (bulk.py)
+        self.released: list[str] = []            # its result segments the caller no longer maps
+        self.forget: list[str] = []              # input segments removed: drop cached mappings
 
     @property
     def available(self) -> bool:

@@ -79,3 +79,8 @@ class ProcessPrimitives:
 
     def PriorityQueue(self, maxsize: int = 0) -> ProcessPriorityQueue:  # noqa: N802
         return ProcessPriorityQueue(maxsize)
+
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
+        from conveyor._core.arrays import SharedArray
+
+        return SharedArray(shape, dtype, ProcessRLock() if lock else None)

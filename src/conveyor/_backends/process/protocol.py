@@ -3,16 +3,23 @@
 Every message is one or two ``send_bytes`` frames on the worker's own pipe::
 
     parent -> worker   RUN   (header)(payload)   header = (RUN, seq, fn_key, fn_blob|None, kind,
-                                                           timed, isolate, stride)
+                                                           timed, isolate, stride,
+                                                           (released, forget))
                        CANCEL (header)           header = (CANCEL, seq): skip that batch if not started
                        EXIT  (header)
     worker -> parent   READY (header)            header = (READY, pid)
                        SKIPPED (header)          header = (SKIPPED, seq): a cancelled batch never ran
                        INIT_FAILED (header)      header = (INIT_FAILED, exception blob)
                        DONE  (header)(values)    header = (DONE, seq, busy, isolated, errors,
-                                                           undecodable, ran, over_memory)
+                                                           undecodable, ran, over_memory,
+                                                           kept, segment)
                        (``ran`` < the batch's length: the memory limit stopped it early; the rest
                        never ran. ``over_memory``: resident bytes, when over the limit.)
+
+Large buffers travel in shared memory (``bulk.py``): ``segment`` = (name, spans) of the worker's
+result segment or None; ``kept`` = input segments the task still references after the batch (never
+reused); ``released`` = result segments the caller no longer maps (the worker reuses them);
+``forget`` = input segments the caller removed (the worker drops its cached mappings of them).
 
 The progress slot is three doubles in shared memory, written by the worker and read by the
 supervisor, so that when a worker dies or overruns the supervisor knows which input it was running

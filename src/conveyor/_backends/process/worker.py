@@ -19,10 +19,10 @@ import time
 from typing import Any, Callable
 
 from conveyor._backends._inline import run_finalizer
-from conveyor._backends.process import batches
+from conveyor._backends.process import batches, bulk
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.liveness import alive
-from conveyor._core import serialize
+from conveyor._core import serialize, shm
 
 _PARENT_POLL_SECONDS = 0.5
 
@@ -176,8 +176,10 @@ class _Inbox:
 
 
 class _Worker:
-    def __init__(self, conn: Any, slot: Any, memory_limit: int | None) -> None:
+    def __init__(self, conn: Any, slot: Any, memory_limit: int | None, owner: int = 0) -> None:
         self.memory_limit = memory_limit
+        self.results = (bulk.worker_results(f"conveyor-{owner}w{os.getpid()}") if owner and shm.available()
+                        else None)
         self.conn = conn
         self.slot = memoryview(slot).cast("B").cast("d")
         self.functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -195,13 +197,24 @@ class _Worker:
         return self.functions[key]
 
     def run(self, header: tuple[Any, ...], payload: bytes) -> None:
-        _, seq, key, blob, kind, timed, isolate, stride = header
+        _, seq, key, blob, kind, timed, isolate, stride, (released, forget) = header
+        if released and self.results is not None:
+            self.results.released(released)
+        if forget:
+            bulk.forget(forget)
+        reply = self._run(seq, key, blob, kind, timed, isolate, stride, payload)
+        # The batch's inputs, results and errors are gone now: a mapping of an input still alive
+        # means the task kept it (a global, a cache), and its segment must not be reused.
+        self.reply(*reply, bulk.kept_mappings())
+        self.slot[p.SLOT_POSITION] = p.PHASE_IDLE
+
+    def _run(self, seq: int, key: int, blob: bytes | None, kind: int, timed: bool, isolate: bool, stride: int,
+             payload: bytes) -> tuple[Any, ...]:
         slot = self.slot
         fn = self.function(key, blob)
         items, errors = batches.decode_items(payload, isolate)
         if items is None:
-            self.reply(seq, 0.0, False, {}, True, b"", 0, 0)
-            return
+            return seq, 0.0, False, {}, True, b"", 0, 0, None
         if isinstance(fn, BaseException):
             errors = dict.fromkeys(range(len(items)), fn)
             values: list[Any] = [None] * len(items)
@@ -213,19 +226,25 @@ class _Worker:
             else:
                 values = _run_general(fn, _CALLERS[kind], items, slot, errors, timed, self.memory_limit)
             busy = time.perf_counter() - begin
+        count = len(items)
+        del items
         ran = len(values)  # fewer than the items when the memory limit stopped the batch early
-        values.extend([None] * (len(items) - ran))
+        values.extend([None] * (count - ran))
+        return self._encode(seq, busy, values, errors, isolate, ran)
+
+    def _encode(self, seq: int, busy: float, values: list[Any], errors: dict[int, BaseException], isolate: bool,
+                ran: int) -> tuple[Any, ...]:
         resident = resident_bytes() if self.memory_limit is not None else 0
         over = resident if resident > (self.memory_limit or 0) and self.memory_limit is not None else 0
-        slot[p.SLOT_POSITION] = p.PHASE_ENCODE
-        isolated, encoded_errors, values_blob = batches.encode_results(values, errors, bool(isolate))
-        self.reply(seq, busy, isolated, encoded_errors, False, values_blob, ran, over)
-        slot[p.SLOT_POSITION] = p.PHASE_IDLE
+        self.slot[p.SLOT_POSITION] = p.PHASE_ENCODE
+        isolated, encoded_errors, values_blob, segment = batches.encode_results_bulk(
+            values, errors, bool(isolate), self.results)
+        return seq, busy, isolated, encoded_errors, False, values_blob, ran, over, segment
 
     def reply(self, seq: int, busy: float, isolated: bool, errors: dict[int, bytes], undecodable: bool,
-              values_blob: bytes, ran: int, over_memory: int) -> None:
+              values_blob: bytes, ran: int, over_memory: int, segment: Any = None, kept: Any = ()) -> None:
         self.conn.send_bytes(serialize.dumps((p.DONE, seq, busy, isolated, errors, undecodable, ran,
-                                              over_memory)))
+                                              over_memory, kept, segment)))
         self.conn.send_bytes(values_blob)
 
 
@@ -260,7 +279,7 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             conn.close()
             os._exit(3)
     conn.send_bytes(serialize.dumps((p.READY, os.getpid())))
-    worker = _Worker(conn, slot, memory_limit)
+    worker = _Worker(conn, slot, memory_limit, owner)
     inbox = _Inbox(conn)
     while True:
         try:
@@ -294,6 +313,11 @@ def exit_now(code: int) -> None:
     sync = sys.modules.get("conveyor._backends.process.sync")
     if sync is not None:
         sync.release_owned()
+    bulk.release_all()
+    for module in ("conveyor._core.arrays", "conveyor.sharing"):
+        owned = sys.modules.get(module)
+        if owned is not None:
+            owned.release_owned()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
