@@ -476,28 +476,30 @@ SCENARIOS = {
             assert notified.wait(0.1) is False
         expect(NotImplementedError, ctx.Pipe)
 
-        # an object lives in the hub while its maker refers to it: a pool's outlive the pool, and one
-        # its maker dropped is gone for the copies elsewhere too
+        # a pool's objects outlive the pool; one passed on without a reference kept lives while its
+        # factory does; once the pool and all it made are gone, so are the objects, for copies too
         import gc, pickle
         with ctx.Pool(1) as pool:
             kept, dropped = pool.Queue(), pool.dict(a=1)
             kept.put("after")
-            copies = pickle.dumps((kept, dropped))
+            passed_on = pickle.dumps(pool.Event())               # no reference to it kept here
+            copies = pickle.dumps(dropped)
         assert kept.get(timeout=5) == "after"
-        del dropped
         gc.collect()
-        kept_copy, dropped_copy = pickle.loads(copies)
-        kept_copy.put(1)
-        assert kept.get(timeout=5) == 1
+        pickle.loads(passed_on).set()
+        assert pickle.loads(passed_on).is_set()
+        del pool, kept, dropped
+        gc.collect()
+        dropped_copy = pickle.loads(copies)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:      # the drop went with the put above, unawaited
+        while time.monotonic() < deadline:      # the drop goes with this process's next hub call
             try:
                 dropped_copy["a"]
             except conveyor.OwnerGoneError:
                 break
             time.sleep(0.05)
         else:
-            raise AssertionError("a dict its maker dropped is still in the hub")
+            raise AssertionError("the objects of a pool that is gone are still in the hub")
     """,
 }
 

@@ -127,33 +127,32 @@ def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeou
 
 
 _dropped: collections.deque[tuple[str, str]] = collections.deque()
-"""(hub, key) of objects whose maker let go of them, dropped from their hub by this process's next
-call to a hub. A finalizer only appends here (atomic, no lock): it runs wherever a garbage collection
-happens, possibly inside a Ray call of the same thread, where calling Ray again could deadlock (the
-Ray Client's lock is not re-entrant)."""
+"""(hub, key prefix) of collected factories, whose objects this process's next call to a hub drops.
+A finalizer only appends here (atomic, no lock): it runs wherever a garbage collection happens,
+possibly inside a Ray call of the same thread, where calling Ray again could deadlock (the Ray
+Client's lock is not re-entrant)."""
 
 
-def _forget(hub: str, key: str) -> None:
-    _dropped.append((hub, key))
+def _forget(used: list[str | None], prefix: str) -> None:
+    if used[0] is not None:
+        _dropped.append((used[0], prefix))
 
 
 def _send_drops() -> None:
-    """Drop from their hubs the objects let go of since the last call (without waiting)."""
+    """Drop from their hubs the objects of the factories collected since the last call (unawaited)."""
     while True:
         try:
-            hub, key = _dropped.popleft()
+            hub, prefix = _dropped.popleft()
         except IndexError:
             return
         try:
-            _hub(hub).drop.remote(key)
-        except Exception:  # noqa: BLE001 - the hub or Ray is gone: so is the object
+            _hub(hub).drop.remote(prefix)
+        except Exception:  # noqa: BLE001 - the hub or Ray is gone: so are the objects
             pass
 
 
-def _forget_when_collected(obj: Any, hub: str, key: str) -> None:
-    """An object lives in its hub while the process that made it refers to it (as conveyor's other
-    shared objects do), and at most as long as its factory (a context's objects go with it)."""
-    weakref.finalize(obj, _forget, hub, key).atexit = False  # at exit the hub ends with the connection
+def _keep(_factory: Any) -> None:
+    """The finalizer of an object: it holds the object's factory (its argument) until then."""
 
 
 def _hub_of(space: str) -> str:
@@ -176,7 +175,6 @@ class _Object:
         self._hub_name, self._key = _new_key(space, self.kind) if key is None else (_hub_of(space), key)
         if key is None:
             ray.get(_hub(self._hub_name).make.remote(self._key, self.kind, self._make_args(*args)))
-            _forget_when_collected(self, self._hub_name, self._key)
 
     def _make_args(self, *args: Any) -> tuple[Any, ...]:
         return args
@@ -544,9 +542,7 @@ class _InHub:
     def _make(cls, space: str, kind: str, args: tuple[Any, ...]) -> Any:
         hub, key = _new_key(space, kind)
         ray.get(_hub(hub).make.remote(key, kind, args))
-        made = cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
-        _forget_when_collected(made, hub, key)
-        return made
+        return cls._attach_ray((cls._kind, hub, None, key, 0))  # type: ignore[attr-defined]
 
     @classmethod
     def _attach_ray(cls, ref: tuple[Any, ...]) -> Any:
@@ -668,10 +664,13 @@ def shared_hub() -> str:
 class RayPrimitives:
     """The factory behind ``conveyor.context("ray").Lock()`` and ``pool.Queue()`` on Ray.
 
-    Its objects live in the process's hub under a prefix of its own. Each is dropped from it when the
-    process that made it no longer refers to it, and all by :meth:`close` (a context's factory, when
-    the context goes; later calls on them raise ``OwnerGoneError``, in every process). A pool's
-    factory is not closed with the pool: its objects outlive it, as on the other backends.
+    Its objects live in the process's hub under a prefix of its own, for as long as the factory: it
+    is kept alive by its maker (a context or a pool) and by each object it made (in this process), so
+    a pool's objects outlive the pool, as on the other backends, and an object passed straight to a
+    task (``g.spawn(f, ctx.Event())``) lives while its factory does. When the factory is collected,
+    its objects are dropped with the process's next call to the hub; :meth:`close` (a context's
+    factory, when the context goes) drops them at once. Later calls on them raise
+    ``OwnerGoneError``, in every process.
 
     Args:
         session: the Ray connection this factory holds (a context's), released by ``close()``; a
@@ -681,20 +680,28 @@ class RayPrimitives:
     def __init__(self, session: Any = None) -> None:
         self._session = session
         self._prefix = f"{uuid.uuid4().hex}/"
-        self._used: str | None = None   # the hub this factory put objects in
+        self._used: list[str | None] = [None]   # the hub this factory put objects in
         self._lock = threading.Lock()
+        self._collected = weakref.finalize(self, _forget, self._used, self._prefix)
+        self._collected.atexit = False  # at exit the hub ends with the connection
 
     def _hub(self) -> str:
         """The space of this factory's objects: ``"hub#prefix"``."""
         hub = shared_hub()
         with self._lock:
-            self._used = hub
+            self._used[0] = hub
         return f"{hub}#{self._prefix}"
+
+    def _adopt(self, obj: Any) -> Any:
+        """An object made here keeps this factory (and so itself) alive while this process holds it."""
+        weakref.finalize(obj, _keep, self).atexit = False
+        return obj
 
     def close(self) -> None:
         """Drop this factory's objects from the hub and release the connection (once)."""
+        self._collected.detach()
         with self._lock:
-            used, self._used = self._used, None
+            used, self._used[0] = self._used[0], None
         if used is not None:
             try:
                 ray.get(_hub(used).drop.remote(self._prefix), timeout=_SLICE_SECONDS * 50)
@@ -705,48 +712,48 @@ class RayPrimitives:
             self._session = None
 
     def Lock(self) -> RayLock:  # noqa: N802 - the stdlib's names
-        return RayLock(self._hub())
+        return self._adopt(RayLock(self._hub()))
 
     def RLock(self) -> RayRLock:  # noqa: N802
-        return RayRLock(self._hub())
+        return self._adopt(RayRLock(self._hub()))
 
     def Condition(self, lock: Any = None) -> RayCondition:  # noqa: N802
-        return RayCondition(self._hub(), lock)
+        return self._adopt(RayCondition(self._hub(), lock))
 
     def Semaphore(self, value: int = 1) -> RaySemaphore:  # noqa: N802
-        return RaySemaphore(self._hub(), value)
+        return self._adopt(RaySemaphore(self._hub(), value))
 
     def BoundedSemaphore(self, value: int = 1) -> RayBoundedSemaphore:  # noqa: N802
-        return RayBoundedSemaphore(self._hub(), value)
+        return self._adopt(RayBoundedSemaphore(self._hub(), value))
 
     def Event(self) -> RayEvent:  # noqa: N802
-        return RayEvent(self._hub())
+        return self._adopt(RayEvent(self._hub()))
 
     def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> RayBarrier:  # noqa: N802
-        return RayBarrier(self._hub(), parties, action, timeout)
+        return self._adopt(RayBarrier(self._hub(), parties, action, timeout))
 
     def Queue(self, maxsize: int = 0) -> RayQueue:  # noqa: N802
-        return RayQueue(self._hub(), maxsize)
+        return self._adopt(RayQueue(self._hub(), maxsize))
 
     def LifoQueue(self, maxsize: int = 0) -> RayLifoQueue:  # noqa: N802
-        return RayLifoQueue(self._hub(), maxsize)
+        return self._adopt(RayLifoQueue(self._hub(), maxsize))
 
     def PriorityQueue(self, maxsize: int = 0) -> RayPriorityQueue:  # noqa: N802
-        return RayPriorityQueue(self._hub(), maxsize)
+        return self._adopt(RayPriorityQueue(self._hub(), maxsize))
 
     def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> RayValue:  # noqa: N802
-        return RayValue(self._hub(), typecode_or_type, value, lock)
+        return self._adopt(RayValue(self._hub(), typecode_or_type, value, lock))
 
     def dict(self, *args: Any, **kwargs: Any) -> RayDict:
-        return RayDict._make(self._hub(), "container", (dict(*args, **kwargs),))
+        return self._adopt(RayDict._make(self._hub(), "container", (dict(*args, **kwargs),)))
 
     def list(self, iterable: Iterable[Any] = ()) -> RayList:
-        return RayList._make(self._hub(), "container", (list(iterable),))
+        return self._adopt(RayList._make(self._hub(), "container", (list(iterable),)))
 
     def Namespace(self, **attributes: Any) -> RayNamespace:  # noqa: N802
         import types
 
-        return RayNamespace._make(self._hub(), "container", (types.SimpleNamespace(**attributes),))
+        return self._adopt(RayNamespace._make(self._hub(), "container", (types.SimpleNamespace(**attributes),)))
 
     def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> RayArray:  # noqa: N802
         code = _typecode(typecode_or_type)
@@ -754,7 +761,7 @@ class RayPrimitives:
         space = self._hub()
         made = RayArray._make(space, "array", (code, init))
         made._lock = RayRLock(space) if lock is True else (lock or None)
-        return made
+        return self._adopt(made)
 
     def __getattr__(self, name: str) -> Any:
         if name in {"Pipe"}:
