@@ -101,3 +101,26 @@ def read_shared_handle(handle: Any, i: int) -> float:
 
 def writable(handle: Any) -> bool:
     return bool(handle.get().flags.writeable)
+
+
+def shared_total_after(i: int, event: Any) -> float:
+    assert event.wait(30)
+    return float(conveyor.worker_state().shared[i].sum())
+
+
+def segment_then_die(owner: int) -> None:
+    """Make a segment named as this worker's own (as its result arena does), then die without removing it."""
+    from conveyor._core import shm
+
+    shm.Segment.create(f"conveyor-{owner}w{os.getpid()}", 4096)
+    os._exit(1)
+
+
+def crash_once_after_go_then_total(a: Any, marker: str, event: Any) -> float:
+    """The first attempt waits until the caller changed its array, then kills its worker."""
+    path = Path(marker)
+    if not path.exists():
+        assert event.wait(30)
+        path.write_text("crashed")
+        os._exit(1)
+    return float(a.sum())

@@ -6,9 +6,12 @@ Every test runs under fork, forkserver and spawn; the autouse leak check counts 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,6 +108,28 @@ def test_a_rerun_sees_the_snapshot_taken_at_submit(method, tmp_path, task):
         assert future.result() == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("how", ["off", "full"])
+def test_a_rerun_through_the_pipe_sees_the_snapshot_taken_at_submit(method, tmp_path, monkeypatch, how):
+    """A large input that goes through the pipe (shared memory off, or full) is pickled once too:
+    the re-run after a crash does not see the caller's later change."""
+    from conveyor._core import shm
+
+    if how == "full":
+        def full(self, size):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(shm.Arena, "lease", full)
+    a = big_array()
+    expected = a.sum()
+    ctx = conveyor.context("process", start_method=method)
+    go = ctx.Event()
+    with conveyor.Pool(1, start_method=method, retries=1, shared_memory=how == "full") as pool:
+        future = pool.submit(t.crash_once_after_go_then_total, a, str(tmp_path / "marker"), go)
+        a[:] = 0.0
+        go.set()
+        assert future.result() == pytest.approx(expected)
+
+
 def test_map_over_many_large_inputs(method):
     arrays = [big_array(seed) for seed in range(6)]
     with conveyor.Pool(2, start_method=method) as pool:
@@ -143,12 +168,145 @@ def test_shared_memory_can_be_turned_off(method):
         assert pool._backend._arena is None
 
 
+def test_pagemap_entries_that_count_as_written():
+    """A page of a private mapping of a segment is this process's own (so the mapping cannot be
+    reused for the caller's next data) when it is present and not a file page, or swapped out."""
+    import mmap
+
+    from conveyor._backends.process import bulk
+    from conveyor._core import shm
+
+    present, swapped, file_page = 1 << 63, 1 << 62, 1 << 61
+
+    def entries(*words: int) -> bytes:
+        return struct.pack(f"={len(words)}Q", *words)  # native order, as /proc/self/pagemap
+
+    assert not bulk.any_written(entries(0, present | file_page | 12345, file_page, 0))
+    assert bulk.any_written(entries(present | file_page, present | 12345))  # a copy-on-write copy
+    assert bulk.any_written(entries(0, swapped | 0x3f))                      # that copy, swapped out
+    assert bulk.any_written(entries(present | file_page, swapped | file_page))
+    assert shm.ALIGN % mmap.PAGESIZE == 0 and shm.align(1) >= mmap.PAGESIZE
+
+
+def test_memoryviews_in_fortran_order_or_other_formats_come_back_as_their_bytes(method):
+    """Only C-order views of a native one-character format are rebuilt as views; the others travel
+    in-band as their bytes in logical order (never transposed, never a failed cast)."""
+    fortran = memoryview(np.asfortranarray(np.arange(BIG, dtype=np.float64).reshape(512, -1)))
+    big_endian = memoryview(np.arange(BIG, dtype=">f8"))
+    records = memoryview(np.zeros(BIG // 2, dtype=[("a", "<f8"), ("b", "<i8")]))
+    with conveyor.Pool(1, start_method=method) as pool:
+        for view in (fortran, big_endian, records):
+            back = pool.submit(t.identity, view).result()
+            assert bytes(back) == view.tobytes()
+        c_order = memoryview(np.arange(BIG, dtype=np.float64).reshape(512, -1))
+        back = pool.submit(t.identity, c_order).result()
+        assert back.shape == c_order.shape and back.tolist() == c_order.tolist()
+
+
+def test_shared_memory_off_keeps_results_out_of_it_too(method):
+    with conveyor.Pool(1, start_method=method, shared_memory=False) as pool:
+        result = pool.submit(t.ones, BIG).result()
+        assert result.sum() == BIG
+        assert not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}w")]
+
+
+def test_a_dead_workers_segments_are_removed_with_shared_memory_off(method):
+    with conveyor.Pool(1, start_method=method, shared_memory=False) as pool:
+        with pytest.raises(conveyor.WorkerCrashedError):
+            pool.submit(t.segment_then_die, os.getpid()).result()
+        assert wait_until(lambda: not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}w")],
+                          10)
+        assert pool.submit(t.total, np.ones(3)).result() == 3.0
+
+
+def test_an_interrupt_while_a_segment_is_made_leaves_none(monkeypatch):
+    from conveyor._core import shm
+
+    def interrupted(name: str) -> None:
+        raise KeyboardInterrupt
+
+    before = _shm()
+    monkeypatch.setattr(shm, "_track", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shm.Segment.create(f"conveyor-{os.getpid()}t", 4096)
+    assert _shm() == before
+
+
+def _finishes_holding(lock, action) -> bool:
+    """Run ``action`` in a thread that holds ``lock`` (as a garbage collection may run a finalizer
+    there); whether it finished rather than deadlocked."""
+    done = threading.Event()
+
+    def run() -> None:
+        with lock:
+            action()
+        done.set()
+
+    threading.Thread(target=run, name="holds-lock", daemon=True).start()
+    return done.wait(bounded(10))
+
+
+def test_a_frozen_inputs_finalizer_takes_no_lock():
+    from conveyor._backends.process import bulk
+    from conveyor._core import shm
+
+    pool_arena = shm.Arena(f"conveyor-{os.getpid()}")
+    try:
+        frozen = [bulk.freeze(big_array(), pool_arena, "a")]
+        assert isinstance(frozen[0], bulk.Frozen)
+        assert _finishes_holding(pool_arena._lock, frozen.clear)  # its finalizer runs in there
+        gc.collect()
+        pool_arena.run_later()
+        assert pool_arena.idle_bytes > 0  # the segment came back for reuse
+    finally:
+        pool_arena.close()
+
+
+def test_a_shared_handles_finalizer_takes_no_lock():
+    from conveyor import sharing
+
+    handle = conveyor.shared(np.arange(10.0))
+    name = handle.name
+    assert _finishes_holding(sharing._loaded_lock, handle.close)
+    assert name not in _shm()
+
+
 # -- shared objects, SharedArray, worker state ------------------------------------------------------
 def test_pool_shared_object_is_read_only_and_placed_once(method):
     table = np.arange(4 * BIG, dtype=np.float64).reshape(4, BIG)
     with conveyor.Pool(2, start_method=method, shared=table) as pool:
         assert pool.map(t.shared_total, range(4)) == pytest.approx(list(table.sum(axis=1)))
         assert len([name for name in _shm() if "s-" in name]) == 1
+
+
+def test_a_closed_and_dropped_pool_keeps_its_shared_object_while_work_drains(method):
+    """The pool's backend owns the segment of Pool(shared=...): a replacement worker started after the
+    user dropped the pool still finds it; it is removed once the last worker is gone."""
+    table = np.arange(2 * BIG, dtype=np.float64).reshape(2, BIG)
+    ctx = conveyor.context("process", start_method=method)
+    go = ctx.Event()
+    pool = conveyor.Pool(1, start_method=method, shared=table, max_tasks_per_worker=1)
+    backend = pool._backend
+    futures = [pool.submit(t.shared_total_after, i % 2, go) for i in range(3)]
+    pool.close()
+    del pool
+    gc.collect()
+    go.set()
+    try:
+        assert [f.result(timeout=bounded(60)) for f in futures] == pytest.approx(
+            [table[i % 2].sum() for i in range(3)])
+    finally:
+        backend.shutdown(wait=True)
+    assert not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}s-")]
+
+
+def test_shared_array_refuses_object_dtypes():
+    ctx = conveyor.context("process")
+    for dtype in (object, [("a", "f8"), ("b", "O")]):
+        with pytest.raises(TypeError, match="Python objects"):
+            ctx.SharedArray(3, dtype)
+    with conveyor.Pool(1, backend="thread") as pool, pytest.raises(TypeError, match="Python objects"):
+        pool.SharedArray(3, object)
 
 
 def test_shared_handle_passed_to_tasks(method):

@@ -185,7 +185,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._shared: Any = None
         if shared is not None:
             # Placed once; every worker finds it in conveyor.worker_state().shared before its
-            # initializer runs (a handle made here is closed with the pool).
+            # initializer runs (a handle made here is closed with the pool's last worker).
             from conveyor._core.state import WorkerSetup
             from conveyor.sharing import Shared
 
@@ -238,6 +238,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         atexit.register(_stop_live_backends)
         self._finalizer = weakref.finalize(self, _drop_backend, self._backend)
         self._finalizer.atexit = False
+        keep = getattr(self._backend, "keep_until_finished", None)
+        if self._shared is not None and keep is not None:
+            keep(self._shared)  # the backend closes it once its last worker is gone
 
     def _primitive_factory(self) -> Any:
         if self._primitives is None:

@@ -119,9 +119,10 @@ class Shared(Generic[T]):
 
 
 def _remove(name: str) -> None:
+    # No _loaded_lock here: this finalizer may run inside a garbage collection in a thread that holds
+    # it (get() unpickling); a single dict.pop is atomic anyway.
     shm.unlink(name)
-    with _loaded_lock:
-        _loaded.pop(name, None)
+    _loaded.pop(name, None)
 
 
 def release_owned() -> None:

@@ -31,6 +31,20 @@ def _numpy() -> Any:
     return numpy
 
 
+def plain_dtype(dtype: Any) -> Any:
+    """``numpy.dtype(dtype)``, refused when it holds Python objects.
+
+    Raises:
+        TypeError: an object dtype (its elements would be pointers into one process's memory:
+            garbage, or a crash, in any other).
+    """
+    result = _numpy().dtype(dtype)
+    if result.hasobject:
+        raise TypeError(f"SharedArray needs a dtype of plain values (numbers, strings, records of them), "
+                        f"not {result!r}, which holds Python objects")
+    return result
+
+
 class SharedArray:
     """A NumPy array visible to every worker; ``.array`` is the ndarray, indexing works directly.
 
@@ -44,7 +58,7 @@ class SharedArray:
                  _name: str | None = None) -> None:
         np = _numpy()
         self.shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = plain_dtype(dtype)
         self._lock = lock
         self._finalizer: Any = None
         self.name: str | None = None

@@ -101,13 +101,20 @@ def _rebuild_bytes(buffer: Any, kind: str, fmt: str, shape: Any) -> Any:
     return view
 
 
+_CASTABLE = frozenset("bBhHiIlLqQnNfd?cP") | {"@" + c for c in "bBhHiIlLqQnNfd?cP"}
+"""Formats ``memoryview.cast`` accepts (native, one character)."""
+
+
 def wrap_bytes(obj: Any, depth: int = _WALK_DEPTH, threshold: int = THRESHOLD) -> tuple[Any, bool]:
     """``obj`` with its large bytes-like parts wrapped (a new container where anything changed)."""
     kind = type(obj)
     if kind in (bytes, bytearray):
         return (_BigBytes(obj), True) if len(obj) >= threshold else (obj, False)
     if kind is memoryview:
-        if obj.nbytes >= threshold and obj.contiguous:
+        # Only what _rebuild_bytes can rebuild as it was: C order (a Fortran-order view's bytes
+        # would come back transposed) and a native one-character format (``cast`` takes no other);
+        # any other view pickles in-band as before (its bytes, in logical order).
+        if obj.nbytes >= threshold and obj.c_contiguous and obj.format in _CASTABLE:
             return _BigBytes(obj), True
         return obj, False
     if depth <= 0:

@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - Windows
 THRESHOLD = 1 << 20
 """Buffers of at least this many bytes travel through shared memory; smaller ones in the pipe
 (the same as ``serialize.THRESHOLD``)."""
-ALIGN = 4096
+ALIGN = max(4096, mmap.PAGESIZE)
+"""Segments and the buffers in them start on a page (of this machine: at least 4 KiB)."""
 IDLE_LIMIT = 1 << 30
 """An arena keeps at most this many bytes of idle segments for reuse; the rest are removed."""
 SHM_DIR = "/dev/shm"
@@ -69,7 +70,7 @@ def _untrack(name: str) -> None:
         pass
 
 
-def unlink(name: str) -> None:
+def unlink(name: str, tracked: bool = True) -> None:
     """Remove a segment's name (mappings of it stay valid); quiet if already gone."""
     try:
         _posixshmem.shm_unlink("/" + name)
@@ -77,7 +78,8 @@ def unlink(name: str) -> None:
         return
     except OSError:
         return
-    _untrack(name)
+    if tracked:
+        _untrack(name)
 
 
 def unlink_prefix(prefix: str) -> int:
@@ -120,13 +122,15 @@ class Segment:
             except FileExistsError:
                 continue  # a stale name from a dead program with our pid
             break
-        _track(name)
-        try:
+        tracked = False
+        try:  # from the moment it exists: a KeyboardInterrupt even before _track must remove it
+            _track(name)
+            tracked = True
             os.posix_fallocate(fd, 0, size)
             mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
         except BaseException:
             os.close(fd)
-            unlink(name)
+            unlink(name, tracked=tracked)
             raise
         os.close(fd)
         return cls(name, size, mapping)
@@ -205,6 +209,21 @@ class Arena:
         self.reused = 0
         self.destroyed: collections.deque[str] = collections.deque()
         """Names of the segments removed while the arena was open (for those that cache mappings)."""
+        self._later: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
+
+    def later(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` at the next :meth:`lease`, :meth:`run_later` or :meth:`close`. Lock-free,
+        for finalizers: a garbage collection may run them in a thread that holds this arena's lock."""
+        self._later.append((fn, args))
+
+    def run_later(self) -> None:
+        """Run what :meth:`later` queued (never call it with the arena's lock held)."""
+        while True:
+            try:
+                fn, args = self._later.popleft()
+            except IndexError:
+                return
+            fn(*args)
 
     def lease(self, size: int) -> Segment:
         """A segment of at least ``size`` bytes (reused when one of a similar size is idle).
@@ -213,6 +232,7 @@ class Arena:
             OSError: no room in shared memory.
         """
         size = align(max(size, 1))
+        self.run_later()
         with self._lock:
             best = None
             for segment in self._free:
@@ -256,6 +276,7 @@ class Arena:
     def close(self) -> None:
         """Remove every segment now, leased ones too (call once nobody maps them any more: mappings
         stay valid, but the memory of a removed segment is not reused)."""
+        self.run_later()
         with self._lock:
             self._closed = True
             segments = self._free + list(self._leased.values())

@@ -140,11 +140,16 @@ class ProcessBackend(Backend):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._arena: shm.Arena | None = None
+        self._kept: list[Any] = []  # closed once the supervisor is done (keep_until_finished)
         self._results_released: collections.deque[tuple[int, str]] = collections.deque()
-        if shm.available() and config.options.get("shared_memory", True):
-            # Large inputs go through shared memory (bulk.py). The stdlib's resource tracker removes
-            # our segments if this process is killed: started now, so every worker shares it.
+        self._shared_memory = bool(shm.available() and config.options.get("shared_memory", True))
+        if shm.available():
+            # The stdlib's resource tracker removes segments left when this process is killed: started
+            # now, so that every worker shares it (workers make segments for large results, and tasks
+            # may make SharedArrays or shared objects, even with shared_memory=False).
             resource_tracker.ensure_running()
+        if self._shared_memory:
+            # Large inputs and results go through shared memory (bulk.py).
             self._arena = shm.Arena(f"conveyor-{os.getpid()}")
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
@@ -210,6 +215,15 @@ class ProcessBackend(Backend):
                     worker.signal(signal.SIGKILL)
                 raise
 
+    def keep_until_finished(self, resource: Any) -> None:
+        """Close ``resource`` (a ``conveyor.Shared`` the workers' setup reads) once the last worker is
+        gone, not before: a pool closed and dropped while its work drains still starts replacements."""
+        with self._lock:
+            if not self._finished:
+                self._kept.append(resource)
+                return
+        resource.close()
+
     def broken(self) -> BaseException | None:
         return self._broken
 
@@ -250,9 +264,15 @@ class ProcessBackend(Backend):
             self._queued_cancelled.set()
             with self._lock:
                 self._closed = self._finished = True
+                kept, self._kept = self._kept, []
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_w = -1
+            for resource in kept:
+                try:
+                    resource.close()
+                except Exception:  # noqa: BLE001, S110 - the others must still be closed
+                    pass
 
     def _loop(self) -> None:
         while True:
@@ -263,6 +283,8 @@ class ProcessBackend(Backend):
             elif cancel_queued and not self._queued_cancelled.is_set():
                 self._cancel_queued_batches()
                 self._queued_cancelled.set()
+            if self._arena is not None:
+                self._arena.run_later()  # inputs dropped by finalizers (bulk.Frozen) since the last turn
             self._maintain()
             self._dispatch()
             if closed and not self._workers:
@@ -323,7 +345,7 @@ class ProcessBackend(Backend):
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
-                  self.config.max_memory_per_worker, self._finalizer_blob),
+                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory),
             name="conveyor-worker",
             daemon=False,
         )
@@ -444,7 +466,7 @@ class ProcessBackend(Backend):
         result segments are removed (the caller's mappings of them stay valid)."""
         for seq in list(worker.leases):
             self._unhold(worker, seq)
-        if self._arena is not None:
+        if shm.available():  # its result segments, and whatever its tasks made and did not remove
             shm.unlink_prefix(f"conveyor-{os.getpid()}w{worker.pid}-")
 
     # -- results -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ STRIDE = 64
 def describe_input(batch: Batch, position: int) -> str:
     """The input of one task as the user wrote it: ``x``, ``(a, b)`` or ``(a, b, key=value)``."""
     item = batch.items[position]
-    if isinstance(item, bulk.Frozen):
+    if isinstance(item, (bulk.Frozen, bulk.Snapshot)):
         return item.description
     if batch.kind == CallKind.FULL:
         args, kwargs = item
@@ -49,7 +49,8 @@ class Sent:
 
 
 def _freeze(batch: Batch, arena: Any) -> bytes:
-    """Move the large buffers of a batch's inputs into shared memory (``bulk.py``).
+    """Move the large buffers of a batch's inputs into shared memory (``bulk.py``), or without an
+    ``arena`` (or room in it) take a pickled snapshot of those inputs: a re-run sends the same.
 
     Returns the pickled batch when nothing in it was large (pickled once, with the probe), else b"".
     An input that fails to pickle is left as it is: the usual path below reports it.
@@ -65,7 +66,7 @@ def _freeze(batch: Batch, arena: Any) -> bytes:
         if not large:
             return payload or b""
     for position, item in enumerate(items):
-        if isinstance(item, bulk.Frozen):
+        if isinstance(item, (bulk.Frozen, bulk.Snapshot)):
             continue
         try:
             items[position] = bulk.freeze(item, arena, describe_input(batch, position))
@@ -93,7 +94,7 @@ def encode(batch: Batch, arena: Any = None) -> Sent | dict[int, BaseException]:
         return dict.fromkeys(range(len(items)), error)
     errors: dict[int, BaseException] = {}
     positions: Any = range(len(items))
-    payload = _freeze(batch, arena) if arena is not None else b""
+    payload = _freeze(batch, arena)
     if not batch.isolate and not payload:
         try:
             payload = serialize.dumps(items)

@@ -33,6 +33,7 @@ import ctypes
 import mmap
 import os
 import pickle
+import sys
 import threading
 import weakref
 from typing import Any
@@ -100,7 +101,9 @@ class Frozen:
         self.lease = lease
         self.spans = spans
         self.description = description
-        weakref.finalize(self, lease.drop)
+        # Not lease.drop itself: a finalizer may run inside a garbage collection in a thread that
+        # holds the arena's (or the lease's) lock, and drop takes both.
+        weakref.finalize(self, lease.arena.later, lease.drop)
 
     def __reduce__(self) -> Any:
         return (thaw, (self.data, self.lease.segment.name, self.spans))
@@ -109,19 +112,44 @@ class Frozen:
         return self.description
 
 
-def freeze(item: Any, arena: shm.Arena, description: str) -> Any:
-    """``item`` itself, or a :class:`Frozen` snapshot of it when it holds large buffers.
+class Snapshot:
+    """An input with large buffers that goes through the pipe (shared memory is off, or full),
+    pickled when it was first sent: like :class:`Frozen`, a re-run sends this, not the caller's
+    object as it is by then."""
+
+    __slots__ = ("blob", "description")
+
+    def __init__(self, blob: bytes, description: str) -> None:
+        self.blob = blob
+        self.description = description
+
+    def __reduce__(self) -> Any:
+        return (serialize.loads, (self.blob,))
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def freeze(item: Any, arena: shm.Arena | None, description: str) -> Any:
+    """``item`` itself, or a snapshot of it when it holds large buffers: :class:`Frozen` in shared
+    memory, or a :class:`Snapshot` pickled in-band when there is no ``arena`` or no room in it.
 
     Raises:
         whatever pickling ``item`` raises (the caller reports it as that input's error).
     """
+    if isinstance(item, Snapshot):
+        return item
     data, big = dumps_out_of_band(item)
     if not big:
         return item
     try:
+        if arena is None:
+            raise OSError("no shared memory")
         segment = arena.lease(sum(shm.align(memoryview(b).nbytes) for b in big))
     except OSError:
-        return item  # no room in shared memory: this input goes through the pipe
+        # No room in shared memory (or it is off): this input goes through the pipe, as it is now.
+        del data, big
+        return Snapshot(serialize.dumps(item), description)
     try:
         spans = shm.write_buffers(segment, big)
     except BaseException:
@@ -146,6 +174,8 @@ def has_large_buffers(items: list[Any]) -> tuple[bytes | None, bool]:
 # -- inputs: the worker's side -------------------------------------------------------------------------
 _CACHE_ENTRIES = 8
 _PAGE = mmap.PAGESIZE
+_TOP = 7 if sys.byteorder == "little" else 0
+"""Index of the byte holding bits 56-63 in a native-order 64-bit pagemap entry."""
 
 
 class _Mapped:
@@ -161,7 +191,7 @@ class _Mapped:
         anchor = ctypes.c_char.from_buffer(self.map)
         self.address = ctypes.addressof(anchor)
         del anchor
-        self.pages = len(self.map) // _PAGE
+        self.pages = -(-len(self.map) // _PAGE)
 
     def written(self) -> bool:
         """Whether a page of this mapping is a private copy now (the pagemap: present, not a file
@@ -174,11 +204,18 @@ class _Mapped:
             return True
         if len(data) != self.pages * 8:
             return True
-        return b"\x01" in data[7::8].translate(_PRIVATE_PAGE)
+        return any_written(data)
 
 
-_PRIVATE_PAGE = bytes(1 if b & 0xA0 == 0x80 else 0 for b in range(256))
-"""Top byte of a pagemap entry: bit 63 present, bit 61 file page (or shared)."""
+def any_written(pagemap: bytes) -> bool:
+    """Whether any of these native-order 64-bit ``/proc/self/pagemap`` entries of a private file
+    mapping is a page of this process's own: present and not a file page (a copy-on-write copy), or
+    swapped out (only anonymous pages, so only such copies, are swapped out of a file mapping)."""
+    return b"\x01" in pagemap[_TOP::8].translate(_WRITTEN_PAGE)
+
+
+_WRITTEN_PAGE = bytes(1 if b & 0xA0 == 0x80 or b & 0x40 else 0 for b in range(256))
+"""Top byte of a pagemap entry: bit 63 present, bit 62 swapped, bit 61 file page (or shared)."""
 
 _cache: collections.OrderedDict[str, _Mapped] = collections.OrderedDict()
 _mapped: list[tuple[str, Any, _Mapped]] = []

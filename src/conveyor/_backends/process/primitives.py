@@ -81,6 +81,7 @@ class ProcessPrimitives:
         return ProcessPriorityQueue(maxsize)
 
     def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
-        from conveyor._core.arrays import SharedArray
+        from conveyor._core.arrays import SharedArray, plain_dtype
 
+        dtype = plain_dtype(dtype)  # before the lock is made
         return SharedArray(shape, dtype, ProcessRLock() if lock else None)

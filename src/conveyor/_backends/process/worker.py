@@ -176,10 +176,11 @@ class _Inbox:
 
 
 class _Worker:
-    def __init__(self, conn: Any, slot: Any, memory_limit: int | None, owner: int = 0) -> None:
+    def __init__(self, conn: Any, slot: Any, memory_limit: int | None, owner: int = 0,
+                 shared_memory: bool = True) -> None:
         self.memory_limit = memory_limit
-        self.results = (bulk.worker_results(f"conveyor-{owner}w{os.getpid()}") if owner and shm.available()
-                        else None)
+        self.results = (bulk.worker_results(f"conveyor-{owner}w{os.getpid()}")
+                        if owner and shared_memory and shm.available() else None)
         self.conn = conn
         self.slot = memoryview(slot).cast("B").cast("d")
         self.functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -262,7 +263,8 @@ def _finalize(finalizer_blob: bytes | None) -> None:
 
 
 def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None,
-                memory_limit: int | None = None, finalizer_blob: bytes | None = None) -> None:
+                memory_limit: int | None = None, finalizer_blob: bytes | None = None,
+                shared_memory: bool = True) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
     The finalizer runs only on the supervisor's EXIT (a graceful end or a recycling); a killed worker,
@@ -279,7 +281,7 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
             conn.close()
             os._exit(3)
     conn.send_bytes(serialize.dumps((p.READY, os.getpid())))
-    worker = _Worker(conn, slot, memory_limit, owner)
+    worker = _Worker(conn, slot, memory_limit, owner, shared_memory)
     inbox = _Inbox(conn)
     while True:
         try:
