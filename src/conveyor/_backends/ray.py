@@ -42,7 +42,6 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
-import os
 import queue
 import threading
 import time
@@ -72,6 +71,12 @@ except ImportError as exc:  # the registry turns this into BackendUnavailableErr
     raise ImportError(f"ray is not installed ({exc})") from exc
 
 from conveyor._backends.ray_primitives import RayPrimitives  # noqa: E402 - needs ray
+from conveyor._backends.ray_session import (  # noqa: E402 - needs ray
+    Session,
+    close_session,
+    configured_address,
+    open_session,
+)
 
 _OPTIONS = frozenset({"address", "ray_init", "ray_options"})
 
@@ -86,90 +91,6 @@ _WATCH_SECONDS = 0.05
 _INLINE_FUNCTION_BYTES = 64 * 1024
 """A pickled function up to this size travels inside each call; a larger one is put in Ray's object
 store once per pool call, and calls carry a reference."""
-
-# -- the process's Ray connection ----------------------------------------------------------------------
-
-_session_lock = threading.RLock()
-"""Re-entrant: a context collected while this thread is inside :func:`open_session` (the garbage
-collector runs finalizers anywhere) closes its session from within it."""
-_session_users = 0
-_session_ours = False   # conveyor started a local Ray, so the last of its users stops it
-
-
-def configured_address(options: dict[str, Any]) -> str | None:
-    """The cluster to use: the ``address`` option, else ``RAY_ADDRESS`` (which ``ray.init`` itself
-    honours); None means "start a local Ray"."""
-    return options.get("address") or os.environ.get("RAY_ADDRESS") or None
-
-
-def _current_address() -> str | None:
-    try:
-        return ray.get_runtime_context().gcs_address
-    except Exception:  # noqa: BLE001 - a Ray client connection has no GCS address here
-        return None
-
-
-def open_session(address: str | None, workers: int, init_options: dict[str, Any] | None = None) -> None:
-    """Use this process's Ray connection, making it if there is none; pair with :func:`close_session`.
-
-    Without an address, a local Ray with ``workers`` CPUs is started (``address="local"``: never
-    someone else's instance found on the machine), and stopped by the last :func:`close_session`. A
-    connection to a cluster stays open until the program ends (Ray's exit hook closes it): the next
-    pool needs no new connection, and Ray's process-wide threads are started once. A connection the
-    user made with ``ray.init`` is used as it is.
-    """
-    global _session_users, _session_ours
-    with _session_lock:
-        _session_users += 1  # first: a session closed meanwhile (see _session_lock) cannot stop Ray under us
-        try:
-            if ray.is_initialized():
-                current = _current_address()
-                if (address and address != "auto" and not address.startswith("ray://") and current
-                        and address != current):
-                    raise ValueError(f"this process is already connected to the Ray cluster at {current}; "
-                                     f"a process has one Ray connection, so it cannot also use {address}")
-            else:
-                options: dict[str, Any] = {"logging_level": logging.ERROR, **(init_options or {})}
-                if address is None:
-                    ray.init(address="local", num_cpus=workers, include_dashboard=False, **options)
-                    _session_ours = True
-                else:
-                    ray.init(address=address, **options)
-        except BaseException:
-            close_session()
-            raise
-
-
-def close_session() -> None:
-    """One user fewer; the last one stops the local Ray that conveyor started."""
-    global _session_users, _session_ours
-    with _session_lock:
-        _session_users -= 1
-        if _session_users == 0 and _session_ours:
-            _session_ours = False
-            ray.shutdown()
-
-
-class Session:
-    """A context's hold on the Ray connection, released by ``close()`` (once)."""
-
-    def __init__(self, address: str | None, workers: int, init_options: dict[str, Any] | None = None) -> None:
-        open_session(address, workers, init_options)
-        self._open = True
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            close_session()
-
-
-def cluster_cpus(default: int) -> int:
-    """How many tasks the cluster runs at once (its CPUs), or ``default`` if it does not say."""
-    try:
-        return max(1, int(ray.cluster_resources().get("CPU", default)))
-    except Exception:  # noqa: BLE001
-        return default
-
 
 # -- in the caller -------------------------------------------------------------------------------------
 
@@ -246,6 +167,7 @@ def _end(actor: Any) -> None:
 
 _live: weakref.WeakSet[RayBackend] = weakref.WeakSet()
 _exit_hook_registered = False
+_exit_hook_lock = threading.Lock()
 
 
 def _stop_pools_before_ray() -> None:
@@ -307,7 +229,7 @@ class RayBackend(Backend):
         self._collector.start()
         self._timer: threading.Thread | None = None
         _live.add(self)
-        with _session_lock:
+        with _exit_hook_lock:
             if not _exit_hook_registered:
                 atexit.register(_stop_pools_before_ray)
                 _exit_hook_registered = True

@@ -69,7 +69,7 @@ from conveyor._backends._cluster_tasks import (
     stronger,
 )
 from conveyor._backends.process.spawn import ProcessTask, pickle_call
-from conveyor._backends.ray import Session, configured_address
+from conveyor._backends.ray_session import Session, configured_address
 from conveyor._core import serialize
 from conveyor._core.config import usable_cores
 from conveyor._core.errors import WorkerCrashedError
