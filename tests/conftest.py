@@ -132,6 +132,13 @@ def _shm() -> set[str]:
         return set()
 
 
+def own_segments(kind: str) -> set[str]:
+    """This process's conveyor segments of one kind (``w``: its workers', ``s``: shared objects,
+    ``p``: primitives, ``q``: queue spills). Never count by a looser pattern: /dev/shm is shared with
+    every other program on the machine, and may hold leftovers of programs killed long ago."""
+    return {name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}{kind}")}
+
+
 def _in_use_elsewhere(names: set[str]) -> set[str]:
     """The names among ``names`` mapped by a process outside this test run (not us, not our
     descendants): on a shared machine, another test run's live segments are not our leak."""

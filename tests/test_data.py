@@ -21,7 +21,7 @@ np = pytest.importorskip("numpy")
 
 import conveyor  # noqa: E402
 import data_tasks as t  # noqa: E402
-from conftest import START_METHODS, _shm, bounded, wait_until  # noqa: E402
+from conftest import START_METHODS, _shm, bounded, own_segments, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -158,7 +158,7 @@ def test_a_large_result_is_given_back_to_its_worker_when_dropped(method):
             assert result.sum() == BIG
             del result
         # The worker made at most two result segments: each one came back for reuse.
-        assert len([name for name in _shm() if "w" in name.split("-")[1]]) <= 2
+        assert len(own_segments("w")) <= 2
 
 
 def test_shared_memory_can_be_turned_off(method):
@@ -207,15 +207,14 @@ def test_shared_memory_off_keeps_results_out_of_it_too(method):
     with conveyor.Pool(1, start_method=method, shared_memory=False) as pool:
         result = pool.submit(t.ones, BIG).result()
         assert result.sum() == BIG
-        assert not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}w")]
+        assert not own_segments("w")
 
 
 def test_a_dead_workers_segments_are_removed_with_shared_memory_off(method):
     with conveyor.Pool(1, start_method=method, shared_memory=False) as pool:
         with pytest.raises(conveyor.WorkerCrashedError):
             pool.submit(t.segment_then_die, os.getpid()).result()
-        assert wait_until(lambda: not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}w")],
-                          10)
+        assert wait_until(lambda: not own_segments("w"), 10)
         assert pool.submit(t.total, np.ones(3)).result() == 3.0
 
 
@@ -276,7 +275,7 @@ def test_pool_shared_object_is_read_only_and_placed_once(method):
     table = np.arange(4 * BIG, dtype=np.float64).reshape(4, BIG)
     with conveyor.Pool(2, start_method=method, shared=table) as pool:
         assert pool.map(t.shared_total, range(4)) == pytest.approx(list(table.sum(axis=1)))
-        assert len([name for name in _shm() if "s-" in name]) == 1
+        assert len(own_segments("s")) == 1
 
 
 def test_a_closed_and_dropped_pool_keeps_its_shared_object_while_work_drains(method):
@@ -297,7 +296,7 @@ def test_a_closed_and_dropped_pool_keeps_its_shared_object_while_work_drains(met
             [table[i % 2].sum() for i in range(3)])
     finally:
         backend.shutdown(wait=True)
-    assert not [name for name in _shm() if name.startswith(f"conveyor-{os.getpid()}s-")]
+    assert not own_segments("s")
 
 
 def test_shared_array_refuses_object_dtypes():

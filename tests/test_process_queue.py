@@ -5,6 +5,7 @@ corrupt the queue for the others."""
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 
 import conveyor
-from conftest import START_METHODS, bounded
+from conftest import START_METHODS, bounded, own_segments
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,6 +54,23 @@ def test_large_items_travel_by_reference_and_leave_nothing_behind():
         blob = os.urandom(3 * 1024 * 1024)
         pool.submit(q.put, blob).result(timeout=bounded(30))
         assert q.get(timeout=bounded(30)) == blob
+
+
+def test_primitive_and_spill_segments_are_named_after_their_maker():
+    """A leak in /dev/shm must be attributable: conveyor-<pid>p-... for a primitive's state,
+    conveyor-<pid>q-... for a queue item too large to sit inline, never an anonymous psm_..."""
+    ctx = conveyor.context("process")
+    before = own_segments("p")
+    q = ctx.Queue()
+    made = own_segments("p") - before
+    assert len(made) == 1
+    q.put(os.urandom(3 * 1024 * 1024))
+    assert len(own_segments("q")) == 1
+    assert len(q.get(timeout=bounded(30))) == 3 * 1024 * 1024
+    assert not own_segments("q")
+    del q
+    gc.collect()
+    assert not (own_segments("p") & made)
 
 
 def _put_forever(q):

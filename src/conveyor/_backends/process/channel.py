@@ -39,6 +39,7 @@ from conveyor._backends.process import pthreads
 from conveyor._backends.process.sync import _STATE, _attach, _Shared
 from conveyor._core import serialize
 from conveyor._core.errors import ShutDown
+from conveyor._core.shm import fresh_name
 
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 BATCH_BYTES = 64 * 1024
@@ -207,7 +208,7 @@ class _SharedQueue(_Shared):
         data = _dumps(item)
         if len(data) + _HEADER.size <= self._max_inline:
             return data, None
-        spill = shared_memory.SharedMemory(create=True, size=len(data))
+        spill = shared_memory.SharedMemory(name=fresh_name("q"), create=True, size=len(data))
         spill.buf[:len(data)] = data
         return spill.name.encode(), spill
 

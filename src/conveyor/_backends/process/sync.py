@@ -29,6 +29,7 @@ from typing import Any
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.liveness import alive
 from conveyor._core.errors import OwnerDiedError
+from conveyor._core.shm import fresh_name
 from conveyor._core.waiting import wait_for
 
 _MUTEX = 0
@@ -107,7 +108,7 @@ class _Segment:
         size = _STATE + 8 * max(fields, 1)
         self.owner = name is None
         self.creator = os.getpid()
-        self.shm = shared_memory.SharedMemory(name=name, create=self.owner, size=size)
+        self.shm = shared_memory.SharedMemory(name=name or fresh_name("p"), create=self.owner, size=size)
         anchor = (ctypes.c_char * size).from_buffer(self.shm.buf)
         self._anchor = [anchor]
         self.base = ctypes.addressof(anchor)
