@@ -230,3 +230,62 @@ def test_a_finished_process_generator_stage_releases_its_queues_while_the_pipeli
     left -= _in_use_elsewhere(left)
     assert not left
     assert pipe.statistics()["stages"][0]["items_in"] == 20
+
+
+def _fails_to_rebuild():
+    raise RuntimeError("this value cannot be rebuilt")
+
+
+class _Unrebuildable:
+    def __reduce__(self):
+        return (_fails_to_rebuild, ())
+
+
+def _yields_an_unrebuildable_fifth(items):
+    for item in items:
+        yield _Unrebuildable() if item == 5 else item
+
+
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+def test_a_process_generator_stage_value_that_cannot_be_unpickled_stops_the_pipeline(errors):
+    """The collector of a generator stage on processes took every error of its outbox for 'empty' and
+    dropped the value without a word, even with errors='raise'."""
+    pipe = conveyor.Pipeline(range(10), errors=errors).map(_yields_an_unrebuildable_fifth, backend="process",
+                                                           workers=1)
+    with pytest.raises(RuntimeError, match="cannot be rebuilt"):
+        pipe.run()
+    assert [type(failure.error) for failure in pipe.errors] == [RuntimeError]
+
+
+def _on_start_raises():
+    raise RuntimeError("on_start failed")
+
+
+@pytest.mark.parametrize("backend", backends("thread", "process"))
+def test_a_stage_whose_workers_cannot_start_stops_even_an_endless_pipeline_in_collect_mode(backend):
+    """A broken pool fails every item it is given: in collect mode each was recorded as one item's
+    failure, so a finite pipeline gave [] and an endless one never finished."""
+    pipe = conveyor.Pipeline(itertools.count(), errors="collect").map(_ident, backend=backend, workers=2,
+                                                                      on_start=_on_start_raises)
+    with pytest.raises(conveyor.InitializerError):
+        pipe.run()
+    assert len(pipe.errors) == 1
+
+
+def _count_then_fail_slowly(args):
+    attempts, item = args
+    with attempts.get_lock():
+        attempts.value += 1
+    time.sleep(1.0)
+    raise ValueError(f"bad {item}")
+
+
+def test_a_stage_retries_a_raise_like_pool_imap_each_attempt_with_its_own_time_limit():
+    """The stage function used to be retried inside the task as well as by the pool: (retries + 1)²
+    attempts, under one time limit for all of them, reported as a timeout instead of the raise."""
+    attempts = conveyor.context("process").Value("i", 0)
+    pipe = conveyor.Pipeline([(attempts, 1)], errors="collect").map(
+        _count_then_fail_slowly, backend="process", workers=1, retries=2, task_timeout=2.5)
+    assert pipe.run() == []
+    assert [type(failure.error) for failure in pipe.errors] == [ValueError]
+    assert attempts.value == 3

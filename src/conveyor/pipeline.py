@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import queue
 import reprlib
 import threading
 import time
+from concurrent.futures import BrokenExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 from conveyor._core import config as _config
@@ -101,13 +103,13 @@ class _Many:
         self.values = values
 
 
-class _Failed:
-    """The stage function raised on ``item``: reported as a value, so one bad item does not look like
-    a broken stream and its input is known even when results come back out of order."""
-
-    __slots__ = ("item", "error")
+class _ItemFailed(Exception):
+    """The stage function raised on ``item``. Raised, not returned, so the stage's pool gives it the
+    ``retries`` and ``task_timeout`` that ``Pool.imap`` gives a raise (each attempt its own time limit);
+    it carries its input, known even when results come back out of order."""
 
     def __init__(self, item: Any, error: BaseException) -> None:
+        super().__init__(item, error)
         self.item = item
         self.error = error
 
@@ -115,34 +117,29 @@ class _Failed:
         return (_rebuild_failed, (self.item, serialize.dumps_exception(self.error)))
 
 
-def _rebuild_failed(item: Any, blob: bytes) -> _Failed:
-    return _Failed(item, serialize.loads_exception(blob))
+def _rebuild_failed(item: Any, blob: bytes) -> _ItemFailed:
+    return _ItemFailed(item, serialize.loads_exception(blob))
 
 
 class _Apply:
-    """Runs one stage function on one item in a worker; the item's own failure is returned, not raised
-    (after ``retries`` more attempts), so it reaches the stage with its input. Crashes and timeouts are
-    the pool's to retry."""
+    """Runs one stage function on one item in a worker; the item's own failure is raised as
+    :class:`_ItemFailed`, with its input, for the pool to retry like any task's."""
 
-    __slots__ = ("kind", "fn", "retries")
+    __slots__ = ("kind", "fn")
 
-    def __init__(self, kind: str, fn: Callable[..., Any], retries: int = 0) -> None:
+    def __init__(self, kind: str, fn: Callable[..., Any]) -> None:
         self.kind = kind
         self.fn = fn
-        self.retries = retries
 
     def __call__(self, item: Any) -> Any:
-        for attempt in range(self.retries + 1):
-            try:
-                if self.kind == "map":
-                    return self.fn(item)
-                if self.kind == "filter":
-                    return item if self.fn(item) else _Dropped()
-                return _Many(list(self.fn(item)))
-            except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
-                if attempt == self.retries:
-                    return _Failed(item, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            if self.kind == "map":
+                return self.fn(item)
+            if self.kind == "filter":
+                return item if self.fn(item) else _Dropped()
+            return _Many(list(self.fn(item)))
+        except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
+            raise _ItemFailed(item, exc) from None
 
 
 def _each_worker(fn: Callable[[Iterator[Any]], Iterable[Any]], inbox: Any, outbox: Any,
@@ -446,7 +443,7 @@ class _Run:
         try:
             mapper = pool.imap if stage.ordered else pool.imap_unordered
             try:
-                results = mapper(_Apply(stage.kind, stage.fn, stage.retries), counts.inbox,
+                results = mapper(_Apply(stage.kind, stage.fn), counts.inbox,
                                  chunksize=stage.chunksize)
             except Exception as exc:  # noqa: BLE001 - the pool broke at once (an on_start that raised)
                 self._failed(counts, None, None, exc, fatal=True)
@@ -456,17 +453,21 @@ class _Run:
                     result = next(results)
                 except StopIteration:
                     break
+                except _ItemFailed as failure:  # the function raised on this item, on its last attempt
+                    if self._stopping.is_set():
+                        break
+                    self._failed(counts, failure.item, _short.repr(failure.item), failure.error)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - a crash, timeout or unpicklable item, or the stop
                     if self._stopping.is_set():
                         break
-                    # A stream that raised and closed cannot go on: the stage's remaining inputs would
-                    # be dropped without a word, so that failure stops the pipeline in any error mode.
+                    # A stream that raised and closed, or a pool that broke (its on_start raised), cannot
+                    # go on: the stage's remaining inputs would be dropped without a word, or fail one by
+                    # one forever, so that failure stops the pipeline in any error mode.
                     self._failed(counts, None, getattr(exc, "task_input", None), exc,
-                                 fatal=getattr(results, "_closed", False))
+                                 fatal=getattr(results, "_closed", False) or isinstance(exc, BrokenExecutor))
                     continue
-                if isinstance(result, _Failed):
-                    self._failed(counts, result.item, _short.repr(result.item), result.error)
-                elif isinstance(result, _Dropped):
+                if isinstance(result, _Dropped):
                     counts.dropped += 1
                 elif isinstance(result, _Many):
                     for value in result.values:
@@ -597,9 +598,13 @@ class _Run:
                         continue
                     except ShutDown:
                         break
-                    except Exception:  # noqa: BLE001 - queue.Empty: are the workers done?
+                    except queue.Empty:  # are the workers done?
                         if all(not handle.is_alive() for handle in handles):
                             outbox.shutdown()  # what is left drains, then ShutDown ends the loop
+                    except Exception as exc:  # noqa: BLE001 - a value that cannot be unpickled here
+                        if not self._stopping.is_set():
+                            self._failed(counts, None, None, exc, fatal=True)
+                        break
             finally:
                 try:
                     group.__exit__(None, None, None)  # joins; a worker's exception is raised here
