@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import itertools
 import multiprocessing
 import os
@@ -89,6 +90,25 @@ def test_imap_continues_after_a_failed_item(make_pool):
     with pytest.raises(ValueError, match="bad input 3"):
         next(results)
     assert list(results) == [4, 5]
+
+
+def test_a_task_raising_stop_iteration_fails_that_input_and_never_ends_the_loop(make_pool):
+    """A StopIteration from a task, raised by the results iterator, would end the caller's loop as if
+    all results were in: it comes as a RuntimeError from it (PEP 479). On processes, tiny calls run
+    through map() in strides, which took the StopIteration for its own end and shifted every later
+    result of the batch by one."""
+    pool = make_pool()
+    inputs = [[i] for i in range(20_000)]
+    inputs[15_100] = []
+    results = pool.imap(tasks.first, inputs, chunksize=1000)
+    assert list(itertools.islice(results, 15_100)) == list(range(15_100))
+    with pytest.raises(RuntimeError, match="StopIteration") as raised:
+        next(results)
+    assert isinstance(raised.value.__cause__, StopIteration)
+    assert list(results) == list(range(15_101, 20_000))
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        pool.map(tasks.first, inputs)
+    assert pool.submit(tasks.first, [7]).result() == 7
 
 
 def test_map_raises_the_first_failure_in_input_order(make_pool):
@@ -287,6 +307,66 @@ def test_with_block_waits_for_submitted_work(backend):
         futures = [pool.submit(tasks.sleep_then, i, 0.05) for i in range(6)]
     assert all(f.done() for f in futures)
     assert [f.result() for f in futures] == list(range(6))
+
+
+def test_a_lazy_call_made_before_close_still_gets_every_result(make_pool):
+    """multiprocessing's own pattern: imap, close(), then iterate. The inputs are sent as the consumer
+    reads, so the closed pool must keep taking them (its workers used to be gone by then)."""
+    pool = make_pool()
+    ordered = pool.imap(tasks.square, range(60), chunksize=1)
+    unordered = pool.imap_unordered(tasks.square, range(60), chunksize=1)
+    pool.close()
+    results = []
+    for value in ordered:
+        time.sleep(0.002)  # a slow consumer: the pool is idle between batches
+        results.append(value)
+    assert results == [x * x for x in range(60)]
+    assert sorted(unordered) == [x * x for x in range(60)]
+    pool.join()
+
+
+def test_a_closed_pool_with_a_map_async_running_is_not_killed_when_dropped(backend):
+    """close() with a map_async still feeding returned early and left the pool's garbage-collection
+    hook armed: dropping the closed pool killed the work it had accepted."""
+    pool = conveyor.Pool(2, backend=backend)
+    earlier = pool.submit(tasks.sleep_then, "done", 0.5)
+    mapped = pool.starmap_async(tasks.sleep_then, [(i, 0.01) for i in range(20)])
+    pool.close()
+    del pool
+    gc.collect()
+    assert earlier.result(timeout=bounded(30)) == "done"
+    assert mapped.get(timeout=bounded(30)) == list(range(20))
+
+
+def test_map_async_right_before_close_always_runs(monkeypatch):
+    """The background job made its stream only once its thread ran, after the caller's close() could
+    have: PoolClosedError. Here the job's thread is held until close() has returned."""
+    real_start = threading.Thread.start
+    held: list[threading.Thread] = []
+
+    def start_later(thread: threading.Thread) -> None:
+        if thread.name.startswith("conveyor-map-async") or thread.name.startswith("conveyor-pool-close"):
+            held.append(thread)
+        else:
+            real_start(thread)
+
+    with conveyor.Pool(2, backend="thread") as pool:
+        monkeypatch.setattr(threading.Thread, "start", start_later)
+        try:
+            result = pool.map_async(tasks.square, range(5))
+            pool.close()
+        finally:
+            monkeypatch.undo()
+            for thread in held:
+                real_start(thread)
+        assert result.get(timeout=bounded(10)) == [0, 1, 4, 9, 16]
+
+
+def test_imap_over_an_input_too_long_for_len(make_pool):
+    pool = make_pool()
+    results = pool.imap(tasks.square, range(2**64))
+    assert list(itertools.islice(results, 3)) == [0, 1, 4]
+    results.close()
 
 
 def test_close_then_join_like_multiprocessing(make_pool):

@@ -14,6 +14,7 @@ import functools
 import itertools
 import multiprocessing.util  # noqa: F401 - imported first so our exit hook runs before its own
 import threading
+import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -80,7 +81,7 @@ def _positive(name: str, value: Any, *, allow_none: bool = True, integer: bool =
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     try:
         return min(len(iterable) for iterable in iterables)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, OverflowError):  # no len(), or one too large for it (range(2**64)): unknown
         return None
 
 
@@ -231,6 +232,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._primitives: Any = None
         self._jobs: set[threading.Thread] = set()
         self._jobs_lock = threading.Lock()
+        self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()  # lazy calls: feed after close()
         _live_backends.add(self._backend)
         # Run our exit hook before any that the backend's engine registered when it was imported
         # (atexit runs the newest first): work closed gracefully must finish while the engine works.
@@ -327,7 +329,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             source, kind = zip(*iterables), CallKind.STAR
         option = self._progress if progress is None else progress
         name = getattr(fn, "__name__", "tasks")
-        return Stream(
+        stream = Stream(
             self._backend, self._stats, fn, source, kind,
             keepalive=self,
             ordered=ordered,
@@ -338,6 +340,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             total=total,
             progress=make_progress(option, total, name),
         )
+        self._streams.add(stream)
+        return stream
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | None = None, task_timeout: float | None = None, retries: int | None = None,
@@ -391,17 +395,21 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                   callback: Callable[[Any], Any] | None = None,
                   error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`map` in the background; ``.get(timeout)`` gives the list."""
-        return self._in_background(lambda: self.map(fn, iterable, chunksize=chunksize), callback, error_callback)
+        stream = self._stream(fn, (iterable,), CallKind.ONE, ordered=True, chunksize=chunksize,
+                              task_timeout=None, retries=None, timeout=None, progress=None)
+        return self._in_background(stream.collect, callback, error_callback)
 
     def starmap_async(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                       chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
                       error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`starmap` in the background."""
-        return self._in_background(lambda: self.starmap(fn, iterable, chunksize=chunksize), callback,
-                                   error_callback)
+        stream = self._stream(fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+                              task_timeout=None, retries=None, timeout=None, progress=None)
+        return self._in_background(stream.collect, callback, error_callback)
 
     def _in_background(self, job: Callable[[], Any], callback: Any, error_callback: Any) -> AsyncResult:
-        self._check_open()
+        """Run ``job`` (a stream made in the caller's thread, before any ``close()`` that follows the
+        call) in a thread of its own."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
 
@@ -431,6 +439,17 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             for job in jobs:
                 job.join(0.1)
 
+    def _feeding(self) -> bool:
+        """Whether a lazy call (``imap`` and kin) made before close() has inputs it has not sent yet.
+        It sends them only as its consumer reads, so a closed pool must keep taking its batches."""
+        return any(not stream._exhausted for stream in list(self._streams))
+
+    def _wait_for_streams(self) -> None:
+        """Until every lazy call has sent all its inputs, or was closed or dropped by its consumer
+        (the streams are held weakly: an abandoned one goes with the next garbage collection)."""
+        while self._feeding():
+            time.sleep(0.05)
+
     # -- lifetime ----------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill: bool = False) -> None:
         """Stop accepting work.
@@ -443,15 +462,15 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         """
         self._closed = True
         cancel = cancel_futures or kill
-        if not cancel:
-            if wait:
-                self._wait_for_jobs()
-            elif self._jobs:
-                threading.Thread(target=self._finish_later, name="conveyor-pool-close", daemon=True).start()
-                return
         if not wait and not cancel:
             _draining_backends.add(self._backend)
         self._finalizer.detach()  # from now on the user has said how this pool ends
+        if not cancel:
+            if wait:
+                self._wait_for_jobs()
+            elif self._jobs or self._feeding():
+                threading.Thread(target=self._finish_later, name="conveyor-pool-close", daemon=True).start()
+                return
         self._backend.shutdown(wait=wait, cancel_pending=cancel, kill=kill)
         if wait:
             _live_backends.discard(self._backend)
@@ -459,8 +478,10 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                 self._shared.close()
 
     def _finish_later(self) -> None:
+        """close() with work still to be sent: the backend drains once every call made before it has
+        sent its inputs (``multiprocessing.Pool``: ``imap``, then ``close()``, then iterate)."""
         self._wait_for_jobs()
-        _draining_backends.add(self._backend)
+        self._wait_for_streams()
         self._backend.shutdown(wait=False)
 
     def close(self) -> None:

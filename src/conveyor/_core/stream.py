@@ -115,6 +115,17 @@ class Feed:
             yield taken[0]
 
 
+
+def _iteration_safe(error: BaseException) -> BaseException:
+    """A task's StopIteration, raised from a results iterator, would end the caller's ``for`` loop as if
+    the results were all there, dropping the rest without a word: it is raised as a RuntimeError from
+    it instead, as Python does for a generator (PEP 479) and ``concurrent.futures``' ``map`` does."""
+    if isinstance(error, StopIteration):
+        converted = RuntimeError("a task raised StopIteration")
+        converted.__cause__ = error
+        return converted
+    return error
+
 class _Progress(Protocol):
     def update(self, n: int) -> Any: ...
 
@@ -335,7 +346,7 @@ class Stream(Iterator[Any]):
                 if segment.errors:
                     error = segment.errors.get(position)
                     if error is not None:
-                        raise error
+                        raise _iteration_safe(error)
                 return segment.values[position]
             if self._closed:
                 raise StopIteration  # closed by the consumer, a timeout or an interrupt: nothing more comes
@@ -358,7 +369,7 @@ class Stream(Iterator[Any]):
                     return out
                 self._outstanding -= len(segment.values)
                 if segment.errors:
-                    raise segment.errors[min(segment.errors)]
+                    raise _iteration_safe(segment.errors[min(segment.errors)])
                 out.extend(segment.values)
         finally:
             self.close()

@@ -78,7 +78,8 @@ def _run_plain(fn: Callable[..., Any], items: list[Any], slot: Any, errors: dict
     The slot write before each input is what lets the supervisor name the input if this process dies
     mid-batch. For tiny calls the supervisor asks for a ``stride``: the slot is written once per
     ``stride`` inputs, which then run at C speed (``list.extend(map(...))``, which keeps the results
-    before an exception, so its position is ``len(values)``).
+    before an exception, so its position is ``len(values)``; a StopIteration ends ``map`` early
+    instead, seen as a short stride).
     """
     values: list[Any] = []
     if stride <= 1:
@@ -95,14 +96,24 @@ def _run_plain(fn: Callable[..., Any], items: list[Any], slot: Any, errors: dict
     start, count = 0, len(items)
     while start < count:
         slot[1] = start
+        end = min(start + stride, count)
         try:
-            extend(map(fn, items[start:start + stride]))
-            start += stride
+            extend(map(fn, items[start:end]))
         except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
             failed = len(values)
             values.append(None)
             errors[failed] = exc
             start = failed + 1
+            continue
+        if len(values) < end:
+            # fn raised StopIteration, which map() takes for its own end: the stride stopped short
+            # without a word. That input failed (with a StopIteration whose value is lost).
+            failed = len(values)
+            values.append(None)
+            errors[failed] = StopIteration()
+            start = failed + 1
+        else:
+            start = end
     return values
 
 
