@@ -13,7 +13,7 @@ import time
 import pytest
 
 import conveyor
-from conftest import START_METHODS, bounded, own_segments
+from conftest import START_METHODS, _shm, bounded, own_segments
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,20 +57,28 @@ def test_large_items_travel_by_reference_and_leave_nothing_behind():
 
 
 def test_primitive_and_spill_segments_are_named_after_their_maker():
-    """A leak in /dev/shm must be attributable: conveyor-<pid>p-... for a primitive's state,
-    conveyor-<pid>q-... for a queue item too large to sit inline, never an anonymous psm_..."""
+    """A leak in /dev/shm must be attributable: conveyor-<pid>p-... for a primitive's state, and
+    <the queue's name>q-... for a queue item too large to sit inline, never an anonymous psm_...;
+    large items still queued go with the queue when its maker drops it."""
     ctx = conveyor.context("process")
     before = own_segments("p")
     q = ctx.Queue()
-    made = own_segments("p") - before
-    assert len(made) == 1
+    (name,) = own_segments("p") - before
+
+    def spills():
+        return {segment for segment in _shm() if segment.startswith(f"{name}q-")}
+
     q.put(os.urandom(3 * 1024 * 1024))
-    assert len(own_segments("q")) == 1
+    assert len(spills()) == 1
     assert len(q.get(timeout=bounded(30))) == 3 * 1024 * 1024
-    assert not own_segments("q")
+    assert not spills()
+    q.put(os.urandom(3 * 1024 * 1024))
+    q.put(os.urandom(3 * 1024 * 1024))
+    assert len(spills()) == 2
     del q
     gc.collect()
-    assert not (own_segments("p") & made)
+    assert not spills()
+    assert name not in _shm()
 
 
 def _put_forever(q):

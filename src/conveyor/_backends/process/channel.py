@@ -30,16 +30,17 @@ import ctypes
 import os
 import pickle
 import queue as _stdlib_queue
+import secrets
 import struct
 import time
+import weakref
 from multiprocessing import shared_memory
 from typing import Any, Callable, Iterable
 
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.sync import _STATE, _attach, _Shared
-from conveyor._core import serialize
+from conveyor._core import serialize, shm
 from conveyor._core.errors import ShutDown
-from conveyor._core.shm import fresh_name
 
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 BATCH_BYTES = 64 * 1024
@@ -89,6 +90,10 @@ class _SharedQueue(_Shared):
             self._words[_CAPACITY] = capacity
         self._capacity = int(self._words[_CAPACITY])
         self._max_inline = self._capacity // 4
+        if _name is None:
+            # Items too large to sit inline each have a segment of their own, named after the queue:
+            # those still queued when the maker drops the queue go with it, not at program exit.
+            weakref.finalize(self, shm.unlink_prefix, f"{segment.name}q-")
 
     @classmethod
     def _storage_words(cls, capacity: int) -> int:
@@ -208,7 +213,8 @@ class _SharedQueue(_Shared):
         data = _dumps(item)
         if len(data) + _HEADER.size <= self._max_inline:
             return data, None
-        spill = shared_memory.SharedMemory(name=fresh_name("q"), create=True, size=len(data))
+        spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{secrets.token_hex(6)}", create=True,
+                                           size=len(data))
         spill.buf[:len(data)] = data
         return spill.name.encode(), spill
 

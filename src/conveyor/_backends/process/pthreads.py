@@ -5,6 +5,14 @@ forever, and it cannot be passed to an already running worker. A *robust* mutex 
 locker that its owner died (``EOWNERDEAD``) instead; living in a named shared-memory segment, it can
 be pickled by name and attached anywhere.
 
+Condition variables are not glibc's: a process SIGKILLed inside ``pthread_cond_clockwait`` never gives
+back its reference to the condition variable (glibc 2.36), and the next ``pthread_cond_signal`` then
+blocks forever, in C, holding the mutex: every process using the primitive hangs, past any timeout
+and Ctrl-C. Here a condition variable is a 32-bit sequence word waited on with the ``futex`` system
+call: a waiter reads it holding the mutex, lets the mutex go and sleeps only while the word is
+unchanged; a signal bumps the word and wakes the kernel's waiters. A killed waiter leaves nothing
+behind. (Where the futex call number is unknown, glibc's condition variables are used.)
+
 All waits use ``CLOCK_MONOTONIC`` deadlines and wake at least every ``SLICE_SECONDS``, so Ctrl-C is
 handled promptly and a wake-up lost to a waiter that died costs at most one slice. Linux (glibc)
 only; :func:`available` says whether this build has the functions.
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import platform
 import time
 from typing import Any
 
@@ -36,6 +45,23 @@ try:
         "pthread_cond_clockwait", "pthread_condattr_setclock"))
 except OSError:  # pragma: no cover - no C library to load
     _libc, _HAVE = None, False
+
+
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "ppc64le": 221,
+              "ppc64": 221, "s390x": 238}.get(platform.machine().lower())
+_FUTEX_WAIT = 0  # not the _PRIVATE ones: the word is shared between processes
+_FUTEX_WAKE = 1
+_WAKE_ALL = 0x7FFFFFFF
+_u32 = ctypes.c_uint32
+_SLICE = _Timespec(int(SLICE_SECONDS), int((SLICE_SECONDS % 1.0) * 1e9))
+_futex: Any = None
+if _HAVE and _SYS_FUTEX is not None:
+    # A function object of its own with declared arguments: plain ints go straight in (these calls are
+    # on every blocking get and put), and the mutex calls below take addresses as ints too.
+    _futex = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
+                              ctypes.POINTER(_Timespec), ctypes.c_void_p, ctypes.c_int,
+                              use_errno=True)(("syscall", _libc))
+    _libc.pthread_mutex_lock.argtypes = _libc.pthread_mutex_unlock.argtypes = [ctypes.c_void_p]
 
 
 def available() -> bool:
@@ -66,6 +92,10 @@ def init_mutex(address: int) -> None:
 
 
 def init_cond(address: int) -> None:
+    if _futex is not None:
+        _u32.from_address(address).value = 0
+        _u32.from_address(address + 4).value = 0
+        return
     attr = ctypes.create_string_buffer(_ATTR_BYTES)
     _check(_libc.pthread_condattr_init(attr), "pthread_condattr_init")
     _check(_libc.pthread_condattr_setpshared(attr, _PTHREAD_PROCESS_SHARED), "setpshared")
@@ -122,6 +152,31 @@ def wait(cond: int, mutex: int, seconds: float) -> bool:
     again either way, even if its owner died meanwhile.
     """
     step = min(max(seconds, 0.0), SLICE_SECONDS)
+    if _futex is None:
+        return _pthread_wait(cond, mutex, step)
+    if step <= 0.0:
+        return False  # the kernel would still sleep its timer slack (~50 µs) on a zero timeout
+    seen = _u32.from_address(cond).value  # read holding the mutex: a later signal changes it
+    sleepers = _u32.from_address(cond + 4)
+    sleepers.value += 1  # so a signal knows to make the system call (a killed waiter's count only costs that)
+    _libc.pthread_mutex_unlock(mutex)
+    try:
+        timeout = _SLICE if step == SLICE_SECONDS else _Timespec(int(step), int((step % 1.0) * 1e9))
+        timed_out = _futex(_SYS_FUTEX, cond, _FUTEX_WAIT, seen, timeout, None, 0) == -1 and \
+            ctypes.get_errno() == errno.ETIMEDOUT
+    finally:
+        # Taken back whatever happened (a Ctrl-C is raised after): the caller's own code releases it.
+        code = _libc.pthread_mutex_lock(mutex)
+        if code == errno.EOWNERDEAD:
+            _check(_libc.pthread_mutex_consistent(ctypes.c_void_p(mutex)), "pthread_mutex_consistent")
+            code = 0
+        _check(code, "pthread_mutex_lock")
+        if sleepers.value:
+            sleepers.value -= 1
+    return not timed_out
+
+
+def _pthread_wait(cond: int, mutex: int, step: float) -> bool:
     code = _libc.pthread_cond_clockwait(ctypes.c_void_p(cond), ctypes.c_void_p(mutex), time.CLOCK_MONOTONIC,
                                         ctypes.byref(_deadline_after(step)))
     if code == errno.EOWNERDEAD:
@@ -133,12 +188,28 @@ def wait(cond: int, mutex: int, seconds: float) -> bool:
     return True
 
 
+def _wake(cond: int, count: int) -> None:
+    """Bump the word (so a waiter between reading it and sleeping does not sleep) and wake ``count``
+    of the sleepers. Called holding the mutex, so only waiters already asleep can be woken, and the
+    count of waiters (the word after it) is exact but for waiters killed while waiting."""
+    word = _u32.from_address(cond)
+    word.value = (word.value + 1) & 0xFFFFFFFF
+    if _u32.from_address(cond + 4).value:  # else nobody waits: no system call (most puts and releases)
+        _futex(_SYS_FUTEX, cond, _FUTEX_WAKE, count, None, None, 0)
+
+
 def signal(cond: int) -> None:
-    _check(_libc.pthread_cond_signal(ctypes.c_void_p(cond)), "pthread_cond_signal")
+    if _futex is None:
+        _check(_libc.pthread_cond_signal(ctypes.c_void_p(cond)), "pthread_cond_signal")
+    else:
+        _wake(cond, 1)
 
 
 def broadcast(cond: int) -> None:
-    _check(_libc.pthread_cond_broadcast(ctypes.c_void_p(cond)), "pthread_cond_broadcast")
+    if _futex is None:
+        _check(_libc.pthread_cond_broadcast(ctypes.c_void_p(cond)), "pthread_cond_broadcast")
+    else:
+        _wake(cond, _WAKE_ALL)
 
 
 def try_lock(mutex: Any) -> bool:
@@ -160,11 +231,3 @@ def try_lock(mutex: Any) -> bool:
 def unlock_pointer(mutex: Any) -> None:
     """:func:`unlock` for a prepared ``ctypes.c_void_p`` (saves building one per call)."""
     _libc.pthread_mutex_unlock(mutex)
-
-
-def signal_pointer(cond: Any) -> None:
-    _libc.pthread_cond_signal(cond)
-
-
-def broadcast_pointer(cond: Any) -> None:
-    _libc.pthread_cond_broadcast(cond)

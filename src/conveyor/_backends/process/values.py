@@ -23,6 +23,9 @@ class _Guarded(_Shared):
         return self._lock
 
     def get_obj(self) -> Any:
+        """The ctypes object itself; it keeps this object (and so the shared memory under it) alive,
+        as ``multiprocessing``'s does: used after its maker was dropped, it would read unmapped memory."""
+        self._obj._conveyor_owner = self
         return self._obj
 
     def _guard(self) -> Any:
