@@ -3,6 +3,7 @@ its holder dies, a broken pipe when the reader is gone, and ends handed to tasks
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -19,6 +20,15 @@ BACKENDS = ("serial", "thread", "process")
 @pytest.fixture(params=BACKENDS)
 def ctx(request):
     return conveyor.context(request.param)
+
+
+def test_a_message_too_large_for_the_buffer_comes_back_in_buffer_too_short(ctx):
+    a, b = ctx.Pipe()
+    with a, b:
+        a.send_bytes(b"0123456789")
+        with pytest.raises(multiprocessing.BufferTooShort) as raised:
+            b.recv_bytes_into(bytearray(4))
+        assert raised.value.args[0] == b"0123456789"
 
 
 def test_duplex_and_one_way_pipes_carry_objects_and_bytes(ctx):

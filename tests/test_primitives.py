@@ -121,6 +121,18 @@ def test_barrier_action_abort_and_reset(sync_ctx):
         aborted.wait()
 
 
+def test_a_negative_timeout_is_a_value_error_for_every_blocking_queue_call(sync_ctx):
+    q = sync_ctx.Queue(maxsize=1)
+    q.put(0)
+    for call in (lambda: q.put(1, timeout=-1), lambda: q.put_many([1], timeout=-1)):
+        with pytest.raises(ValueError):
+            call()
+    q.get()
+    for call in (lambda: q.get(timeout=-1), lambda: q.get_many(1, timeout=-1)):
+        with pytest.raises(ValueError):
+            call()
+
+
 def test_queues_keep_their_order_and_shut_down(sync_ctx):
     ctx = sync_ctx
     q, lq, pq = ctx.Queue(), ctx.LifoQueue(), ctx.PriorityQueue()

@@ -146,6 +146,8 @@ class LocalQueue:
             queue.Full: room ran out in time; the items before were put.
             ShutDown: the queue is shut down; the items before were put.
         """
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")  # as put() says, before waiting
         pending = collections.deque(items)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_full:

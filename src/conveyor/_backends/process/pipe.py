@@ -19,6 +19,7 @@ has no live holder and no transfer in flight gets ``EOFError``; a writer whose r
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue as _stdlib_queue
 import threading
@@ -238,7 +239,7 @@ class ProcessConnection:
         if offset < 0 or offset > len(view):
             raise ValueError("offset out of bounds")
         if offset + len(data) > len(view):
-            raise OSError("buffer too small")  # the stdlib raises BufferTooShort, an OSError too
+            raise multiprocessing.BufferTooShort(data)  # as the stdlib: the message is in args[0]
         view[offset:offset + len(data)] = data
         return len(data)
 
