@@ -101,6 +101,15 @@ def release_owned() -> None:
             segment.finalizer()
 
 
+def _drop_descriptor(shm: shared_memory.SharedMemory) -> None:
+    """Close the segment's file descriptor once it is mapped: ``SharedMemory`` keeps one open for
+    its whole life (the mapping keeps a copy of its own), so each primitive held two, and a
+    program with a thousand locks ran out of descriptors. ``close()`` skips a descriptor of -1."""
+    if getattr(shm, "_fd", -1) >= 0:
+        os.close(shm._fd)
+        shm._fd = -1
+
+
 class _Segment:
     """One primitive's shared memory: a robust mutex, a condition, and ``fields`` int64 slots."""
 
@@ -109,6 +118,7 @@ class _Segment:
         self.owner = name is None
         self.creator = os.getpid()
         self.shm = shared_memory.SharedMemory(name=name or fresh_name("p"), create=self.owner, size=size)
+        _drop_descriptor(self.shm)
         anchor = (ctypes.c_char * size).from_buffer(self.shm.buf)
         self._anchor = [anchor]
         self.base = ctypes.addressof(anchor)
@@ -401,14 +411,34 @@ class ProcessEvent(_Shared):
             pthreads.unlock(segment.mutex)
 
 
+_CONDITION_SLOTS = 64
+"""How many waiters of one process Condition have a slot of their own (and so a place in the notify
+order); the segment's size is fixed when it is made."""
+
+
 class ProcessCondition(_Shared):
     """``threading.Condition`` across processes, around a process Lock or RLock.
 
-    Waiters count themselves in shared state and ``notify(n)`` hands out ``n`` tickets, so exactly
-    ``n`` waiters wake (a ticket whose waiter died is reclaimed at the next slice).
+    As with ``threading.Condition``, ``notify(n)`` wakes up to ``n`` of the waiters that are waiting
+    at the time of the call, those waiting longest first, and a ``wait()`` that starts after it never
+    takes that wake-up. Each waiter holds a slot in the shared state: its pid, a sequence number drawn
+    when it started waiting, and the mark that ``notify`` leaves there; it returns True only when its
+    own slot was marked (also when that happened just as its timeout ran out: it was notified in time).
+
+    A waiter whose process died is skipped by ``notify``, and its slot taken back. One that died, or
+    was interrupted (Ctrl-C), after it was marked but before it took the wake-up passes it on to the
+    longest waiting of those that were already waiting when that ``notify`` was made, if any.
+
+    There are :data:`_CONDITION_SLOTS` slots. A waiter that finds none free (after taking back the
+    slots of dead waiters) waits in overflow instead, where every ``notify()`` wakes all of the
+    overflow waiters: some of those wake-ups are spurious, none is ever lost.
     """
 
-    _fields = 3  # [waiters, tickets, generation]
+    _SLOTS = _CONDITION_SLOTS
+    # [last sequence number drawn, overflow waiters, overflow generation, then per slot: pid, seq, mark]
+    _NEXT, _OVERFLOW, _OVERFLOW_GEN, _TABLE = 0, 1, 2, 3
+    _PID, _SEQ, _MARK = 0, 1, 2
+    _fields = _TABLE + 3 * _SLOTS
 
     def __init__(self, lock: Any = None, *, _name: str | None = None, _lock: Any = None) -> None:
         self._init_segment(_name)
@@ -433,31 +463,149 @@ class ProcessCondition(_Shared):
     def __exit__(self, *exc: Any) -> None:
         self._lock.__exit__(*exc)
 
+    # All of the helpers below run with the segment's mutex held.
+
+    def _enter(self) -> tuple[int, int]:
+        """Start waiting: ``(slot, sequence number)``, or ``(-1, overflow generation)`` without a slot."""
+        state = self._segment.state
+        slot = self._free_slot()
+        if slot < 0:
+            self._sweep(everyone=True)
+            slot = self._free_slot()
+        if slot < 0:
+            state[self._OVERFLOW] += 1
+            return -1, int(state[self._OVERFLOW_GEN])
+        seq = int(state[self._NEXT]) + 1
+        state[self._NEXT] = seq
+        base = self._TABLE + 3 * slot
+        state[base + self._MARK] = 0
+        state[base + self._SEQ] = seq
+        state[base + self._PID] = os.getpid()  # last: the slot is taken from here on
+        return slot, seq
+
+    def _free_slot(self) -> int:
+        state = self._segment.state
+        for slot in range(self._SLOTS):
+            if not state[self._TABLE + 3 * slot + self._PID]:
+                return slot
+        return -1
+
+    def _mine(self, base: int, seq: int) -> bool:
+        state = self._segment.state
+        return state[base + self._SEQ] == seq and state[base + self._PID] == os.getpid()
+
+    def _notified(self, ticket: tuple[int, int]) -> bool:
+        slot, number = ticket
+        state = self._segment.state
+        if slot < 0:
+            return state[self._OVERFLOW_GEN] != number
+        base = self._TABLE + 3 * slot
+        # A slot no longer ours (only if our pid was taken for dead) counts as a wake-up: waking
+        # spuriously is better than sleeping through a notify.
+        return not self._mine(base, number) or state[base + self._MARK] != 0
+
+    def _leave(self, ticket: tuple[int, int], interrupted: bool) -> bool:
+        """Stop waiting; whether this waiter was notified. An interrupted waiter passes its wake-up on."""
+        slot, number = ticket
+        state = self._segment.state
+        if slot < 0:
+            state[self._OVERFLOW] = max(0, int(state[self._OVERFLOW]) - 1)
+            return state[self._OVERFLOW_GEN] != number
+        base = self._TABLE + 3 * slot
+        if not self._mine(base, number):
+            return True
+        mark = int(state[base + self._MARK])
+        state[base + self._PID] = 0
+        if mark and interrupted and self._release(1, mark):
+            pthreads.broadcast(self._segment.cond)
+        return mark != 0
+
+    def _release(self, n: int, mark: int) -> int:
+        """Mark the ``n`` longest waiting live, unmarked waiters whose number is at most ``mark``
+        (those already waiting when the notify was made); the slots of dead ones are taken back.
+        Returns how many were marked."""
+        state, me = self._segment.state, os.getpid()
+        waiting = []
+        for slot in range(self._SLOTS):
+            base = self._TABLE + 3 * slot
+            pid = int(state[base + self._PID])
+            if pid and not state[base + self._MARK] and state[base + self._SEQ] <= mark:
+                waiting.append((int(state[base + self._SEQ]), base, pid))
+        waiting.sort()
+        living = {me: True}
+        marked = 0
+        for _, base, pid in waiting:
+            if marked >= n:
+                break
+            if pid not in living:
+                living[pid] = alive(pid)
+            if not living[pid]:
+                state[base + self._PID] = 0  # died waiting: it was never notified, nothing to pass on
+                continue
+            state[base + self._MARK] = mark
+            marked += 1
+        return marked
+
+    def _sweep(self, everyone: bool) -> None:
+        """Take back the slots of dead waiters (only of the notified ones unless ``everyone``); a
+        wake-up that a dead waiter never took goes to another waiter of its time."""
+        state, me = self._segment.state, os.getpid()
+        living: dict[int, bool] = {me: True}
+        passed = 0
+        for slot in range(self._SLOTS):
+            base = self._TABLE + 3 * slot
+            pid = int(state[base + self._PID])
+            mark = int(state[base + self._MARK])
+            if not pid or not (everyone or mark):
+                continue
+            if pid not in living:
+                living[pid] = alive(pid)
+            if not living[pid]:
+                state[base + self._PID] = 0
+                if mark:
+                    passed += self._release(1, mark)
+        if passed:
+            pthreads.broadcast(self._segment.cond)
+
     def wait(self, timeout: float | None = None) -> bool:
         if not self._lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         segment = self._segment
-        pthreads.lock_internal(segment.mutex)
-        segment.state[0] += 1
-        pthreads.unlock(segment.mutex)
-        saved = self._lock._release_save()
-        woken = False
+        end = None if timeout is None else time.monotonic() + timeout
+        ticket: tuple[int, int] | None = None
+        left = False
         try:
             pthreads.lock_internal(segment.mutex)
             try:
-                woken = segment.wait(timeout, lambda: segment.state[1] > 0)
-                if woken:
-                    segment.state[1] -= 1
+                ticket = self._enter()  # while we hold the lock: no notify can come in between
             finally:
-                # Also when the wait raised (Ctrl-C): a waiter still counted after it left would get
-                # the next notify() and keep it for a later wait(). A ticket it did not take goes to
-                # a waiter still there, or is dropped.
-                segment.state[0] -= 1
-                segment.state[1] = min(segment.state[1], segment.state[0])
                 pthreads.unlock(segment.mutex)
+            saved = self._lock._release_save()
+            try:
+                pthreads.lock_internal(segment.mutex)
+                try:
+                    while not self._notified(ticket):
+                        remaining = pthreads.SLICE_SECONDS if end is None else end - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        if not pthreads.wait(segment.cond, segment.mutex, remaining):
+                            self._sweep(everyone=False)  # a quiet slice: did a notified waiter die?
+                    left = True
+                    return self._leave(ticket, interrupted=False)
+                finally:
+                    if not left:  # Ctrl-C while waiting: no longer a waiter; a wake-up goes on
+                        left = True
+                        self._leave(ticket, interrupted=True)
+                    pthreads.unlock(segment.mutex)
+            finally:
+                self._lock._acquire_restore(saved)
         finally:
-            self._lock._acquire_restore(saved)
-        return woken
+            if ticket is not None and not left:  # interrupted before getting back in
+                pthreads.lock_internal(segment.mutex)
+                try:
+                    self._leave(ticket, interrupted=True)
+                finally:
+                    pthreads.unlock(segment.mutex)
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
         return wait_for(self.wait, predicate, timeout)
@@ -465,17 +613,22 @@ class ProcessCondition(_Shared):
     def notify(self, n: int = 1) -> None:
         if not self._lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
-        segment = self._segment
+        if n <= 0:
+            return
+        segment, state = self._segment, self._segment.state
         pthreads.lock_internal(segment.mutex)
         try:
-            segment.state[1] = min(segment.state[0], segment.state[1] + n)
-            pthreads.broadcast(segment.cond)
+            woken = self._release(n, int(state[self._NEXT]))
+            if state[self._OVERFLOW] > 0:
+                state[self._OVERFLOW_GEN] += 1
+                woken += 1
+            if woken:
+                pthreads.broadcast(segment.cond)
         finally:
             pthreads.unlock(segment.mutex)
 
     def notify_all(self) -> None:
-        self.notify(1 << 30)
-
+        self.notify(1 << 62)
 
 
 class ProcessBarrier(_Shared):
