@@ -21,6 +21,7 @@ import conveyor
 from conftest import backends
 from conveyor._core.config import default_start_method
 from conveyor.cli import main
+from conveyor.pool import default_workers
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "word_lengths.py"
 SUMMARY = re.compile(
@@ -30,11 +31,17 @@ SUMMARY = re.compile(
 pytestmark = pytest.mark.timeout(90)
 
 
-def cli(*args: str, stdin: str | None = None, cwd: Path | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m conveyor ARGS`` in a subprocess, with text stdin, stdout and stderr."""
+def cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m conveyor ARGS`` in a subprocess, with text stdin, stdout and stderr.
+
+    ``env`` is added to this process's environment (a value of ``""`` removes the variable).
+    """
+    environment = None if env is None else {
+        **{key: value for key, value in os.environ.items() if key not in env},
+        **{key: value for key, value in env.items() if value}}
     return subprocess.run([sys.executable, "-m", "conveyor", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+                          text=True, timeout=timeout, cwd=cwd, env=environment)
 
 
 def results(proc: subprocess.CompletedProcess[str]) -> list[Any]:
@@ -93,6 +100,56 @@ def test_input_file_and_output_file(tmp_path: Path) -> None:
     assert target.read_text() == "2\n0\n3\n"
 
 
+def test_a_mistake_on_the_command_line_leaves_an_existing_output_file_alone(tmp_path: Path) -> None:
+    target = tmp_path / "results.jsonl"
+    target.write_text("precious\n")
+    proc = cli("run", "math:sqrt", "--range", "0:5", "-o", str(target), "--backend", "bogus")
+    assert proc.returncode == 2
+    assert "unknown backend 'bogus'" in proc.stderr
+    assert target.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("to", ["-o", "stdout"])
+def test_a_failed_write_is_one_error_line_and_exit_1(to: str) -> None:
+    command = [sys.executable, "-m", "conveyor", "run", "--range", "0:100000", "operator:neg", "--backend",
+               "thread", "--quiet"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(command + (["-o", "/dev/full"] if to == "-o" else []), stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 1
+    name = "/dev/full" if to == "-o" else "stdout"
+    assert proc.stderr == f"conveyor: error: cannot write {name}: No space left on device\n"
+
+
+def test_values_json_cannot_hold_are_written_as_json(tmp_path: Path) -> None:
+    job = write_job(tmp_path, """
+        def weird(x):
+            if x == "fail":
+                raise ValueError(x)
+            value = float(x)
+            return [value, {"v": value}, (value, 1)] if x == "-inf" else value
+    """)
+    proc = cli("run", f"{job}:weird", "--backend", "serial", "--keep-going", "--quiet",
+               stdin="nan\ninf\n-inf\n1.5\nfail\n")
+    assert proc.returncode == 1
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    rows = [json.loads(line, parse_constant=strict) for line in proc.stdout.splitlines()]
+    assert rows == ["nan", "inf", ["-inf", {"v": "-inf"}, ["-inf", 1]], 1.5,
+                    {"error": "fail", "type": "ValueError", "input": "fail"}]
+
+
+def test_keep_going_with_a_nan_input_writes_json() -> None:
+    proc = cli("run", "--json", "builtins:len", "--backend", "serial", "--keep-going", "--quiet",
+               stdin="NaN\n")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout, parse_constant=lambda constant: pytest.fail(constant)) == {
+        "error": "object of type 'float' has no len()", "type": "TypeError", "input": "nan"}
+
+
 def test_json_inputs_are_parsed() -> None:
     stdin = '{"a": 1}\n[1, 2]\n"x"\n3.5\nnull\n'
     proc = cli("run", "--json", "builtins:repr", "--backend", "thread", stdin=stdin)
@@ -131,6 +188,101 @@ def test_stdin_is_streamed_not_read_to_the_end_first() -> None:
     assert proc.returncode == 0
     assert [json.loads(first)] + [json.loads(lines.get_nowait()) for _ in range(lines.qsize())] == \
         [-i for i in range(1, 41)]
+
+
+@pytest.mark.parametrize("backend", backends("thread", "process"))
+def test_live_stdin_result_comes_out_before_the_next_line(backend: str) -> None:
+    command = [sys.executable, "-m", "conveyor", "run", "--json", "operator:neg", "--backend", backend,
+               "--workers", "2", "--quiet"]
+    lines: queue.Queue[str] = queue.Queue()
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])  # type: ignore
+        reader.start()
+        try:
+            proc.stdin.write("7\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            first = lines.get(timeout=30)  # one line, and stdin stays open: its result comes out anyway
+            proc.stdin.write("8\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            second = lines.get(timeout=30)
+        finally:
+            proc.stdin.close()  # type: ignore[union-attr]
+            reader.join(timeout=30)
+        assert proc.wait(timeout=30) == 0
+    assert (first, second) == ("-7\n", "-8\n")
+    assert lines.empty()
+
+
+def test_failure_on_live_stdin_ends_the_command_while_stdin_stays_open(tmp_path: Path) -> None:
+    job = write_job(tmp_path, INVERSE)
+    command = [sys.executable, "-m", "conveyor", "run", "--json", f"{job}:inverse", "--backend", "thread"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            proc.stdin.write("2\n0\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            assert proc.wait(timeout=30) == 1  # the thread reading stdin does not keep it alive
+        finally:
+            proc.stdin.close()  # type: ignore[union-attr]
+        stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    assert stdout == "0.5\n"
+    assert stderr.startswith("conveyor: error: item #1 (input 0) failed: ZeroDivisionError")
+
+
+def test_invalid_json_after_good_lines_on_stdin_writes_their_results_first() -> None:
+    proc = cli("run", "--json", "operator:neg", "--backend", "process", "--workers", "2", "--quiet",
+               stdin="1\n2\n{oops\n4\n")
+    assert proc.returncode == 1
+    assert results(proc) == [-1, -2]
+    assert proc.stderr == "conveyor: error: input line 3 is not valid JSON: Expecting property name " \
+                          "enclosed in double quotes: line 1 column 2 (char 1)\n"
+
+
+def test_crlf_lines_are_the_same_from_a_file_and_from_stdin(tmp_path: Path) -> None:
+    data = b"ab\r\nc\n\r\nx\ry\nlast\r\n"
+    source = tmp_path / "windows.txt"
+    source.write_bytes(data)
+    from_file = cli("run", "builtins:repr", str(source), "--backend", "serial", "--quiet")
+    from_stdin = subprocess.run([sys.executable, "-m", "conveyor", "run", "builtins:repr", "--backend",
+                                 "serial", "--quiet"], input=data, capture_output=True, timeout=60)
+    assert from_file.returncode == from_stdin.returncode == 0, (from_file.stderr, from_stdin.stderr)
+    assert results(from_file) == ["'ab'", "'c'", "''", "'x\\ry'", "'last'"]
+    assert from_stdin.stdout.decode() == from_file.stdout
+
+
+def test_range_too_long_for_len_is_lazy(tmp_path: Path) -> None:
+    job = write_job(tmp_path, """
+        def stop_at_5(x):
+            if x == 5:
+                raise ValueError("enough")
+            return x
+    """)
+    proc = cli("run", "--range", "0:100000000000000000000", f"{job}:stop_at_5", "--backend", "thread",
+               "--workers", "2", "--progress")
+    assert proc.returncode == 1, proc.stderr
+    assert results(proc) == [0, 1, 2, 3, 4]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.endswith("conveyor: error: item #5 (input 5) failed: ValueError: enough. "
+                                "Use --keep-going to record failures and continue\n")
+
+
+def test_range_too_long_for_len_stops_quietly_when_the_reader_does() -> None:
+    command = [sys.executable, "-m", "conveyor", "run", "--range", "0:100000000000000000000", "operator:neg",
+               "--backend", "thread", "--workers", "2"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        first = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr] # as ``| head -3`` does
+        assert proc.wait(timeout=30) == 1
+        stderr = proc.stderr.read()  # type: ignore[union-attr]
+    assert first == ["0\n", "-1\n", "-2\n"]
+    assert stderr == ""
+
+
+def test_inputs_too_long_for_len_have_an_unknown_length() -> None:
+    from conveyor.cli import _Remembering
+
+    with pytest.raises(TypeError):  # what Pool takes for "no length" (not an OverflowError)
+        len(_Remembering(range(10**20)))
 
 
 # -- conveyor run: functions from a file -----------------------------------------------------------
@@ -326,6 +478,17 @@ def test_progress_bar_goes_to_stderr_with_the_total() -> None:
     assert results(proc) == [-i for i in range(37)]  # the bar never mixes with the results
 
 
+def test_progress_bar_is_finished_before_a_failure_is_reported(tmp_path: Path) -> None:
+    job = write_job(tmp_path, INVERSE)
+    proc = cli("run", "--range=-3:20", f"{job}:inverse", "--backend", "thread", "--workers", "2",
+               "--progress")
+    assert proc.returncode == 1
+    message = ("conveyor: error: item #3 (input 0) failed: ZeroDivisionError: division by zero. "
+               "Use --keep-going to record failures and continue\n")
+    assert proc.stderr.endswith("\n" + message), proc.stderr  # on a line of its own, the bar not redrawn
+    assert "inverse:" in proc.stderr[: -len(message)]
+
+
 # -- main() in-process -----------------------------------------------------------------------------
 def test_main_in_process_returns_exit_code_and_writes_stdout(capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -384,6 +547,52 @@ def test_doctor_json() -> None:
                                        "psutil"}
     assert report["packages"]["cloudpickle"] == importlib.metadata.version("cloudpickle")
     assert report["backends"] == conveyor.available_backends()
+
+
+@pytest.mark.parametrize("value", ["3", ""])
+def test_doctor_reports_the_workers_that_run_uses(value: str) -> None:
+    env = {"CONVEYOR_WORKERS": value}
+    report = json.loads(cli("doctor", "--json", env=env).stdout)
+    text = cli("doctor", env=env).stdout
+    if value:
+        assert report["default_workers"] == {"process": 3, "thread": 3}
+        assert report["default_workers_from"] == "CONVEYOR_WORKERS"
+        assert re.search(r"default workers\s+process 3, thread 3 \(from CONVEYOR_WORKERS\)\n", text)
+        run = cli("run", "--range", "0:2", "operator:neg", "--backend", "thread", env=env)
+        assert SUMMARY.match(run.stderr.strip()).groups()[3] == "3"  # type: ignore[union-attr]
+    else:
+        assert report["default_workers"]["process"] == default_workers("process")
+        assert report["default_workers_from"] is None
+        assert re.search(r"default workers\s+process \d+, thread \d+\n", text)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5"])
+def test_invalid_conveyor_workers_is_a_clear_error_where_it_is_used(value: str) -> None:
+    env = {"CONVEYOR_WORKERS": value}
+    message = f"environment variable CONVEYOR_WORKERS must be a positive integer, got {value!r}"
+    assert cli("--help", env=env).returncode == 0
+    doctor = cli("doctor", env=env)
+    assert doctor.returncode == 0, doctor.stderr
+    assert re.search(rf"problems\s+{re.escape(message)}\n", doctor.stdout)
+    assert json.loads(cli("doctor", "--json", env=env).stdout)["problems"] == [message]
+    run = cli("run", "--range", "0:3", "operator:neg", "--backend", "thread", env=env)
+    assert (run.returncode, run.stderr, run.stdout) == (2, f"conveyor: error: {message}\n", "")
+    given = cli("run", "--range", "0:3", "operator:neg", "--backend", "thread", "--workers", "2", env=env)
+    assert given.returncode == 0, given.stderr  # not used: not an error
+    assert results(given) == [0, -1, -2]
+
+
+def test_a_bad_backend_or_start_method_from_the_environment_is_named() -> None:
+    env = {"CONVEYOR_BACKEND": "bogus", "CONVEYOR_START_METHOD": "nope"}
+    run = cli("run", "--range", "0:3", "operator:neg", env=env)
+    assert run.returncode == 2
+    assert run.stderr.startswith("conveyor: error: unknown backend 'bogus'")
+    assert run.stderr.endswith(" (from the environment variable CONVEYOR_BACKEND)\n")
+    problems = json.loads(cli("doctor", "--json", env=env).stdout)["problems"]
+    assert [problem.split(" names ")[0] for problem in problems] == [
+        "environment variable CONVEYOR_BACKEND", "environment variable CONVEYOR_START_METHOD"]
+    clean = cli("doctor", env={"CONVEYOR_BACKEND": "", "CONVEYOR_START_METHOD": "", "CONVEYOR_WORKERS": ""})
+    assert re.search(r"\n  problems\s+none\n$", clean.stdout)
 
 
 def test_version() -> None:

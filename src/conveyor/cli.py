@@ -23,6 +23,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -30,15 +31,18 @@ import re
 import shutil
 import sys
 import sysconfig
+import threading
 import time
 from collections import deque
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 import conveyor
 from conveyor._core import config as _config
+from conveyor._core.errors import ShutDown
+from conveyor._core.stream import Feed
 from conveyor.pool import default_workers
 
 __all__ = ["load_function", "machine_report", "main"]
@@ -54,6 +58,10 @@ class UsageError(Exception):
 
 class InputError(Exception):
     """An input could not be read (for example a line that is not JSON): exit code 1."""
+
+
+class OutputError(Exception):
+    """The results could not be written (a full disk, a lost connection): exit code 1."""
 
 
 class ItemFailed(Exception):
@@ -155,8 +163,12 @@ def parse_range(text: str) -> range:
 
 
 def _lines(stream: IO[str]) -> Iterator[str]:
+    """Lines without their end, a newline or (Windows) a carriage return and a newline, whether they
+    come from a file or from stdin."""
     for line in stream:
-        yield line[:-1] if line.endswith("\n") else line
+        if line.endswith("\n"):
+            line = line[:-2] if line.endswith("\r\n") else line[:-1]
+        yield line
 
 
 def _json_values(lines: Iterable[str]) -> Iterator[Any]:
@@ -177,7 +189,8 @@ def _open_inputs(args: argparse.Namespace, files: ExitStack) -> Iterable[Any]:
         stream: IO[str] = sys.stdin
     else:
         try:
-            stream = files.enter_context(open(args.input, encoding="utf-8"))
+            # newline="\n", as sys.stdin has: lines end at a newline only, untranslated (see _lines)
+            stream = files.enter_context(open(args.input, encoding="utf-8", newline="\n"))
         except OSError as exc:
             raise UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
     lines = _lines(stream)
@@ -195,7 +208,10 @@ class _Remembering:
         self.pending: deque[Any] = deque()
 
     def __len__(self) -> int:
-        return len(self._items)  # type: ignore[arg-type] # TypeError (no length) is what Pool expects
+        try:
+            return len(self._items)  # type: ignore[arg-type] # TypeError (no length) is what Pool expects
+        except OverflowError:  # range(10**20) iterates fine but is too long for len(): length unknown
+            raise TypeError("too many inputs for len()") from None
 
     def __iter__(self) -> Iterator[Any]:
         iterator = iter(self._items)
@@ -212,13 +228,70 @@ class _Remembering:
             yield item
 
 
+STDIN_READ_AHEAD = 16384
+"""Inputs read from stdin ahead of the workers: enough for full batches of tiny tasks, and a bound on
+memory when stdin is faster than the work."""
+
+
+class _StdinReader:
+    """Reads stdin's inputs in a thread of its own into a :class:`Feed` that the pool's stream polls.
+
+    Given a plain iterator, the stream would block in ``next()`` on a live stdin (``tail -f log |
+    conveyor run ...``) while finished results wait, so each result would come out only when the next
+    line arrives. The thread is a daemon: a stdin that never closes must not keep the command alive
+    once it is done; ``stop()`` makes it end at its next input (or at once, if blocked on a full feed).
+    """
+
+    def __init__(self, inputs: Iterable[Any], read_ahead: int) -> None:
+        self.feed = Feed(read_ahead)
+        self.error: BaseException | None = None
+        self._inputs = inputs
+        self._thread = threading.Thread(target=self._read, name="conveyor-stdin", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.feed.close()
+
+    def _read(self) -> None:
+        try:
+            for item in self._inputs:
+                self.feed.put(item)
+        except ShutDown:
+            pass  # stopped: nobody takes more inputs
+        except BaseException as exc:  # noqa: BLE001 - raised by the consumer after the inputs before it
+            self.error = exc
+        finally:
+            self.feed.end()
+
+
 # -- output ----------------------------------------------------------------------------------------
 def _to_json(value: Any) -> str:
-    """One JSON line; values JSON cannot hold become their ``str`` (or ``repr`` as a last resort)."""
+    """One JSON line; values JSON cannot hold become their ``str`` (or ``repr`` as a last resort).
+
+    NaN and infinities become the strings ``"nan"``, ``"inf"`` and ``"-inf"``: Python would write bare
+    ``NaN``, which is not JSON, and the next program in the pipe (``jq``, a strict parser) would fail.
+    """
     try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):  # non-string dict keys, circular references
+        return json.dumps(value, default=str, allow_nan=False)
+    except (TypeError, ValueError):  # non-finite floats, non-string dict keys, circular references
+        pass
+    try:
+        return json.dumps(_finite(value), default=str, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
         return json.dumps(repr(value))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with its non-finite floats, also inside lists, tuples and dict values, as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_finite(element) for element in value]
+    if isinstance(value, dict):
+        return {key: _finite(element) for key, element in value.items()}
+    return value
 
 
 def _error_record(item: Any, error: BaseException) -> dict[str, Any]:
@@ -234,35 +307,113 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _open_output(path: str | None, files: ExitStack) -> IO[str]:
-    if path in (None, "-"):
-        return sys.stdout
-    try:
-        return files.enter_context(open(path, "w", encoding="utf-8"))  # type: ignore[arg-type]
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+class _Output:
+    """Where the results go: stdout, or a file opened only when the work starts.
+
+    Opening a file with "w" empties it, so a mistake on the command line found after the opening would
+    wipe the results of an earlier run. A failed write (a full disk) becomes an :class:`OutputError`
+    with one clear line; a closed pipe on stdout (``| head``) stays a BrokenPipeError, which ends the
+    command quietly.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._path = None if path in (None, "-") else path
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        if self._path is None:
+            self._file = sys.stdout
+            return
+        try:
+            self._file = open(self._path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise UsageError(f"cannot write {self._path}: {exc.strerror or exc}") from exc
+
+    def write(self, line: str, flush: bool) -> None:
+        assert self._file is not None
+        with self._errors():
+            self._file.write(line)
+            if flush:
+                self._file.flush()
+
+    def close(self) -> None:
+        """Flush (stdout) or close (a file); safe to call again, and before ``open``."""
+        file, self._file = self._file, None
+        if file is not None:
+            with self._errors():
+                if file is sys.stdout:
+                    file.flush()
+                else:
+                    file.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write {self._path or 'stdout'}: {exc.strerror or exc}") from exc
 
 
 # -- conveyor run ----------------------------------------------------------------------------------
+ENVIRONMENT_OPTIONS = (("backend", "CONVEYOR_BACKEND"), ("start_method", "CONVEYOR_START_METHOD"))
+
+
 def _make_pool(args: argparse.Namespace) -> conveyor.Pool:
     try:
         return conveyor.Pool(args.workers, backend=args.backend, task_timeout=args.task_timeout,
                              retries=args.retries, start_method=args.start_method)
     except (ValueError, TypeError, conveyor.BackendUnavailableError) as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(str(exc) + _from_environment(args, str(exc))) from exc
+
+
+def _from_environment(args: argparse.Namespace, message: str) -> str:
+    """Where a bad value named in ``message`` came from, when no option gave it: its variable."""
+    for option, variable in ENVIRONMENT_OPTIONS:
+        value = os.environ.get(variable)
+        if getattr(args, option) is None and value and repr(value) in message:
+            return f" (from the environment variable {variable})"
+    return ""
+
+
+def _stdin_reader(inputs: _Remembering, args: argparse.Namespace) -> _StdinReader | None:
+    """A reader thread when the inputs come from stdin, which may be a live stream; else None."""
+    if args.range is not None or args.input not in (None, "-"):
+        return None
+    return _StdinReader(inputs, max(STDIN_READ_AHEAD, 2 * (args.chunksize or 0)))
 
 
 def _write_results(pool: conveyor.Pool, fn: Callable[..., Any], items: Iterable[Any],
-                   args: argparse.Namespace, out: IO[str]) -> tuple[int, int]:
-    """Write one JSON line per input, in input order; returns (items, failed items)."""
+                   args: argparse.Namespace, out: _Output) -> tuple[int, int]:
+    """Write one JSON line per input, in input order; returns (items, failed items).
+
+    The results (and their progress bar) are closed before this returns or raises, so an error
+    message is printed on a line of its own, after a finished bar that is not redrawn.
+    """
     inputs = _Remembering(items)
-    results = pool.imap(fn, inputs, chunksize=args.chunksize, progress=args.progress)
-    flush = args.range is None and args.input in (None, "-")  # stdin may be a live stream: no buffering
+    reader = _stdin_reader(inputs, args)
+    source = inputs if reader is None else reader.feed
+    results = pool.imap(fn, source, chunksize=args.chunksize, progress=args.progress)
+    try:
+        if reader is not None:
+            reader.start()
+        return _write_lines(results, inputs, reader, args, out, flush=reader is not None)  # live: no buffer
+    finally:
+        results.close()
+        if reader is not None:
+            reader.stop()
+
+
+def _write_lines(results: Iterator[Any], inputs: _Remembering, reader: _StdinReader | None,
+                 args: argparse.Namespace, out: _Output, flush: bool) -> tuple[int, int]:
     done = failed = 0
     while True:
         try:
             line = _to_json(next(results))
         except StopIteration:
+            if reader is not None and reader.error is not None:
+                raise reader.error from None  # after the results of the inputs before it
             return done, failed
         except (InputError, conveyor.BrokenPoolError):
             raise
@@ -274,9 +425,7 @@ def _write_results(pool: conveyor.Pool, fn: Callable[..., Any], items: Iterable[
             line = _to_json(_error_record(item, exc))
         else:
             inputs.pending.popleft()
-        out.write(line + "\n")
-        if flush:
-            out.flush()
+        out.write(line + "\n", flush)
         done += 1
 
 
@@ -291,17 +440,19 @@ def command_run(args: argparse.Namespace) -> int:
     fn = load_function(args.target)
     with ExitStack() as files:
         items = _open_inputs(args, files)
-        out = _open_output(args.output, files)
         started = time.perf_counter()
-        pool = _make_pool(args)
+        pool = _make_pool(args)  # every mistake on the command line is found before the output opens
+        out = _Output(args.output)
+        files.callback(out.close)  # on an unexpected error or Ctrl-C: what was written is kept
         try:
             with pool:  # a failure leaves this block by an exception, which kills the running work
+                out.open()
                 done, failed = _write_results(pool, fn, items, args, out)
         except (ItemFailed, InputError, conveyor.BrokenPoolError) as exc:
-            out.flush()
+            out.close()
             _error(str(exc) if not isinstance(exc, conveyor.BrokenPoolError) else _describe(exc))
             return EXIT_FAILED
-        out.flush()
+        out.close()
         if not args.quiet:
             print(_summary(done, failed, time.perf_counter() - started, pool), file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
@@ -387,8 +538,35 @@ def _packages() -> dict[str, str | None]:
     return versions
 
 
+def _default_workers() -> tuple[dict[str, int], str | None]:
+    """The workers ``conveyor run`` uses without ``--workers``, and what set them, if not the cores."""
+    try:
+        configured = _config.current()["workers"]
+    except ValueError:  # an invalid CONVEYOR_WORKERS: listed in the problems
+        configured = None
+    if configured is not None:
+        source = "CONVEYOR_WORKERS" if os.environ.get("CONVEYOR_WORKERS") else "conveyor.config"
+        return {"process": configured, "thread": configured}, source
+    return {"process": default_workers("process"), "thread": default_workers("thread")}, None
+
+
+def _problems() -> list[str]:
+    """Environment settings that would make ``conveyor run`` (or a Pool) fail when it uses them."""
+    problems = _config.problems()
+    backend = os.environ.get("CONVEYOR_BACKEND")
+    if backend and backend not in conveyor.available_backends():
+        problems.append(f"environment variable CONVEYOR_BACKEND names an unknown backend {backend!r}; "
+                        f"choose one of {', '.join(conveyor.available_backends())}")
+    method, methods = os.environ.get("CONVEYOR_START_METHOD"), multiprocessing.get_all_start_methods()
+    if method and method not in methods:
+        problems.append(f"environment variable CONVEYOR_START_METHOD names a start method not available "
+                        f"here: {method!r}; choose one of {', '.join(methods)}")
+    return problems
+
+
 def machine_report() -> dict[str, Any]:
     """Everything ``conveyor doctor`` reports, as plain JSON-ready data (sizes in bytes)."""
+    workers, workers_from = _default_workers()
     return {
         "conveyor": conveyor.__version__,
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
@@ -399,10 +577,12 @@ def machine_report() -> dict[str, Any]:
         "start_method": _start_method(),
         "gil": _gil(),
         "shm": _shm(),
-        "default_workers": {"process": default_workers("process"), "thread": default_workers("thread")},
+        "default_workers": workers,
+        "default_workers_from": workers_from,
         "environment": {key: os.environ[key] for key in sorted(os.environ) if key.startswith("CONVEYOR_")},
         "packages": _packages(),
         "backends": conveyor.available_backends(),
+        "problems": _problems(),
     }
 
 
@@ -424,6 +604,7 @@ def _gil_text(gil: dict[str, bool]) -> str:
 
 def _doctor_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
     cpu, memory, method, shm = report["cpu"], report["memory"], report["start_method"], report["shm"]
+    workers_from = f" (from {report['default_workers_from']})" if report["default_workers_from"] else ""
     installed = [f"{name} {version}" for name, version in report["packages"].items() if version]
     missing = [name for name, version in report["packages"].items() if not version]
     return [
@@ -436,12 +617,14 @@ def _doctor_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
                    + ("" if memory["limit"] is None else f", limit {_size(memory['limit'])} (cgroup)")),
         ("start method", f"{method['default']}: {method['reason']}"),
         ("start methods", ", ".join(method["available"])),
-        ("default workers", ", ".join(f"{name} {n}" for name, n in report["default_workers"].items())),
+        ("default workers",
+         ", ".join(f"{name} {n}" for name, n in report["default_workers"].items()) + workers_from),
         ("GIL", _gil_text(report["gil"])),
         ("/dev/shm", "absent" if shm is None else f"{_size(shm['total'])} total, {_size(shm['free'])} free"),
         ("environment", " ".join(f"{key}={value}" for key, value in report["environment"].items()) or "none"),
         ("packages", ", ".join(installed) + (f"; not installed: {', '.join(missing)}" if missing else "")),
         ("backends", ", ".join(report["backends"])),
+        ("problems", "; ".join(report["problems"]) or "none"),
     ]
 
 
@@ -482,7 +665,9 @@ def _positive_seconds(text: str) -> float:
 
 RUN_EPILOG = """\
 inputs: the lines of INPUT (or stdin) as strings, parsed as JSON with --json, or the integers of --range.
-output: one JSON line per input, in input order (values JSON cannot hold are written as strings).
+        A line ends at a newline; a carriage return before it (Windows line ends) is dropped too.
+output: one JSON line per input, in input order (values JSON cannot hold are written as strings,
+        NaN and infinities as "nan", "inf" and "-inf").
 exit: 0 ok, 1 a task or input failed (with --keep-going: 1 if any item failed), 2 bad command line.
 
 examples:
@@ -571,6 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except OutputError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_FAILED

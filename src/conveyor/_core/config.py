@@ -79,31 +79,83 @@ def parse_size(value: int | str | None, name: str = "size") -> int | None:
     return int(number * _UNITS[unit])
 
 
-def _from_environment() -> dict[str, Any]:
-    values: dict[str, Any] = {"backend": "process", "workers": None, "start_method": None,
-                              "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,
-                              "max_tasks_per_worker": None}
+class _Invalid:
+    """An environment variable whose value its setting cannot take.
+
+    It is read at import, where raising would break everything that imports conveyor, even
+    ``conveyor --help`` and the ``conveyor doctor`` that should point at the mistake. So the error is
+    kept and raised where the setting is used instead (see :class:`_Settings`).
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"<invalid: {self.message}>"
+
+
+class _Settings(dict):  # type: ignore[type-arg]
+    """The defaults; reading one that came from an invalid environment variable raises ValueError."""
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        if isinstance(value, _Invalid):
+            raise ValueError(value.message)  # noqa: TRY004 - a bad value, as from the option itself
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def copy(self, **changes: Any) -> _Settings:  # type: ignore[override]
+        """A copy with ``changes``; invalid values are copied as they are, not read (that raises)."""
+        copied = _Settings(self.items())  # items() gives the stored values, __getitem__ is not called
+        copied.update(changes)
+        return copied
+
+
+def _positive_environment_int(name: str, text: str) -> int | _Invalid:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value > 0:
+        return value
+    return _Invalid(f"environment variable {name} must be a positive integer, got {text!r}")
+
+
+def _from_environment() -> _Settings:
+    values = _Settings({"backend": "process", "workers": None, "start_method": None,
+                        "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,
+                        "max_tasks_per_worker": None})
     if os.environ.get("CONVEYOR_BACKEND"):
         values["backend"] = os.environ["CONVEYOR_BACKEND"]
     if os.environ.get("CONVEYOR_START_METHOD"):
         values["start_method"] = os.environ["CONVEYOR_START_METHOD"]
     if os.environ.get("CONVEYOR_WORKERS"):
-        values["workers"] = int(os.environ["CONVEYOR_WORKERS"])
+        values["workers"] = _positive_environment_int("CONVEYOR_WORKERS", os.environ["CONVEYOR_WORKERS"])
     return values
 
 
-_current: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+_current: contextvars.ContextVar[_Settings] = contextvars.ContextVar(
     "conveyor_config", default=_from_environment()
 )
 
 
 def current() -> dict[str, Any]:
-    """A copy of the defaults in force here."""
-    return dict(_current.get())
+    """A copy of the defaults in force here (reading an invalid one raises ValueError)."""
+    return _current.get().copy()
 
 
 def setting(name: str) -> Any:
     return _current.get()[name]
+
+
+def problems() -> list[str]:
+    """What is wrong with the defaults in force here (invalid environment variables), for a report."""
+    return [value.message for value in _current.get().values() if isinstance(value, _Invalid)]
 
 
 class config:  # noqa: N801 - used like a function: with conveyor.config(...)
@@ -121,12 +173,12 @@ class config:  # noqa: N801 - used like a function: with conveyor.config(...)
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(_KNOWN)}")
         self._settings = settings
-        self._tokens: list[contextvars.Token[dict[str, Any]]] = []
+        self._tokens: list[contextvars.Token[_Settings]] = []
 
     def __enter__(self) -> dict[str, Any]:
-        merged = {**_current.get(), **self._settings}
+        merged = _current.get().copy(**self._settings)
         self._tokens.append(_current.set(merged))
-        return dict(merged)
+        return merged.copy()
 
     def __exit__(self, *exc_info: object) -> None:
         _current.reset(self._tokens.pop())
