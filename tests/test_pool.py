@@ -325,6 +325,20 @@ def test_a_lazy_call_made_before_close_still_gets_every_result(make_pool):
     pool.join()
 
 
+def test_close_after_dropping_a_partly_read_imap_lets_the_workers_go(backend):
+    """close() waits for lazy calls still feeding, so a dropped one must go at once: a thread
+    worker's last batch kept its stream alive, and the closed pool's workers lived forever."""
+    if backend == "serial":
+        pytest.skip("serial has no workers")
+    pool = conveyor.Pool(2, backend=backend)
+    results = pool.istarmap(tasks.sleep_then, ((i, 0.001) for i in range(100_000)), chunksize=1)
+    assert next(results) == 0
+    del results
+    pool.close()
+    assert wait_until(lambda: pool.statistics()["workers_alive"] == 0, 20), pool.statistics()
+    pool.join()
+
+
 def test_a_closed_pool_with_a_map_async_running_is_not_killed_when_dropped(backend):
     """close() with a map_async still feeding returned early and left the pool's garbage-collection
     hook armed: dropping the closed pool killed the work it had accepted."""

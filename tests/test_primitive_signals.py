@@ -296,3 +296,65 @@ def test_ctrl_c_interrupts_a_blocked_call(primitive: str, backend: str) -> None:
     finally:
         script.kill()
         script.close()
+
+
+INTERRUPTED_WAITS = textwrap.dedent("""
+    import collections, signal, sys, threading, time
+    from conveyor._backends.process import pthreads
+    from conveyor._backends.process.sync import ProcessCondition, ProcessLock, _Segment, _holder_tid
+
+    class Interrupt(Exception):
+        pass
+
+    armed = [False]
+
+    def interrupt(*_):
+        if armed[0]:
+            armed[0] = False
+            raise Interrupt
+
+    signal.signal(signal.SIGALRM, interrupt)
+    segment = _Segment(1)
+    condition = ProcessCondition(ProcessLock())
+    counts = collections.Counter()
+    signal.setitimer(signal.ITIMER_REAL, 0.00007, 0.00007)
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        pthreads.lock_internal(segment.mutex)
+        armed[0] = True
+        try:
+            try:
+                pthreads.wait(segment.cond, segment.mutex, 0.0002)
+            finally:
+                armed[0] = False
+        except Interrupt:
+            counts["interrupted"] += 1
+        counts["mutex not held after wait"] += _holder_tid(segment.mutex) != threading.get_native_id()
+        pthreads.lock_internal(segment.mutex)  # never waits on this thread's own mutex
+        pthreads.unlock(segment.mutex)
+        with condition:
+            armed[0] = True
+            try:
+                try:
+                    condition.wait(0.0002)
+                finally:
+                    armed[0] = False
+            except Interrupt:
+                counts["interrupted"] += 1
+            if not condition._lock._is_owned():
+                condition._lock.acquire()  # a known gap: an interrupt inside the lock's release
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print(counts["interrupted"], counts["mutex not held after wait"])
+""")
+
+
+def test_interrupts_at_any_point_of_a_wait_leave_the_mutex_held_and_never_self_deadlock():
+    """An interrupt landing just before or after the unlock inside a wait returned without the
+    primitive's mutex (the caller's unlock then failed with EPERM), and one landing just after a
+    lock made the Condition's cleanup lock the same mutex again: a hang, holding it, forever."""
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_WAITS, "4"], capture_output=True, text=True,
+                          timeout=bounded(60))
+    assert done.returncode == 0, done.stderr[-2000:]
+    interrupted, not_held = map(int, done.stdout.split())
+    assert interrupted > 1000
+    assert not_held == 0

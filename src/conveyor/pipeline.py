@@ -109,7 +109,7 @@ class _ItemFailed(Exception):
     it carries its input, known even when results come back out of order."""
 
     def __init__(self, item: Any, error: BaseException) -> None:
-        super().__init__(item, error)
+        super().__init__(_short.repr(item), error)  # a short text: a traceback repeats it, the item may be huge
         self.item = item
         self.error = error
 

@@ -485,11 +485,17 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._backend.shutdown(wait=False)
 
     def close(self) -> None:
-        """No more work; what was submitted still runs (``multiprocessing.Pool.close``)."""
+        """No more work; what was submitted still runs (``multiprocessing.Pool.close``), and lazy
+        calls made before it still send their inputs as their results are read."""
         self.shutdown(wait=False)
 
     def join(self) -> None:
-        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first."""
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first.
+
+        A lazy call (``imap`` and kin) sends its inputs as its results are read, so one not read to
+        its end by then stops here (its later results raise ``PoolClosedError``): read it before
+        ``join()``. (``multiprocessing.Pool`` queues every input of ``imap`` at once, without bound.)
+        """
         if not self._closed:
             raise ValueError("call close() or terminate() before join()")
         self.shutdown(wait=True)

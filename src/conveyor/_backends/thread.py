@@ -83,6 +83,8 @@ class _Worker:
                     return  # the watchdog already reported this batch and replaced us
             batch.finish(Outcome(run.values, run.errors, busy=run.busy))
             done += len(batch)
+            del batch, run  # while this worker waits for the next one, they would keep their call's
+            # results stream alive: a stream its consumer dropped must go (a closed pool waits for it)
             if limit is not None and done >= limit:
                 backend._replace(self)
                 return

@@ -136,6 +136,19 @@ def _discard(*_: Any) -> None:
     """Where a closed stream's late results go."""
 
 
+def _delivery_into(inbox: queue.SimpleQueue[tuple[Any, ...]]) -> Callable[..., None]:
+    """What the call hands finished batches to, in backend threads: only the stream's inbox (all
+    bookkeeping happens in the consumer thread). It holds the inbox, not the stream, so a stream its
+    consumer dropped goes at once, even while a backend still holds its call (a closed pool waits
+    for the streams made before it)."""
+
+    def deliver(batch: Batch, values: list[Any], errors: dict[int, BaseException], held: frozenset[int],
+                busy: float) -> None:
+        inbox.put((batch.indices, values, errors, held, busy))
+
+    return deliver
+
+
 class _Segment:
     """Results for consecutive input positions ``start .. start+len(values)-1``."""
 
@@ -197,9 +210,9 @@ class Stream(Iterator[Any]):
         self._sizer = ChunkSizer(self._workers, total, chunksize, cap=cap,
                                  batches_per_worker=backend.batches_per_worker)
         self._total = total
-        self._call = Call(backend, TaskFunction(fn), kind, self._deliver, stats,
-                          timeout=task_timeout, retries=retries)
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._call = Call(backend, TaskFunction(fn), kind, _delivery_into(self._inbox), stats,
+                          timeout=task_timeout, retries=retries)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._progress = progress
         self._sent = 0              # inputs pulled and sent
@@ -251,11 +264,6 @@ class Stream(Iterator[Any]):
             self._outstanding += len(items)
             self._batches += 1
             self._call.send(items, range(start, start + len(items)))
-
-    def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException],
-                 held: frozenset[int], busy: float) -> None:
-        # Backend thread: hand over only; all bookkeeping happens in the consumer thread.
-        self._inbox.put((batch.indices, values, errors, held, busy))
 
     # -- consuming ---------------------------------------------------------------------------------
     def _absorb(self, indices: Any, values: list[Any], errors: dict[int, BaseException],

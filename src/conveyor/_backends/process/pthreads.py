@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import platform
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,7 @@ _FUTEX_WAIT = 0  # not the _PRIVATE ones: the word is shared between processes
 _FUTEX_WAKE = 1
 _WAKE_ALL = 0x7FFFFFFF
 _u32 = ctypes.c_uint32
+_FUTEX_TID_MASK = 0x3FFFFFFF  # the owner's thread id in a robust mutex's futex word
 _SLICE = _Timespec(int(SLICE_SECONDS), int((SLICE_SECONDS % 1.0) * 1e9))
 _futex: Any = None
 if _HAVE and _SYS_FUTEX is not None:
@@ -103,22 +105,42 @@ def init_cond(address: int) -> None:
     _check(_libc.pthread_cond_init(ctypes.c_void_p(address), attr), "pthread_cond_init")
 
 
+def held_here(mutex: int) -> bool:
+    """Whether this thread holds the robust mutex: its futex word holds the owner's thread id (kernel
+    ABI). Only for deciding after an interrupt, which can land just after a lock or unlock call."""
+    return (_u32.from_address(mutex).value & _FUTEX_TID_MASK) == threading.get_native_id()
+
+
 def lock(mutex: int, timeout: float | None) -> bool:
-    """Take the mutex; False on timeout. Raises :class:`OwnerDied` (holding it) if its owner died."""
+    """Take the mutex; False on timeout. Raises :class:`OwnerDied` (holding it) if its owner died.
+
+    These mutexes are never taken twice by one thread on purpose, so one this thread already holds
+    was taken on a path that an interrupt (Ctrl-C) cut short: it is simply held, not waited for
+    forever. An interrupt raised here after the mutex was taken lets it go again.
+    """
     pointer = ctypes.c_void_p(mutex)
-    code = _libc.pthread_mutex_trylock(pointer)  # uncontended: no deadline to compute
-    if code == errno.EBUSY:
-        if timeout is not None and timeout <= 0:
-            return False
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = SLICE_SECONDS if end is None else min(SLICE_SECONDS, max(0.0, end - time.monotonic()))
-            code = _libc.pthread_mutex_clocklock(pointer, time.CLOCK_MONOTONIC, ctypes.byref(_deadline_after(step)))
-            if code != errno.ETIMEDOUT:
-                break
-            if end is not None and time.monotonic() >= end:
+    try:
+        code = _libc.pthread_mutex_trylock(pointer)  # uncontended: no deadline to compute
+        if code == errno.EBUSY:
+            if held_here(mutex):
+                return True
+            if timeout is not None and timeout <= 0:
                 return False
-            time.sleep(0)  # back in Python between slices: a pending Ctrl-C is raised here
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                step = SLICE_SECONDS if end is None else min(SLICE_SECONDS, max(0.0, end - time.monotonic()))
+                code = _libc.pthread_mutex_clocklock(pointer, time.CLOCK_MONOTONIC,
+                                                     ctypes.byref(_deadline_after(step)))
+                if code != errno.ETIMEDOUT:
+                    break
+                if end is not None and time.monotonic() >= end:
+                    return False
+                time.sleep(0)  # back in Python between slices: a pending Ctrl-C is raised here
+    except BaseException:
+        if held_here(mutex):  # taken just before the interrupt: let it go again
+            _libc.pthread_mutex_consistent(pointer)  # EINVAL (ignored) unless it came back EOWNERDEAD
+            _libc.pthread_mutex_unlock(pointer)
+        raise
     _raise_if_owner_died(code, pointer)
     _check(code, "pthread_mutex_lock")
     return True
@@ -159,18 +181,21 @@ def wait(cond: int, mutex: int, seconds: float) -> bool:
     seen = _u32.from_address(cond).value  # read holding the mutex: a later signal changes it
     sleepers = _u32.from_address(cond + 4)
     sleepers.value += 1  # so a signal knows to make the system call (a killed waiter's count only costs that)
-    _libc.pthread_mutex_unlock(mutex)
+    timed_out = False
     try:
+        _libc.pthread_mutex_unlock(mutex)
         timeout = _SLICE if step == SLICE_SECONDS else _Timespec(int(step), int((step % 1.0) * 1e9))
         timed_out = _futex(_SYS_FUTEX, cond, _FUTEX_WAIT, seen, timeout, None, 0) == -1 and \
             ctypes.get_errno() == errno.ETIMEDOUT
     finally:
-        # Taken back whatever happened (a Ctrl-C is raised after): the caller's own code releases it.
-        code = _libc.pthread_mutex_lock(mutex)
-        if code == errno.EOWNERDEAD:
-            _check(_libc.pthread_mutex_consistent(ctypes.c_void_p(mutex)), "pthread_mutex_consistent")
-            code = 0
-        _check(code, "pthread_mutex_lock")
+        # Held again whatever happened, once (an interrupt may land before or after the unlock): the
+        # caller's own code releases it. A Ctrl-C is raised after this.
+        if not held_here(mutex):
+            code = _libc.pthread_mutex_lock(mutex)
+            if code == errno.EOWNERDEAD:
+                _check(_libc.pthread_mutex_consistent(ctypes.c_void_p(mutex)), "pthread_mutex_consistent")
+                code = 0
+            _check(code, "pthread_mutex_lock")
         if sleepers.value:
             sleepers.value -= 1
     return not timed_out
