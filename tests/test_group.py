@@ -511,3 +511,37 @@ def test_tasks_die_with_their_parent(tmp_path, method, where):
     finally:
         scenario.kill()
         scenario.close()
+
+
+def _serve_forever():
+    while True:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", LIVE)
+def test_system_exit_from_a_sigterm_handler_while_waiting_stops_the_tasks(backend):
+    """Only KeyboardInterrupt used to cancel the tasks when the block's wait was interrupted: a
+    SystemExit (the usual SIGTERM handler) left them running, and the interpreter hung at exit."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        with pytest.raises(SystemExit), conveyor.context(backend).TaskGroup() as g:
+            task = g.spawn(_serve_forever)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGTERM, previous)
+    task.join(bounded(10))
+    assert not task.is_alive()
+
+
+@pytest.mark.parametrize("method", [m for m in START_METHODS if m == "fork"])
+def test_many_short_tasks_under_fork_always_settle(method):
+    """Every process start polls the children multiprocessing knows of, racing each task's reaper
+    for the same pid; the loser took the finished process for a running one, its reaper died and
+    the group waited forever for a task that never settled."""
+    ctx = conveyor.context("process", start_method=method)
+    for _ in range(5):
+        with ctx.TaskGroup() as g:
+            handles = [g.spawn(int, i) for i in range(60)]
+        assert [handle.result() for handle in handles] == list(range(60))

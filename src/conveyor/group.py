@@ -269,7 +269,7 @@ class TaskGroup:
             if exc is not None:
                 self._cancel(f"its block raised {type(exc).__name__}")
         interrupts = 1 if isinstance(exc, KeyboardInterrupt) else 0
-        interrupt: KeyboardInterrupt | None = None
+        interrupt: BaseException | None = None
         try:
             while True:
                 try:
@@ -277,18 +277,19 @@ class TaskGroup:
                         self._kill_all()
                     self._wait(_INTERRUPTED_WAIT if interrupts else None)
                     break
-                except KeyboardInterrupt as again:
+                except BaseException as again:  # Ctrl-C, or SystemExit from a SIGTERM handler, or an
+                    # outer group cancelling this one: the tasks are stopped before it goes on
                     interrupt = interrupt or again
                     interrupts += 1
                     with self._cv:
-                        self._cancel("interrupted by KeyboardInterrupt")
+                        self._cancel(f"interrupted by {type(again).__name__}")
                     if interrupts >= 3:
                         raise  # processes were SIGKILLed; their reapers finish in the background
         finally:
             with self._cv:
                 self._state = _CLOSED
         if interrupt is not None:
-            raise interrupt  # Ctrl-C while waiting wins over whatever the block raised
+            raise interrupt  # an interrupt while waiting wins over whatever the block raised
         if exc is not None:
             if any(exc is refusal for refusal in self._refusals) and self.errors:
                 error = self.errors[0]  # the block stopped only because a task failed: raise that

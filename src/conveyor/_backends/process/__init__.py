@@ -153,7 +153,11 @@ class ProcessBackend(Backend):
             self._arena = shm.Arena(f"conveyor-{os.getpid()}")
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
-        self._supervisor.start()
+        try:
+            self._supervisor.start()
+        except BaseException:  # Ctrl-C while it starts: it may be running, and nobody would stop it
+            self.shutdown(wait=False, cancel_pending=True, kill=True)
+            raise
 
     # -- the contract ------------------------------------------------------------------------------
     @property

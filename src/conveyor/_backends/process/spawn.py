@@ -19,7 +19,9 @@ with ``WorkerCrashedError`` (exit code, signal name), or ``TaskCancelledError`` 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import threading
@@ -122,21 +124,36 @@ class ProcessTask(SpawnedTask):
         process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent),
                               name=name, daemon=False)  # not daemonic: a task may start processes itself
         try:
-            process.start()
-        except BaseException:
-            self._conn.close()
+            try:
+                process.start()
+            finally:
+                child_conn.close()
+                # Reaped by this task's reaper alone: multiprocessing polls the children it knows of at
+                # every start (and joins them at exit), and two threads waiting for one pid race, one
+                # of them seeing a running process that is gone.
+                multiprocessing.process._children.discard(process)
+            self._process = process
+            self._pid: int = process.pid
+            self._lock = threading.Lock()
+            self._exitcode: int | None = None
+            self._reaped = False
+            self._reported = False  # its outcome has arrived: terminate() is too late to cancel it
+            self._kill_at: float | None = None
+            self._reaper = threading.Thread(target=self._reap, name=f"conveyor-task-reaper-{self._pid}",
+                                            daemon=True)
+            self._reaper.start()
+        except BaseException:  # Ctrl-C while starting: a process the group never hears of must not run
+            self.cancel_requested = True  # so a reaper already running settles it as cancelled, not failed
+            if process.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGKILL)
+                if getattr(self, "_reaper", None) is None:  # else the reaper reaps it and closes the pipe
+                    with contextlib.suppress(Exception):
+                        process.join(5)
+                    self._conn.close()
+            else:
+                self._conn.close()
             raise
-        finally:
-            child_conn.close()
-        self._process = process
-        self._pid: int = process.pid
-        self._lock = threading.Lock()
-        self._exitcode: int | None = None
-        self._reaped = False
-        self._reported = False  # its outcome has arrived: terminate() is too late to cancel it
-        self._kill_at: float | None = None
-        self._reaper = threading.Thread(target=self._reap, name=f"conveyor-task-reaper-{self._pid}", daemon=True)
-        self._reaper.start()
 
     # -- the reaper thread -------------------------------------------------------------------------
     def _reap(self) -> None:
@@ -155,18 +172,23 @@ class ProcessTask(SpawnedTask):
                     self._signal(signal.SIGKILL)
         if reading and conn.poll():
             message = self._receive()
-        # The sentinel fires as the process closes its files, a moment before it can be reaped.
-        process.join(5)
-        if process.exitcode is None:  # would not die (uninterruptible sleep): make sure, then wait
-            self._signal(signal.SIGKILL)
-            process.join()
-        with self._lock:
-            self._exitcode = process.exitcode
-            self._reaped = True
-        conn.close()
-        process.close()
-        value, error = self._decode(message)
-        self._settle(value, error)
+        exitcode = None
+        try:
+            # The sentinel fires as the process closes its files, a moment before it can be reaped.
+            process.join(5)
+            if process.exitcode is None:  # would not die (uninterruptible sleep): make sure, then wait
+                self._signal(signal.SIGKILL)
+                process.join()
+            exitcode = process.exitcode
+        finally:  # whatever happened, the task settles: its group waits for that
+            with self._lock:
+                self._exitcode = exitcode
+                self._reaped = True
+            conn.close()
+            with contextlib.suppress(ValueError):
+                process.close()
+            value, error = self._decode(message)
+            self._settle(value, error)
 
     def _receive(self) -> bytes | None:
         try:
