@@ -301,7 +301,7 @@ def test_ctrl_c_interrupts_a_blocked_call(primitive: str, backend: str) -> None:
 INTERRUPTED_WAITS = textwrap.dedent("""
     import collections, signal, sys, threading, time
     from conveyor._backends.process import pthreads
-    from conveyor._backends.process.sync import ProcessCondition, ProcessLock, _Segment, _holder_tid
+    from conveyor._backends.process.sync import ProcessCondition, ProcessLock, _Segment
 
     class Interrupt(Exception):
         pass
@@ -329,7 +329,7 @@ INTERRUPTED_WAITS = textwrap.dedent("""
                 armed[0] = False
         except Interrupt:
             counts["interrupted"] += 1
-        counts["mutex not held after wait"] += _holder_tid(segment.mutex) != threading.get_native_id()
+        counts["mutex not held after wait"] += pthreads.holder_tid(segment.mutex) != threading.get_native_id()
         pthreads.lock_internal(segment.mutex)  # never waits on this thread's own mutex
         pthreads.unlock(segment.mutex)
         with condition:

@@ -105,10 +105,15 @@ def init_cond(address: int) -> None:
     _check(_libc.pthread_cond_init(ctypes.c_void_p(address), attr), "pthread_cond_init")
 
 
+def holder_tid(mutex: int) -> int:
+    """The thread id holding a robust mutex, 0 if none: its futex word holds it (kernel ABI)."""
+    return _u32.from_address(mutex).value & _FUTEX_TID_MASK
+
+
 def held_here(mutex: int) -> bool:
-    """Whether this thread holds the robust mutex: its futex word holds the owner's thread id (kernel
-    ABI). Only for deciding after an interrupt, which can land just after a lock or unlock call."""
-    return (_u32.from_address(mutex).value & _FUTEX_TID_MASK) == threading.get_native_id()
+    """Whether this thread holds the mutex. Only for deciding after an interrupt, which can land
+    just after a lock or unlock call."""
+    return holder_tid(mutex) == threading.get_native_id()
 
 
 def lock(mutex: int, timeout: float | None) -> bool:

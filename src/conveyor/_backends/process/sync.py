@@ -37,14 +37,8 @@ _COND = pthreads.MUTEX_BYTES
 _STATE = _COND + pthreads.COND_BYTES
 
 
-_FUTEX_TID_MASK = 0x3FFFFFFF
 _still_mapped: list[Any] = []
 """Segments whose mutex a thread of this process still held when they were dropped: never unmapped."""
-
-
-def _holder_tid(mutex: int) -> int:
-    """The thread id holding a robust mutex, 0 if none: its futex word holds it (kernel ABI)."""
-    return ctypes.c_uint32.from_address(mutex).value & _FUTEX_TID_MASK
 
 
 def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool, mutex: int) -> None:
@@ -55,7 +49,7 @@ def _close(shm: shared_memory.SharedMemory, anchor: list[Any], owner: bool, mute
     # processes never learn that the owner died. Such a segment stays mapped (its name still goes),
     # through the interpreter's own teardown too, which would otherwise free (unmap) it before the
     # process exits.
-    holder = _holder_tid(mutex)
+    holder = pthreads.holder_tid(mutex)
     if holder and os.path.exists(f"/proc/self/task/{holder}"):
         _still_mapped.append((shm, anchor))
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(shm))  # never freed, so never unmapped
