@@ -156,7 +156,19 @@ def _in_use_elsewhere(names: set[str]) -> set[str]:
     return found
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-start-methods", action="store_true", default=bool(os.environ.get("CONVEYOR_TEST_ALL_START_METHODS")),
+        help="also run the tests marked all_start_methods (CPython's suites under every start method; "
+             "or set CONVEYOR_TEST_ALL_START_METHODS=1)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--all-start-methods"):
+        skip = pytest.mark.skip(reason="under every start method only with --all-start-methods")
+        for item in items:
+            if item.get_closest_marker("all_start_methods"):
+                item.add_marker(skip)
     if CLUSTER is None:
         return
     keep, drop = [], []
