@@ -215,6 +215,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    option_names: ClassVar[frozenset[str]] = frozenset()
+    """The backend-specific keywords it reads from ``config.options`` (``Pool(address=...)``). Any
+    other keyword given to a pool, context or task group of this backend is a ``TypeError``."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config

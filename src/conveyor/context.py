@@ -7,22 +7,22 @@ shared values) all fit that backend, in the spirit of ``multiprocessing.get_cont
 from __future__ import annotations
 
 import atexit
-import inspect
 import threading
 import weakref
 from typing import Any, Callable, Iterable
 
 from conveyor._core import config as _config
+from conveyor._core.options import check_keywords
 from conveyor._core.registry import backend_class
 from conveyor.abc import BackendConfig
 from conveyor.group import TaskGroup
-from conveyor.pool import Pool
+from conveyor.pool import POOL_KEYWORDS, Pool
 from conveyor.primitives import PrimitiveFactories
 
 __all__ = ["Context", "context", "map"]
 
 _CALL_OPTIONS = ("timeout", "chunksize", "task_timeout", "retries", "progress")
-_POOL_PARAMETERS = frozenset(inspect.signature(Pool.__init__).parameters) - {"self", "options"}
+_POOL_PARAMETERS = frozenset(POOL_KEYWORDS)
 
 
 def _close_in_order(resources: list[Any]) -> None:
@@ -53,6 +53,8 @@ class Context(PrimitiveFactories):
     def __init__(self, backend: str | None = None, **defaults: Any) -> None:
         self.backend = backend or _config.setting("backend")
         self._backend_class = backend_class(self.backend)  # fails now, with the install hint
+        check_keywords(defaults, _POOL_PARAMETERS | self._backend_class.option_names,
+                       f"context({self.backend!r})")
         self._given = defaults
         self._shared: dict[str, Any] | None = None
         self._lock = threading.Lock()
@@ -102,6 +104,8 @@ class Context(PrimitiveFactories):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Any]:
         """One-shot :meth:`Pool.map` on a pool that lives for this call only."""
+        check_keywords(options, _POOL_PARAMETERS.union(_CALL_OPTIONS, self._backend_class.option_names),
+                       f"map(backend={self.backend!r})")
         call = {name: options.pop(name) for name in _CALL_OPTIONS if name in options}
         with self.Pool(**options) as pool:
             return pool.map(fn, *iterables, **call)

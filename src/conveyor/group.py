@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from conveyor._core import config as _config
 from conveyor._core.errors import PoolClosedError, ResultTimeoutError, short_repr
+from conveyor._core.options import check_keywords
 from conveyor._core.registry import backend_class
 from conveyor.abc import BackendConfig, SpawnedTask
 
@@ -157,6 +158,7 @@ class TaskGroup:
     def __init__(self, backend: str | None = None, *, start_method: str | None = None, **options: Any) -> None:
         self.backend = backend or _config.setting("backend")
         self._backend_class = backend_class(self.backend)
+        check_keywords(options, self._backend_class.option_names, f"TaskGroup({self.backend!r})")
         self._config = BackendConfig(workers=1, start_method=start_method or _config.setting("start_method"),
                                      options=options)
         self._cv = threading.Condition()

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from conveyor._core import config as _config
 from conveyor._core.errors import PoolClosedError, ResultTimeoutError
+from conveyor._core.options import check_keywords
 from conveyor._core.registry import backend_class
 from conveyor._core.stream import Stream
 from conveyor._core.task import FutureDelivery, Stats, SubmitCall
@@ -28,7 +29,12 @@ from conveyor.group import TaskGroup
 from conveyor.primitives import PrimitiveFactories
 from conveyor.progress import ProgressOption, make_progress
 
-__all__ = ["AsyncResult", "Pool", "default_workers"]
+__all__ = ["AsyncResult", "POOL_KEYWORDS", "Pool", "default_workers"]
+
+POOL_KEYWORDS = ("workers", "backend", "initializer", "initargs", "finalizer", "finalargs", "chunksize",
+                 "task_timeout", "retries", "max_tasks_per_worker", "max_memory_per_worker", "start_method",
+                 "progress", "shared")
+"""The keywords of :class:`Pool` itself; anything else must be an option of its backend."""
 
 _live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
 _draining_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -76,6 +82,21 @@ def _positive(name: str, value: Any, *, allow_none: bool = True, integer: bool =
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
         raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+def _check_iterables(method: str, iterables: tuple[Iterable[Any], ...]) -> None:
+    """Each input must be iterable. An ``int`` after the first is ``multiprocessing.Pool``'s positional
+    ``chunksize`` (``pool.map(f, xs, 10)``): say so, instead of ``'int' object is not iterable``."""
+    for position, iterable in enumerate(iterables):
+        try:
+            iter(iterable)
+        except TypeError:
+            hint = ""
+            if position and isinstance(iterable, int) and not isinstance(iterable, bool):
+                hint = (f"; chunksize is keyword-only in conveyor.Pool: {method}(fn, items, chunksize={iterable}) "
+                        "(conveyor.multiprocessing.Pool takes it by position)")
+            raise TypeError(f"{method}() argument {position + 2} must be iterable, "
+                            f"not {type(iterable).__name__}{hint}") from None
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -183,6 +204,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         **options: Any,
     ) -> None:
         defaults = _config.current()
+        self.backend_name = backend or defaults["backend"]
+        cls = backend_class(self.backend_name)
+        check_keywords(options, POOL_KEYWORDS + tuple(cls.option_names), f"Pool(backend={self.backend_name!r})")
         self._shared: Any = None
         if shared is not None:
             # Placed once; every worker finds it in conveyor.worker_state().shared before its
@@ -190,14 +214,13 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             from conveyor._core.state import WorkerSetup
             from conveyor.sharing import Shared
 
-            in_memory = backend_class(backend or defaults["backend"]).capabilities.shared_memory
+            in_memory = cls.capabilities.shared_memory
             if isinstance(shared, Shared) or not in_memory:
                 handle = shared
             else:
                 handle = self._shared = Shared(shared)
             initializer = WorkerSetup(handle, initializer, tuple(initargs), handle=isinstance(handle, Shared))
             initargs = ()
-        self.backend_name = backend or defaults["backend"]
         workers = workers if workers is not None else defaults["workers"]
         workers = workers if workers is not None else default_workers(self.backend_name)
         _positive("workers", workers, allow_none=False)
@@ -214,7 +237,6 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable, got {hook!r}")
         self._progress = progress if progress is not None else defaults["progress"]
-        cls = backend_class(self.backend_name)
         self._backend: Backend = cls(BackendConfig(
             workers=workers,
             initializer=initializer,
@@ -312,13 +334,14 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         return AsyncResult(future)
 
     # -- many tasks --------------------------------------------------------------------------------
-    def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], kind: CallKind, *,
+    def _stream(self, method: str, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], kind: CallKind, *,
                 ordered: bool, chunksize: int | None, task_timeout: float | None, retries: int | None,
                 timeout: float | None, progress: ProgressOption) -> Stream:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         if not iterables:
-            raise TypeError("map needs at least one iterable")
+            raise TypeError(f"{method}() needs at least one iterable")
+        _check_iterables(method, iterables)
         self._check_open()
         _positive("chunksize", chunksize)
         _positive("task_timeout", task_timeout, integer=False)
@@ -355,7 +378,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             timeout: overall limit on waiting for the next result (``ResultTimeoutError``).
             chunksize, task_timeout, retries, progress: override the pool's defaults for this call.
         """
-        return self._stream(fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+        return self._stream("map", fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout,
                             progress=progress).collect()
 
@@ -366,21 +389,21 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
         A failed task raises at its position; iteration may continue past it.
         """
-        return self._stream(fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+        return self._stream("imap", fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
                        chunksize: int | None = None, task_timeout: float | None = None,
                        retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
         """Like :meth:`imap`, in completion order."""
-        return self._stream(fn, iterables, CallKind.ONE, ordered=False, chunksize=chunksize,
+        return self._stream("imap_unordered", fn, iterables, CallKind.ONE, ordered=False, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
                 timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = None) -> list[Any]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
-        return self._stream(fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+        return self._stream("starmap", fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout,
                             progress=progress).collect()
 
@@ -388,14 +411,14 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                  timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
                  retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
         """Lazy :meth:`starmap`."""
-        return self._stream(fn, (iterable,), CallKind.STAR, ordered=ordered, chunksize=chunksize,
+        return self._stream("istarmap", fn, (iterable,), CallKind.STAR, ordered=ordered, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def map_async(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None,
                   callback: Callable[[Any], Any] | None = None,
                   error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`map` in the background; ``.get(timeout)`` gives the list."""
-        stream = self._stream(fn, (iterable,), CallKind.ONE, ordered=True, chunksize=chunksize,
+        stream = self._stream("map_async", fn, (iterable,), CallKind.ONE, ordered=True, chunksize=chunksize,
                               task_timeout=None, retries=None, timeout=None, progress=None)
         return self._in_background(stream.collect, callback, error_callback)
 
@@ -403,7 +426,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                       chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
                       error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`starmap` in the background."""
-        stream = self._stream(fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+        stream = self._stream("starmap_async", fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
                               task_timeout=None, retries=None, timeout=None, progress=None)
         return self._in_background(stream.collect, callback, error_callback)
 

@@ -102,12 +102,10 @@ class DaskBackend(Backend):
     name = "dask"
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True)
     batches_per_worker = 1  # a Dask task costs milliseconds: few, big batches
+    option_names = frozenset({"address"})
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        unknown = set(config.options) - {"address"}
-        if unknown:
-            raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
         if config.max_tasks_per_worker is not None or config.max_memory_per_worker is not None:
             raise NotImplementedError(
                 "max_tasks_per_worker and max_memory_per_worker are not available on the dask backend: "

@@ -362,9 +362,6 @@ class DaskTask(ClusterTask):
 def spawn_on_dask(address: str | None, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...],
                   kwargs: dict[str, Any], name: str, on_done: Callable[[SpawnedTask], None] | None) -> DaskTask:
     """``DaskBackend.spawn``: pickle the call here, submit its Dask task to the scheduler at ``address``."""
-    unknown = set(config.options) - {"address"}
-    if unknown:
-        raise TypeError(f"unknown option(s) for the dask backend: {', '.join(sorted(unknown))}")
     if address is None:
         raise NotImplementedError("a TaskGroup on dask needs a cluster: make it with a context "
                                   "(conveyor.context('dask').TaskGroup()) or give its address "

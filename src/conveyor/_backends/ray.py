@@ -78,8 +78,6 @@ from conveyor._backends.ray_session import (  # noqa: E402 - needs ray
     open_session,
 )
 
-_OPTIONS = frozenset({"address", "ray_init", "ray_options"})
-
 _CRASHES = tuple(getattr(ray.exceptions, name) for name in (
     "RayActorError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
     if hasattr(ray.exceptions, name))
@@ -186,13 +184,11 @@ class RayBackend(Backend):
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True, cancel_running=True,
                                 enforce_timeout=True)
     batches_per_worker = 1  # a call to a worker costs about a millisecond: few, big batches
+    option_names = frozenset({"address", "ray_init", "ray_options"})
 
     def __init__(self, config: BackendConfig) -> None:
         global _exit_hook_registered
         super().__init__(config)
-        unknown = set(config.options) - _OPTIONS
-        if unknown:
-            raise TypeError(f"unknown option(s) for the ray backend: {', '.join(sorted(unknown))}")
         if config.max_memory_per_worker is not None:
             raise NotImplementedError(
                 "max_memory_per_worker is not available on the ray backend: Ray watches its workers' "

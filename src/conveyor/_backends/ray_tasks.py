@@ -75,7 +75,6 @@ from conveyor._core.config import usable_cores
 from conveyor._core.errors import WorkerCrashedError
 from conveyor.abc import BackendConfig, SpawnedTask
 
-_OPTIONS = frozenset({"address", "ray_init", "ray_options"})
 _TICK = 0.1
 
 _ACTOR_DEFAULTS: dict[str, Any] = {"num_cpus": 0}
@@ -243,9 +242,6 @@ class RayTask(ClusterTask):
 def spawn_on_ray(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  name: str, on_done: Callable[[SpawnedTask], None] | None) -> RayTask:
     """``RayBackend.spawn``: pickle the call here, then start its actor on the process's Ray."""
-    unknown = set(config.options) - _OPTIONS
-    if unknown:
-        raise TypeError(f"unknown option(s) for the ray backend: {', '.join(sorted(unknown))}")
     if config.start_method == "fork":
         raise ValueError("a TaskGroup on ray cannot use the 'fork' start method: a forked Ray worker "
                          "cannot connect to Ray again; use 'forkserver' (the default) or 'spawn'")

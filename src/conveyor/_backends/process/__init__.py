@@ -101,6 +101,7 @@ def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str) -> bytes | None:
 
 class ProcessBackend(Backend):
     name = "process"
+    option_names = frozenset({"shared_memory"})
     capabilities = Capabilities(cancel_running=True, enforce_timeout=True, needs_pickle=True,
                                 isolates_crashes=True, shared_memory=True)
 
