@@ -8,7 +8,8 @@ task it was running (``WorkerCrashedError``) and the pool goes on, lambdas and c
 cloudpickle, a result that cannot be pickled fails its own task only, and Ctrl-C stops the waiting
 call. docs/compat.md lists every difference from the stdlib and why.
 
-Only what runs through conveyor is here, plus a few plain helpers (``cpu_count``, ``TimeoutError``).
+Only what runs through conveyor is here, plus a few plain helpers (``cpu_count``, ``TimeoutError``,
+``freeze_support``).
 Queues, locks and processes are conveyor's too, from :func:`conveyor.context`; the stdlib's
 ``get_context()`` would hand out the stdlib's own Pool, so it is deliberately not re-exported.
 """
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-from multiprocessing import TimeoutError, cpu_count
+import warnings
+from multiprocessing import TimeoutError, cpu_count, freeze_support
 from typing import Any, Callable, Iterable, Iterator
 
 from conveyor._core.errors import PoolClosedError
 from conveyor.pool import AsyncResult
 from conveyor.pool import Pool as _ConveyorPool
 
-__all__ = ["AsyncResult", "Pool", "ThreadPool", "TimeoutError", "cpu_count"]
+__all__ = ["AsyncResult", "Pool", "ThreadPool", "TimeoutError", "cpu_count", "freeze_support"]
 
 
 def _start_method(context: Any) -> str | None:
@@ -136,6 +138,13 @@ class Pool:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """Terminates, as ``multiprocessing.Pool`` does: close() and join() first to let work finish."""
         self.terminate()
+
+    def __del__(self) -> None:
+        """A pool dropped while running is stopped by conveyor (its work cancelled); as the stdlib
+        does, say so, since that is rarely what the code meant."""
+        inner = getattr(self, "_inner", None)  # absent if __init__ raised
+        if inner is not None and not inner._closed:
+            warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
 
 
 class ThreadPool(Pool):
