@@ -39,18 +39,19 @@ EXCLUDED = {
     "test_make_pool": "reads the stdlib Pool's private list of worker processes (`_pool`)",
     "test_resource_warning": "sets the stdlib Pool's private `_state`",
     "test_pool_worker_lifetime": "reads `_pool` and calls `_repopulate_pool()`, private to the stdlib Pool",
-    "test_unpickleable_result": "deliberate: results are pickled with cloudpickle, so the lambda that the "
-                                "test returns as an unpicklable result crosses fine",
-    "test_map_unplicklable": "deliberate: an input that cannot be pickled fails with conveyor's `PicklingError` "
-                             "(a `pickle.PicklingError`, naming the object, the original error as its cause), "
-                             "not with the exception its `__reduce__` raised",
-    "test_imap_handle_iterable_exception": "deliberate: when the input iterator raises, every input it gave "
-                                           "before still gives its result; the stdlib drops the inputs of the "
-                                           "chunk it was building",
-    "test_traceback": "deliberate: a task's exception has a `conveyor.RemoteTraceback` as its cause, a subclass "
-                      "of `multiprocessing.pool.RemoteTraceback` (with its `tb`); the test asks for the exact class",
     "test_worker_finalization_via_atexit_handler_of_multiprocessing":
         "runs the stdlib's own `multiprocessing.Pool` in a child interpreter, never the Pool under test",
+    "test_unpickleable_result":
+        "deliberate: results are pickled with cloudpickle, so the lambda the test returns as an unpicklable "
+        "result crosses fine",
+    "test_map_unplicklable":
+        "deliberate: an unpicklable input fails with conveyor's `PicklingError` (a `pickle.PicklingError`), "
+        "not with the exception its `__reduce__` raised",
+    "test_imap_handle_iterable_exception":
+        "deliberate: when the input iterator raises, the inputs it gave before still give their results",
+    "test_traceback":
+        "deliberate: the cause is a `conveyor.RemoteTraceback`, a subclass of "
+        "`multiprocessing.pool.RemoteTraceback`; the test asks for the exact class",
 }
 """Test method name → why it does not run against conveyor (the same words as docs/compat.md)."""
 

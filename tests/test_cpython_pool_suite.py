@@ -40,8 +40,9 @@ def run_suite(method: str, tmp_path: Path) -> tuple[list[dict], str]:
         cwd=TESTS, env=env, capture_output=True, text=True, timeout=bounded(240),
     )
     if done.returncode == 3:
-        pytest.skip(f"{sys.executable} has no test package (test._test_multiprocessing); install the "
-                    f"interpreter's test suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's Pool tests")
+        pytest.skip(f"{sys.executable} has no test package (test._test_multiprocessing): install the "
+                    "interpreter's test suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's "
+                    "Pool tests")
     records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     assert done.returncode == 0, (
         f"the suite did not finish (a hang is reported with every thread's stack); last results: "

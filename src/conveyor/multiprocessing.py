@@ -72,21 +72,26 @@ class Pool:
 
     def __repr__(self) -> str:
         state = "closed" if self._inner._closed else "running"
-        return f"<{type(self).__module__}.{type(self).__qualname__} state={state} pool_size={self._inner.workers}>"
+        name = f"{type(self).__module__}.{type(self).__qualname__}"
+        return f"<{name} state={state} pool_size={self._inner.workers}>"
 
     # -- one call ----------------------------------------------------------------------------------
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] = {}) -> Any:  # noqa: B006 - the stdlib's signature
+    # The stdlib's signatures, mutable default ``kwds={}`` included (never mutated).
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
+              kwds: dict[str, Any] = {}) -> Any:  # noqa: B006
         """``func(*args, **kwds)`` on a worker; waits for the result."""
         return self._inner.apply(func, args, kwds)
 
-    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] = {},  # noqa: B006
+    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (),
+                    kwds: dict[str, Any] = {},  # noqa: B006
                     callback: Callable[[Any], Any] | None = None,
                     error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """``func(*args, **kwds)`` in the background; the callbacks run before the result is ready."""
         return self._inner.apply_async(func, args, kwds, callback, error_callback)
 
     # -- many calls --------------------------------------------------------------------------------
-    def map(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+    def map(self, func: Callable[..., Any], iterable: Iterable[Any],
+            chunksize: int | None = None) -> list[Any]:
         """``[func(x) for x in iterable]``; raises the first failure in input order."""
         return self._inner.map(func, iterable, chunksize=chunksize)
 
