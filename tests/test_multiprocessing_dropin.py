@@ -6,6 +6,7 @@ project and what the excluded CPython tests check that still applies.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -94,22 +95,17 @@ def test_with_on_closed_pool_raises(make, end):
 
 
 def test_dropin_with_terminates_and_cannot_be_reentered():
+    """The end of a with block terminates, as the stdlib's does: a running task is killed."""
     pool = mp.Pool(2)
     with pool:
         slow = pool.apply_async(tasks.sleep_then, (1, 60))
         assert pool.apply(tasks.square, (3,)) == 9
-    with pytest.raises(concurrent_cancelled()):  # terminated at the end of the block, as the stdlib does
+    with pytest.raises(concurrent.futures.CancelledError):
         slow.get(bounded(10))
     with pytest.raises(ValueError):
         with pool:
             pass
     pool.join()
-
-
-def concurrent_cancelled() -> type[BaseException]:
-    import concurrent.futures
-
-    return concurrent.futures.CancelledError
 
 
 def test_join_before_close_raises(pool):
