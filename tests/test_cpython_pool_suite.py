@@ -63,13 +63,13 @@ def check(records: list[dict], report: str) -> None:
     assert "WithThreadsTestPool" in passed, sorted(passed)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(bounded(300))
 def test_cpython_pool_suite_default_start_method(tmp_path):
     check(*run_suite(DEFAULT, tmp_path))
 
 
 @pytest.mark.all_start_methods
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(bounded(300))
 @pytest.mark.parametrize("method", OTHERS)
 def test_cpython_pool_suite_other_start_methods(tmp_path, method):
     check(*run_suite(method, tmp_path))
