@@ -204,6 +204,17 @@ def test_worker_traceback_reaches_the_caller():
         assert "# the comment the traceback must show" in printed.getvalue()
 
 
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_next_with_timeout_goes_on(pool, method):
+    """``IMapIterator.next(timeout)``: a timeout says "not yet", and the results still come."""
+    results = getattr(pool, method)(functools.partial(tasks.sleep_then, seconds=0.5), [1, 2], 1)
+    with pytest.raises(mp.TimeoutError):
+        results.next(0.01)
+    assert sorted([results.next(bounded(30)), results.next(timeout=bounded(30))]) == [1, 2]
+    with pytest.raises(StopIteration):
+        results.next(bounded(30))
+
+
 def say_when(when):
     yield from range(when)
     raise KeyError("the input iterator failed")
