@@ -107,10 +107,17 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
 
 
 class AsyncResult:
-    """The ``multiprocessing`` style handle returned by ``apply_async`` / ``map_async``."""
+    """The ``multiprocessing`` style handle returned by ``apply_async`` / ``map_async``.
 
-    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+    As in ``multiprocessing``, the callbacks have run by the time the result is ready: code that
+    waits for it (``wait()``, ``get()``) may rely on what the callback did.
+    """
+
+    def __init__(self, future: concurrent.futures.Future[Any], callback: Callable[[Any], Any] | None = None,
+                 error_callback: Callable[[BaseException], Any] | None = None) -> None:
         self._future = future
+        self._settled = threading.Event()
+        future.add_done_callback(functools.partial(_settle, self._settled, callback, error_callback))
 
     @property
     def future(self) -> concurrent.futures.Future[Any]:
@@ -122,22 +129,19 @@ class AsyncResult:
         Raises:
             ResultTimeoutError: not ready within ``timeout`` (also a ``multiprocessing.TimeoutError``).
         """
-        try:
-            return self._future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
-            if self._future.done():
-                raise
-            raise ResultTimeoutError(f"result not ready within {timeout}s") from exc
+        if not self._settled.wait(timeout):
+            raise ResultTimeoutError(f"result not ready within {timeout}s")
+        return self._future.result()
 
     def wait(self, timeout: float | None = None) -> None:
-        concurrent.futures.wait([self._future], timeout)
+        self._settled.wait(timeout)
 
     def ready(self) -> bool:
-        return self._future.done()
+        return self._settled.is_set()
 
     def successful(self) -> bool:
-        if not self._future.done():
-            raise ValueError("the result is not ready yet")
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None
 
 
@@ -329,9 +333,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> AsyncResult:
         """Run one call; callbacks run in a conveyor thread when it finishes (keep them short)."""
-        future = self.submit(fn, *args, **(kwds or {}))
-        _attach_callbacks(future, callback, error_callback)
-        return AsyncResult(future)
+        return AsyncResult(self.submit(fn, *args, **(kwds or {})), callback, error_callback)
 
     # -- many tasks --------------------------------------------------------------------------------
     def _stream(self, method: str, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], kind: CallKind, *,
@@ -445,12 +447,12 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                 with self._jobs_lock:
                     self._jobs.discard(thread)
 
-        _attach_callbacks(future, callback, error_callback)
+        result = AsyncResult(future, callback, error_callback)
         thread = threading.Thread(target=run, name="conveyor-map-async", daemon=True)
         with self._jobs_lock:
             self._jobs.add(thread)
         thread.start()
-        return AsyncResult(future)
+        return result
 
     def _wait_for_jobs(self) -> None:
         """Let ``map_async`` calls made before close/shutdown feed all their inputs."""
@@ -528,6 +530,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self.shutdown(wait=True, kill=True)
 
     def __enter__(self) -> Pool:
+        """Raises PoolClosedError (a ValueError and a RuntimeError) on a closed or terminated pool."""
+        if self._closed:
+            raise PoolClosedError("cannot enter a pool that is closed or shut down")
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -538,19 +543,22 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             self.shutdown(wait=True, kill=True)
 
 
-def _attach_callbacks(future: concurrent.futures.Future[Any], callback: Optional[Callable[[Any], Any]],
-                      error_callback: Optional[Callable[[BaseException], Any]]) -> None:
-    if callback is None and error_callback is None:
-        return
+def _settle(settled: threading.Event, callback: Optional[Callable[[Any], Any]],
+            error_callback: Optional[Callable[[BaseException], Any]],
+            future: concurrent.futures.Future[Any]) -> None:
+    """Run the callback that fits the outcome, then mark the result ready (``multiprocessing``'s order).
 
-    def done(f: concurrent.futures.Future[Any]) -> None:
-        if f.cancelled():
+    A callback's exception is logged by ``concurrent.futures`` (logger ``concurrent.futures``); the
+    result is ready all the same.
+    """
+    try:
+        if future.cancelled():
             return
-        error = f.exception()
+        error = future.exception()
         if error is None:
             if callback is not None:
-                callback(f.result())
+                callback(future.result())
         elif error_callback is not None:
             error_callback(error)
-
-    future.add_done_callback(done)
+    finally:
+        settled.set()

@@ -15,7 +15,7 @@ Each error also derives from the builtin or stdlib error that users already catc
     ├── ResultTimeoutError             + TimeoutError, multiprocessing.TimeoutError: waiting ran out
     ├── BrokenPoolError                + concurrent.futures.BrokenExecutor: the pool cannot run work
     │   └── InitializerError           the worker initializer failed
-    ├── PoolClosedError                + RuntimeError: submit after shutdown
+    ├── PoolClosedError                + RuntimeError, ValueError: submit after shutdown
     ├── ShutDown                       + queue.ShutDown (3.13+): get/put on a shut-down queue
     ├── OwnerDiedError                 + RuntimeError: a process died holding a shared lock
     ├── OwnerGoneError                 + ConnectionError: the process owning a shared dict, list or
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import multiprocessing.pool
 import pickle
 import queue
 import signal
@@ -191,12 +192,16 @@ class RemoteError(ConveyorError):
         return (RemoteError, (self.type_name, str(self).split(": ", 1)[-1], self.remote_traceback))
 
 
-class RemoteTraceback(Exception):
-    """Carries a worker's formatted traceback; attached as ``__cause__`` of a task's exception."""
+class RemoteTraceback(multiprocessing.pool.RemoteTraceback):
+    """Carries a worker's formatted traceback; attached as ``__cause__`` of a task's exception.
+
+    A ``multiprocessing.pool.RemoteTraceback`` too, so code written for the stdlib's pools finds the
+    text where it looks for it (``.tb``); ``.text`` is the same string.
+    """
 
     def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
+        Exception.__init__(self, text)
+        self.text = self.tb = text
 
     def __str__(self) -> str:
         return self.text
@@ -218,8 +223,12 @@ class InitializerError(BrokenPoolError):
     """The worker initializer raised or crashed; the pool is broken and refuses new work."""
 
 
-class PoolClosedError(ConveyorError, RuntimeError):
-    """Work was submitted to a pool that is shut down or shutting down."""
+class PoolClosedError(ConveyorError, RuntimeError, ValueError):
+    """Work was submitted to a pool that is shut down or shutting down (or ``with`` entered one).
+
+    A ``RuntimeError`` as ``concurrent.futures`` raises, and a ``ValueError`` as ``multiprocessing.Pool``
+    raises, so either dialect's except clause catches it.
+    """
 
 
 _QUEUE_SHUTDOWN: tuple[type, ...] = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()

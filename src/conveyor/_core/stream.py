@@ -161,6 +161,10 @@ class _Segment:
         self.offset = 0
 
 
+class _NotYet(ResultTimeoutError):
+    """``Stream.next(timeout)`` ran out of time; unlike the call's own timeout, the stream goes on."""
+
+
 class Stream(Iterator[Any]):
     """Results of ``fn`` over an iterable, produced lazily with bounded look-ahead.
 
@@ -214,6 +218,7 @@ class Stream(Iterator[Any]):
         self._call = Call(backend, TaskFunction(fn), kind, _delivery_into(self._inbox), stats,
                           timeout=task_timeout, retries=retries)
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._patience: float | None = None  # set by next(timeout) for one call
         self._progress = progress
         self._sent = 0              # inputs pulled and sent
         self._outstanding = 0       # sent and not yet yielded
@@ -318,6 +323,10 @@ class Stream(Iterator[Any]):
                 if wait <= 0:
                     self.close()
                     raise ResultTimeoutError("timed out waiting for the next result")
+            if self._patience is not None:
+                wait = min(wait, self._patience - time.monotonic())
+                if wait <= 0:
+                    raise _NotYet("the next result is not ready yet")
             try:
                 delivery = self._inbox.get(timeout=wait)
             except queue.Empty:
@@ -360,12 +369,27 @@ class Stream(Iterator[Any]):
                 raise StopIteration  # closed by the consumer, a timeout or an interrupt: nothing more comes
             try:
                 self._current = self._next_segment()
+            except _NotYet:
+                raise  # next(timeout) ran out: nothing was lost, the stream goes on
             except BaseException:
                 self.close()
                 raise
             if self._current is None:
                 self.close()
                 raise StopIteration
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result, waiting at most ``timeout`` seconds (``multiprocessing``'s
+        ``IMapIterator.next``): past it, ``ResultTimeoutError`` is raised and the stream goes on, so
+        the same result can be asked for again. (The call's own ``timeout`` ends the stream instead.)
+        """
+        if timeout is None:
+            return next(self)
+        self._patience = time.monotonic() + max(timeout, 0.0)
+        try:
+            return next(self)
+        finally:
+            self._patience = None
 
     def collect(self) -> list[Any]:
         """All results in order as a list; the first failure (in input order) is raised."""
