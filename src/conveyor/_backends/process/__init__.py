@@ -38,7 +38,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
-from conveyor._backends.process import batches, bulk
+from conveyor._backends.process import batches, bulk, inherited
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
@@ -346,14 +346,17 @@ class ProcessBackend(Backend):
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         slot = self._ctx.RawArray("d", p.SLOT_SIZE)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
+        forked = self.start_method == "fork"
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
-                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory),
+                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory, forked),
             name="conveyor-worker",
             daemon=False,
         )
         process.start()
+        if forked:
+            inherited.tell_child(parent_conn, process)  # which inherited pipe is its own sentinel
         child_conn.close()
         self._workers.append(WorkerHandle(process, parent_conn, slot))
         self._counters["workers_started"] += 1

@@ -29,6 +29,7 @@ import time
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
+from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method
@@ -61,9 +62,15 @@ def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     raise serialize.pickling_error((fn, args, kwargs), whole, "the task's call") from whole
 
 
-def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool) -> None:
-    """Entry point of a task's process: run the call, report its outcome, exit."""
+def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool, forked: bool = False) -> None:
+    """Entry point of a task's process: run the call, report its outcome, exit.
+
+    A ``forked`` one first lets go of the pipes and sockets it inherited (``inherited.py``), as a pool's
+    worker does.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if forked:  # first: until then, another thread's subprocess or pool may be waiting on us
+        inherited.keep_only_own(conn)
     die_with_owner(owner, owner_is_parent)
     tag = _RAISED
     try:
@@ -120,12 +127,16 @@ class ProcessTask(SpawnedTask):
     def __init__(self, ctx: Any, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                  owner_is_parent: bool) -> None:
         super().__init__(name, on_done)
-        self._conn, child_conn = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent),
+        forked = ctx.get_start_method() == "fork"
+        # Two-way under fork: the child first hears which inherited pipe is its sentinel (inherited.py).
+        self._conn, child_conn = ctx.Pipe(duplex=forked)
+        process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent, forked),
                               name=name, daemon=False)  # not daemonic: a task may start processes itself
         try:
             try:
                 process.start()
+                if forked:
+                    inherited.tell_child(self._conn, process)
             finally:
                 child_conn.close()
                 # Reaped by this task's reaper alone: multiprocessing polls the children it knows of at
