@@ -120,10 +120,9 @@ def replace_foreign(keep: Iterable[int], keep_files: Iterable[tuple[int, int]] =
 def _is_foreign_stream(fd: int, keep_files: set[tuple[int, int]]) -> bool:
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) in keep_files or os.get_inheritable(fd):
-            return False
         mode = st.st_mode
-        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+        stream = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+        return stream and (st.st_dev, st.st_ino) not in keep_files and not os.get_inheritable(fd)
     except OSError:
         return False  # closed meanwhile (the listing's own descriptor)
 

@@ -69,9 +69,9 @@ def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool, forked:
     worker does.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if forked:  # first: until then, another thread's subprocess or pool may be waiting on us
+    die_with_owner(owner, owner_is_parent)  # first: from here on this process ends with its owner
+    if forked:  # before any user code: until then, another thread's subprocess may be waiting on us
         inherited.keep_only_own(conn)
-    die_with_owner(owner, owner_is_parent)
     tag = _RAISED
     try:
         fn, args, kwargs = serialize.loads(blob)

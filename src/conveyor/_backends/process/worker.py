@@ -283,9 +283,9 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
     recycling); a killed worker, or one whose pipe broke because the pool's owner is gone, never runs it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if forked:  # first: until then, another thread's subprocess or pool may be waiting on us
+    die_with_owner(owner, owner_is_parent)  # first: from here on this process ends with its owner
+    if forked:  # before any user code: until then, another thread's subprocess may be waiting on us
         inherited.keep_only_own(conn)
-    die_with_owner(owner, owner_is_parent)
     if initializer_blob is not None:
         try:
             initializer, initargs = serialize.loads(initializer_blob)
