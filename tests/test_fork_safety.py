@@ -141,6 +141,49 @@ def test_files_stdio_and_inheritable_descriptors_survive_in_a_fork_worker(tmp_pa
             os.close(fd)
 
 
+def _keep_connection(conn) -> None:
+    conveyor.worker_state().conn = conn
+
+
+def _send_on_kept_connection(message: str) -> str:
+    conveyor.worker_state().conn.send(message)
+    return "sent"
+
+
+def _send_on(conn, message: str) -> str:
+    conn.send(message)
+    return "sent"
+
+
+def test_a_connection_passed_to_the_initializer_still_works_in_a_fork_worker():
+    """A multiprocessing connection pickles as its descriptor's number: passed in initargs (the way
+    multiprocessing.Pool users pass one), the fork worker keeps that descriptor, replacements too."""
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    try:
+        with conveyor.Pool(1, backend="process", start_method="fork", initializer=_keep_connection,
+                           initargs=(writer,), max_tasks_per_worker=1) as pool:
+            for message in ("first worker", "its replacement"):
+                assert pool.submit(_send_on_kept_connection, message).result(timeout=bounded(30)) == "sent"
+                assert reader.poll(bounded(5))
+                assert reader.recv() == message
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_a_connection_passed_to_a_fork_task_still_works_there():
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    try:
+        with conveyor.TaskGroup("process", start_method="fork") as group:
+            task = group.spawn(_send_on, writer, "from a task")
+        assert task.result() == "sent"
+        assert reader.poll(bounded(5))
+        assert reader.recv() == "from a task"
+    finally:
+        reader.close()
+        writer.close()
+
+
 def _nested_pool(method: str) -> list[int]:
     with conveyor.Pool(2, backend="process", start_method=method) as pool:
         return pool.map(abs, [-1, -2, -3])

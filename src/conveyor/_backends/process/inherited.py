@@ -19,7 +19,10 @@ hang-up, a port freed) except:
   way a program says a child should get a descriptor;
 - those the child itself needs, which its starter names: its own pipe end and the write end of its
   sentinel pipe (``identity`` of the parent's ``process.sentinel``, since ``multiprocessing`` keeps the
-  child's end in a local variable only), plus ``multiprocessing``'s own (``runtime_fds``).
+  child's end in a local variable only), plus ``multiprocessing``'s own (``runtime_fds``);
+- those the user handed it: a ``multiprocessing`` ``Connection`` in the initializer's arguments or a
+  task's call pickles as its descriptor's number (plain pickling knows no better), which under fork
+  means the inherited descriptor (``PassedFiles`` notes them while pickling).
 
 Regular files, directories, devices other than terminals and every other kind stay open: a log file
 the parent opened before the pool still works in a worker, as with ``multiprocessing``'s fork, and
@@ -34,6 +37,7 @@ write: the truth about a descriptor whose other side is gone for this process.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import socket
@@ -41,44 +45,85 @@ import stat
 import struct
 import sys
 from collections.abc import Iterable
+from multiprocessing.connection import Connection
 from typing import Any
+
+import cloudpickle
+
+from conveyor._core import serialize
 
 _IDENTITY = struct.Struct("=QQ")
 _STANDARD = (0, 1, 2)
 
 
-def identity(fd: int) -> bytes:
-    """The open file behind ``fd`` (device and inode: the same for both ends of a pipe), as bytes to send."""
+def identity(fd: int) -> tuple[int, int]:
+    """The open file behind ``fd``: device and inode, the same for both ends of a pipe."""
     st = os.fstat(fd)
-    return _IDENTITY.pack(st.st_dev, st.st_ino)
+    return st.st_dev, st.st_ino
 
 
-def tell_child(conn: Any, process: Any) -> None:
-    """Parent side, right after a fork start: send the child its sentinel pipe, the one to keep."""
+class _NotingPickler(cloudpickle.Pickler):
+    """conveyor's pickler, noting the open file of every ``multiprocessing`` connection it pickles."""
+
+    def __init__(self, file: Any, files: set[tuple[int, int]]) -> None:
+        super().__init__(file, protocol=serialize.PROTOCOL)
+        self.files = files
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, Connection) and not obj.closed:
+            try:
+                self.files.add(identity(obj.fileno()))
+            except OSError:
+                pass
+        return super().reducer_override(obj)
+
+
+class PassedFiles:
+    """Pickles what a fork child receives (an initializer and its arguments, a task's call) exactly as
+    ``serialize.dumps`` does, noting the open files of the ``multiprocessing`` connections inside,
+    anywhere the pickler reaches: those travel as descriptor numbers, so the child keeps them.
+
+    Noted during the one real pickling, never by a second pass: some objects count their copies as
+    they pickle (a conveyor pipe end), and a second pass would count one too many.
+    """
+
+    def __init__(self) -> None:
+        self.files: set[tuple[int, int]] = set()
+
+    def dumps(self, obj: Any) -> bytes:
+        buffer = io.BytesIO()
+        _NotingPickler(buffer, self.files).dump(obj)
+        return buffer.getvalue()
+
+
+def tell_child(conn: Any, process: Any, passed: Iterable[tuple[int, int]] = ()) -> None:
+    """Parent side, right after a fork start: send the child the open files to keep besides its own
+    pipe end, its sentinel first (``passed``: ``PassedFiles.files``)."""
     try:
-        conn.send_bytes(identity(process.sentinel))
+        conn.send_bytes(b"".join(_IDENTITY.pack(*file) for file in (identity(process.sentinel), *passed)))
     except OSError:
         pass  # already dead: its sentinel reports that
 
 
 def keep_only_own(conn: Any) -> list[int]:
     """Child side, first thing after a fork start: wait for ``tell_child``, then replace every
-    inherited pipe, socket and terminal that is neither ``conn``, the sentinel, nor the runtime's.
+    inherited pipe, socket and terminal that is neither ``conn``, a file named by the parent, nor the
+    runtime's.
 
     Returns the descriptors replaced. An end of file instead of the message (the parent died, or
     closed the pipe) leaves the descriptors as they are: this process is about to exit.
     """
     try:
-        sentinel = _IDENTITY.unpack(conn.recv_bytes())
+        files = set(_IDENTITY.iter_unpack(conn.recv_bytes()))
     except (EOFError, OSError):
         return []
-    return replace_foreign({conn.fileno(), *runtime_fds()}, {sentinel})
+    return replace_foreign({conn.fileno(), *runtime_fds()}, files)
 
 
 def runtime_fds() -> set[int]:
-    """Descriptors of ``multiprocessing`` that its machinery uses in a child: the resource tracker's
-    pipe (shared segments are registered through it), the fork server's keep-alive pipe (a nested pool
-    reuses the server), and the read end watching the parent (``parent_process().sentinel``)."""
+    """Descriptors of ``multiprocessing`` that its machinery may use in a child: the resource tracker's
+    pipe (shared segments are registered through it), the fork server's keep-alive pipe (which its
+    own children hold too), and the read end watching the parent (``parent_process().sentinel``)."""
     found: set[int] = set()
     tracker = _private_fd("multiprocessing.resource_tracker", "_resource_tracker", "_fd")
     forkserver = _private_fd("multiprocessing.forkserver", "_forkserver", "_forkserver_alive_fd")

@@ -42,10 +42,11 @@ _TICK = 0.1
 _OK, _RAISED = b"v", b"e"
 
 
-def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                dumps: Callable[[Any], bytes] = serialize.dumps) -> bytes:
     """The call as bytes, or a PicklingError naming the function or argument that cannot travel."""
     try:
-        return serialize.dumps((fn, args, kwargs))
+        return dumps((fn, args, kwargs))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a user's __reduce__ may raise anything
@@ -125,10 +126,10 @@ class ProcessTask(SpawnedTask):
     """A call running in a process of its own, watched by a reaper thread."""
 
     def __init__(self, ctx: Any, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
-                 owner_is_parent: bool) -> None:
+                 owner_is_parent: bool, passed: frozenset[tuple[int, int]] = frozenset()) -> None:
         super().__init__(name, on_done)
         forked = ctx.get_start_method() == "fork"
-        # Two-way under fork: the child first hears which inherited pipe is its sentinel (inherited.py).
+        # Two-way under fork: the child first hears what it keeps of what it inherited (inherited.py).
         self._conn, child_conn = ctx.Pipe(duplex=forked)
         process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent, forked),
                               name=name, daemon=False)  # not daemonic: a task may start processes itself
@@ -136,7 +137,7 @@ class ProcessTask(SpawnedTask):
             try:
                 process.start()
                 if forked:
-                    inherited.tell_child(self._conn, process)
+                    inherited.tell_child(self._conn, process, passed)
             finally:
                 child_conn.close()
                 # Reaped by this task's reaper alone: multiprocessing polls the children it knows of at
@@ -256,12 +257,14 @@ class ProcessTask(SpawnedTask):
 
 def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                        *, task_class: type[ProcessTask] = ProcessTask,
-                       preload: tuple[str, ...] = ()) -> ProcessTask:
+                       preload: tuple[str, ...] = (),
+                       passed: frozenset[tuple[int, int]] = frozenset()) -> ProcessTask:
     """Start the process of a call already pickled by ``pickle_call``, with the configured start method.
 
     Separate from ``spawn_process`` for a cluster worker that received the call as bytes and runs it in
     a process of its own (``task_class`` then keeps the outcome as bytes for the caller; ``preload``
-    adds the modules its processes need to the fork server's).
+    adds the modules its processes need to the fork server's). ``passed``: the open files of the
+    connections in the call, which a fork child keeps (``inherited.passed_files``).
     """
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
@@ -270,10 +273,13 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
-    return task_class(ctx, blob, name, on_done, owner_is_parent)
+    return task_class(ctx, blob, name, on_done, owner_is_parent, passed)
 
 
 def spawn_process(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   name: str, on_done: Callable[[SpawnedTask], None] | None) -> ProcessTask:
     """``ProcessBackend.spawn``: pickle the call here, start its process with the configured method."""
-    return start_process_task(config, pickle_call(fn, args, kwargs), name, on_done)
+    passed = inherited.PassedFiles()
+    forked = (config.start_method or default_start_method()) == "fork"
+    blob = pickle_call(fn, args, kwargs, passed.dumps if forked else serialize.dumps)
+    return start_process_task(config, blob, name, on_done, passed=frozenset(passed.files))
