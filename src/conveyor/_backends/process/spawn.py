@@ -264,7 +264,7 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     Separate from ``spawn_process`` for a cluster worker that received the call as bytes and runs it in
     a process of its own (``task_class`` then keeps the outcome as bytes for the caller; ``preload``
     adds the modules its processes need to the fork server's). ``passed``: the open files of the
-    connections in the call, which a fork child keeps (``inherited.passed_files``).
+    connections in the call, which a fork child keeps (``inherited.PassedFiles``).
     """
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
