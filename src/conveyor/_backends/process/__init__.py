@@ -36,9 +36,9 @@ import time
 import warnings
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
-from typing import Any
+from typing import Any, Callable
 
-from conveyor._backends.process import batches, bulk
+from conveyor._backends.process import batches, bulk, inherited
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
@@ -85,7 +85,8 @@ def _ends_soon(sent: Sent) -> bool:
     return per_call is not None and per_call * len(sent.positions) < PREFETCH_BEHIND_SECONDS
 
 
-def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str) -> bytes | None:
+def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str,
+                 dumps: Callable[[Any], bytes] = serialize.dumps) -> bytes | None:
     """The initializer or finalizer with its arguments, pickled once for every worker (None: no hook).
 
     Raises:
@@ -94,7 +95,7 @@ def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str) -> bytes | None:
     if fn is None:
         return None
     try:
-        return serialize.dumps((fn, tuple(args)))
+        return dumps((fn, tuple(args)))
     except BaseException as exc:  # noqa: BLE001
         raise serialize.pickling_error(fn, exc, what) from exc
 
@@ -124,8 +125,14 @@ class ProcessBackend(Backend):
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
-        self._initializer_blob = _pickle_hook(config.initializer, config.initargs, "the initializer or its initargs")
-        self._finalizer_blob = _pickle_hook(config.finalizer, config.finalargs, "the finalizer or its finalargs")
+        # Connections in the hooks travel as descriptor numbers: a fork worker keeps those (inherited.py).
+        passed = inherited.PassedFiles()
+        dumps = passed.dumps if method == "fork" else serialize.dumps
+        self._initializer_blob = _pickle_hook(config.initializer, config.initargs, "the initializer or its initargs",
+                                              dumps)
+        self._finalizer_blob = _pickle_hook(config.finalizer, config.finalargs, "the finalizer or its finalargs",
+                                            dumps)
+        self._passed_files = frozenset(passed.files)
         self._lock = threading.Lock()
         self._pending: collections.deque[Sent] = collections.deque()
         self._workers: list[WorkerHandle] = []
@@ -347,14 +354,17 @@ class ProcessBackend(Backend):
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         slot = self._ctx.RawArray("d", p.SLOT_SIZE)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
+        forked = self.start_method == "fork"
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
-                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory),
+                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory, forked),
             name="conveyor-worker",
             daemon=False,
         )
         process.start()
+        if forked:
+            inherited.tell_child(parent_conn, process, self._passed_files)  # what it keeps of what it inherited
         child_conn.close()
         self._workers.append(WorkerHandle(process, parent_conn, slot))
         self._counters["workers_started"] += 1

@@ -29,6 +29,7 @@ import time
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
+from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
 from conveyor._core import serialize
 from conveyor._core.config import default_start_method
@@ -41,10 +42,11 @@ _TICK = 0.1
 _OK, _RAISED = b"v", b"e"
 
 
-def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                dumps: Callable[[Any], bytes] = serialize.dumps) -> bytes:
     """The call as bytes, or a PicklingError naming the function or argument that cannot travel."""
     try:
-        return serialize.dumps((fn, args, kwargs))
+        return dumps((fn, args, kwargs))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a user's __reduce__ may raise anything
@@ -61,10 +63,16 @@ def pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     raise serialize.pickling_error((fn, args, kwargs), whole, "the task's call") from whole
 
 
-def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool) -> None:
-    """Entry point of a task's process: run the call, report its outcome, exit."""
+def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool, forked: bool = False) -> None:
+    """Entry point of a task's process: run the call, report its outcome, exit.
+
+    A ``forked`` one first lets go of the pipes and sockets it inherited (``inherited.py``), as a pool's
+    worker does.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_owner(owner, owner_is_parent)
+    die_with_owner(owner, owner_is_parent)  # first: from here on this process ends with its owner
+    if forked:  # before any user code: until then, another thread's subprocess may be waiting on us
+        inherited.keep_only_own(conn)
     tag = _RAISED
     try:
         fn, args, kwargs = serialize.loads(blob)
@@ -118,14 +126,18 @@ class ProcessTask(SpawnedTask):
     """A call running in a process of its own, watched by a reaper thread."""
 
     def __init__(self, ctx: Any, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
-                 owner_is_parent: bool) -> None:
+                 owner_is_parent: bool, passed: frozenset[tuple[int, int]] = frozenset()) -> None:
         super().__init__(name, on_done)
-        self._conn, child_conn = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent),
+        forked = ctx.get_start_method() == "fork"
+        # Two-way under fork: the child first hears what it keeps of what it inherited (inherited.py).
+        self._conn, child_conn = ctx.Pipe(duplex=forked)
+        process = ctx.Process(target=task_main, args=(child_conn, blob, os.getpid(), owner_is_parent, forked),
                               name=name, daemon=False)  # not daemonic: a task may start processes itself
         try:
             try:
                 process.start()
+                if forked:
+                    inherited.tell_child(self._conn, process, passed)
             finally:
                 child_conn.close()
                 # Reaped by this task's reaper alone: multiprocessing polls the children it knows of at
@@ -245,12 +257,14 @@ class ProcessTask(SpawnedTask):
 
 def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                        *, task_class: type[ProcessTask] = ProcessTask,
-                       preload: tuple[str, ...] = ()) -> ProcessTask:
+                       preload: tuple[str, ...] = (),
+                       passed: frozenset[tuple[int, int]] = frozenset()) -> ProcessTask:
     """Start the process of a call already pickled by ``pickle_call``, with the configured start method.
 
     Separate from ``spawn_process`` for a cluster worker that received the call as bytes and runs it in
     a process of its own (``task_class`` then keeps the outcome as bytes for the caller; ``preload``
-    adds the modules its processes need to the fork server's).
+    adds the modules its processes need to the fork server's). ``passed``: the open files of the
+    connections in the call, which a fork child keeps (``inherited.PassedFiles``).
     """
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
@@ -259,10 +273,13 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
-    return task_class(ctx, blob, name, on_done, owner_is_parent)
+    return task_class(ctx, blob, name, on_done, owner_is_parent, passed)
 
 
 def spawn_process(config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   name: str, on_done: Callable[[SpawnedTask], None] | None) -> ProcessTask:
     """``ProcessBackend.spawn``: pickle the call here, start its process with the configured method."""
-    return start_process_task(config, pickle_call(fn, args, kwargs), name, on_done)
+    passed = inherited.PassedFiles()
+    forked = (config.start_method or default_start_method()) == "fork"
+    blob = pickle_call(fn, args, kwargs, passed.dumps if forked else serialize.dumps)
+    return start_process_task(config, blob, name, on_done, passed=frozenset(passed.files))

@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from conveyor._backends._inline import run_finalizer
-from conveyor._backends.process import batches, bulk
+from conveyor._backends.process import batches, bulk, inherited
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.liveness import alive
 from conveyor._core import serialize, shm
@@ -275,14 +275,17 @@ def _finalize(finalizer_blob: bytes | None) -> None:
 
 def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initializer_blob: bytes | None,
                 memory_limit: int | None = None, finalizer_blob: bytes | None = None,
-                shared_memory: bool = True) -> None:
+                shared_memory: bool = True, forked: bool = False) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
-    The finalizer runs only on the supervisor's EXIT (a graceful end or a recycling); a killed worker,
-    or one whose pipe broke because the pool's owner is gone, never runs it.
+    A ``forked`` worker first lets go of the pipes and sockets it inherited from other threads and
+    pools (``inherited.py``). The finalizer runs only on the supervisor's EXIT (a graceful end or a
+    recycling); a killed worker, or one whose pipe broke because the pool's owner is gone, never runs it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_owner(owner, owner_is_parent)
+    die_with_owner(owner, owner_is_parent)  # first: from here on this process ends with its owner
+    if forked:  # before any user code: until then, another thread's subprocess may be waiting on us
+        inherited.keep_only_own(conn)
     if initializer_blob is not None:
         try:
             initializer, initargs = serialize.loads(initializer_blob)
