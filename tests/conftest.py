@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -156,6 +157,18 @@ def _in_use_elsewhere(names: set[str]) -> set[str]:
     return found
 
 
+def _made_elsewhere(names: set[str]) -> set[str]:
+    """Among ``names``, conveyor's segments (``conveyor-<maker pid>...``) made by a live process that is
+    neither this test run nor one of its descendants: another program's, on a shared machine."""
+    ours = {os.getpid()} | {child.pid for child in psutil.Process().children(recursive=True)}
+    found = set()
+    for name in names:
+        maker = re.match(r"conveyor-(\d+)", name)
+        if maker and int(maker.group(1)) not in ours and psutil.pid_exists(int(maker.group(1))):
+            found.add(name)
+    return found
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--all-start-methods", action="store_true", default=bool(os.environ.get("CONVEYOR_TEST_ALL_START_METHODS")),
@@ -230,6 +243,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     extra_shm = _shm() - shm
     if extra_shm:
         extra_shm -= _in_use_elsewhere(extra_shm)
+        extra_shm -= _made_elsewhere(extra_shm)
     if extra_shm:
         problems.append(f"/dev/shm entries left: {sorted(extra_shm)}")
     if problems:
