@@ -48,7 +48,7 @@ from conveyor._backends.process.handle import WorkerHandle
 from conveyor._backends.process.primitives import ProcessPrimitives
 from conveyor._backends.process.spawn import spawn_process
 from conveyor._backends.process.worker import worker_main
-from conveyor._core import serialize, shm
+from conveyor._core import forkserver, serialize, shm
 from conveyor._core.config import default_start_method
 from conveyor._core.errors import (
     BrokenPoolError,
@@ -124,7 +124,7 @@ class ProcessBackend(Backend):
         self.start_method = method
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
+            self._ctx.set_forkserver_preload(forkserver.preload())
         # Connections in the hooks travel as descriptor numbers: a fork worker keeps those (inherited.py).
         passed = inherited.PassedFiles()
         dumps = passed.dumps if method == "fork" else serialize.dumps

@@ -30,7 +30,7 @@ import ctypes
 import os
 import pickle
 import queue as _stdlib_queue
-import secrets
+
 import struct
 import time
 import weakref
@@ -213,7 +213,7 @@ class _SharedQueue(_Shared):
         data = _dumps(item)
         if len(data) + _HEADER.size <= self._max_inline:
             return data, None
-        spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{secrets.token_hex(6)}", create=True,
+        spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{os.urandom(6).hex()}", create=True,
                                            size=len(data))
         spill.buf[:len(data)] = data
         return spill.name.encode(), spill

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
-from conveyor._core import serialize
+from conveyor._core import forkserver, serialize
 from conveyor._core.config import default_start_method
 from conveyor._core.errors import TaskCancelledError, WorkerCrashedError, describe_exit
 from conveyor.abc import BackendConfig, SpawnedTask
@@ -269,7 +269,7 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
     if method == "forkserver":
-        ctx.set_forkserver_preload(["conveyor._backends.process.worker", *preload])
+        ctx.set_forkserver_preload(forkserver.preload(preload))
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
