@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from _pickle import PicklingError as _StdPicklingError  # the very classes pickle exports, without pickle
 from _pickle import UnpicklingError as _StdUnpicklingError
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
         InitializerError,
         RemoteTraceback,
         ResultTimeoutError,
-        ShutDown,
         TaskCancelledError,
     )
 
@@ -204,6 +204,21 @@ class PoolClosedError(ConveyorError, RuntimeError, ValueError):
     """
 
 
+if sys.version_info >= (3, 13):
+    from queue import ShutDown as _QueueShutDown
+
+    _QUEUE_SHUTDOWN: tuple[type, ...] = (_QueueShutDown,)
+else:
+    _QUEUE_SHUTDOWN = ()
+
+
+class ShutDown(ConveyorError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
+    """``put`` on a shut-down queue, or ``get`` on one that is shut down and empty.
+
+    From Python 3.13 on it is also a ``queue.ShutDown``, so the stdlib's except clauses catch it.
+    """
+
+
 class OwnerDiedError(ConveyorError, RuntimeError):
     """A process died while holding a cross-process lock.
 
@@ -230,11 +245,11 @@ class WorkerRecycledWarning(RuntimeWarning):
 
 
 _STDLIB_DERIVED = frozenset({"BrokenPoolError", "InitializerError", "RemoteTraceback", "ResultTimeoutError",
-                             "ShutDown", "TaskCancelledError"})
+                             "TaskCancelledError"})
 
 
 def __getattr__(name: str) -> Any:
-    """The errors that derive from ``concurrent.futures``, ``multiprocessing`` or ``queue`` classes are
+    """The errors that derive from ``concurrent.futures`` or ``multiprocessing`` classes are
     defined in :mod:`conveyor._core.stdlib_errors`, loaded on first use: importing those stdlib modules
     here would cost every ``import conveyor`` tens of milliseconds."""
     if name in _STDLIB_DERIVED:

@@ -1,5 +1,5 @@
-"""The part of conveyor's error tree that derives from ``concurrent.futures``, ``multiprocessing`` and
-``queue`` classes.
+"""The part of conveyor's error tree that derives from ``concurrent.futures`` and ``multiprocessing``
+classes.
 
 Why a module of its own: those base classes cost tens of milliseconds to import (``concurrent.futures``
 pulls in ``logging``; ``multiprocessing.pool`` pulls in sockets, ``tempfile`` and more), and
@@ -14,12 +14,10 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import multiprocessing.pool
-import queue
 
 from conveyor._core.errors import ConveyorError, TaskError
 
-__all__ = ["BrokenPoolError", "InitializerError", "RemoteTraceback", "ResultTimeoutError", "ShutDown",
-           "TaskCancelledError"]
+__all__ = ["BrokenPoolError", "InitializerError", "RemoteTraceback", "ResultTimeoutError", "TaskCancelledError"]
 
 _HOME = "conveyor._core.errors"
 
@@ -65,17 +63,5 @@ class BrokenPoolError(ConveyorError, concurrent.futures.BrokenExecutor):
 
 class InitializerError(BrokenPoolError):
     """The worker initializer raised or crashed; the pool is broken and refuses new work."""
-
-    __module__ = _HOME
-
-
-_QUEUE_SHUTDOWN: tuple[type, ...] = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
-
-
-class ShutDown(ConveyorError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
-    """``put`` on a shut-down queue, or ``get`` on one that is shut down and empty.
-
-    From Python 3.13 on it is also a ``queue.ShutDown``, so the stdlib's except clauses catch it.
-    """
 
     __module__ = _HOME

@@ -33,7 +33,8 @@ from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
 from conveyor._core import forkserver, serialize
 from conveyor._core.config import default_start_method
-from conveyor._core.errors import TaskCancelledError, WorkerCrashedError, describe_exit
+from conveyor._core import errors as _errors
+from conveyor._core.errors import WorkerCrashedError, describe_exit
 from conveyor.abc import BackendConfig, SpawnedTask
 
 TERMINATE_GRACE_SECONDS = 1.0
@@ -107,7 +108,7 @@ def decode_outcome(message: bytes | None, name: str, pid: int, exitcode: int | N
     if message is None:
         _, how = describe_exit(exitcode)
         if cancelled:
-            return None, TaskCancelledError(f"task {name!r} was terminated: its process {pid} {how}")
+            return None, _errors.TaskCancelledError(f"task {name!r} was terminated: its process {pid} {how}")
         return None, WorkerCrashedError(f"task {name!r}: its process {pid} {how} before it returned",
                                         pid=pid, exitcode=exitcode)
     payload = memoryview(message)[1:]
