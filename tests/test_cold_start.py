@@ -160,3 +160,22 @@ def test_a_default_process_pool_starts_the_fork_server_with_the_worker_preloaded
     """)
     if sys.platform.startswith("linux"):
         assert "STARTED True ['conveyor._backends.process.worker']" in out, out
+
+
+def test_a_function_that_uses_the_conveyor_package_still_pickles_by_value():
+    """The package is a ModuleType subclass (for ``conveyor.context``); cloudpickle must still send a
+    reference to it, as to any module, inside a function it pickles by value."""
+    out = run("""
+        import pickle
+        import cloudpickle
+        import conveyor
+
+        def uses_the_package():
+            return conveyor.__name__, conveyor.Pool.__name__
+
+        again = pickle.loads(cloudpickle.dumps(uses_the_package))
+        assert again() == ("conveyor", "Pool")
+        assert pickle.loads(pickle.dumps(conveyor)) is conveyor
+        print("OK")
+    """)
+    assert out.strip() == "OK", out

@@ -146,5 +146,10 @@ class _Package(type(sys)):  # types.ModuleType, without importing types
             value = value.context
         super().__setattr__(name, value)
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # As cloudpickle sends a plain module (a function that uses ``conveyor.`` names refers to it):
+        # by name, imported again on the other side. Its dispatch table knows only ModuleType itself.
+        return __import__, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _Package
