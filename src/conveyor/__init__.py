@@ -4,7 +4,7 @@ Pools, pipelines and task groups over serial, thread and process backends with f
 lazy bounded streams, and a command line. See the README for a tour.
 """
 
-import sys
+import sys as _sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -137,12 +137,12 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(type(sys)):  # types.ModuleType, without importing types
+class _Package(type(_sys)):  # types.ModuleType, without importing types
     """``conveyor.context`` is the function, although a module of the same name exists: importing that
     module (which the import system then records as an attribute of the package) must not hide it."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name == "context" and isinstance(value, type(sys)):
+        if name == "context" and isinstance(value, type(_sys)):
             value = value.context
         super().__setattr__(name, value)
 
@@ -152,4 +152,4 @@ class _Package(type(sys)):  # types.ModuleType, without importing types
         return __import__, (self.__name__,)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
