@@ -30,9 +30,9 @@ attached as ``__cause__`` (a :class:`RemoteTraceback`).
 
 from __future__ import annotations
 
+import sys
 from _pickle import PicklingError as _StdPicklingError  # the very classes pickle exports, without pickle
 from _pickle import UnpicklingError as _StdUnpicklingError
-import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

@@ -59,7 +59,6 @@ from conveyor._core.errors import (
 )
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
-
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
 so sending it can never block the supervisor)."""
@@ -573,7 +572,7 @@ class ProcessBackend(Backend):
         """Report a batch; nothing a user callback does may take the supervisor down."""
         try:
             batch.finish(Outcome(values, errors, lost=lost, suspects=suspects, busy=busy))
-        except BaseException:  # noqa: BLE001 - logged; the other batches must still be reported
+        except BaseException:  # logged; the other batches must still be reported
             import logging  # here: the fork server preloads this module, and never logs
 
             logging.getLogger("conveyor").exception("reporting a finished batch raised")

@@ -30,7 +30,6 @@ import ctypes
 import os
 import pickle
 import queue as _stdlib_queue
-
 import struct
 import time
 import weakref

@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
+from conveyor._core import errors as _errors
 from conveyor._core import forkserver, serialize
 from conveyor._core.config import default_start_method
-from conveyor._core import errors as _errors
 from conveyor._core.errors import WorkerCrashedError, describe_exit
 from conveyor.abc import BackendConfig, SpawnedTask
 
