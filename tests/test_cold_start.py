@@ -120,12 +120,15 @@ def test_errors_keep_their_stdlib_bases_without_importing_them_up_front():
 
 def test_the_fork_server_preload_needs_no_executor_machinery():
     """What the fork server imports before it can fork the first worker: no ``concurrent.futures``,
-    ``multiprocessing.pool`` or conveyor front end (they would delay every program's first worker)."""
+    ``multiprocessing.pool``, conveyor front end or process primitives (they would delay every
+    program's first worker)."""
     out = run("""
         import sys
         import conveyor._backends.process.worker
         print("LOADED", [name for name in ("concurrent.futures", "multiprocessing.pool", "conveyor.pool",
-                                           "conveyor._core.stdlib_errors", "psutil", "numpy")
+                                           "conveyor._core.stdlib_errors", "conveyor._backends.process.sync",
+                                           "conveyor._backends.process.channel", "multiprocessing.shared_memory",
+                                           "psutil", "numpy")
                          if name in sys.modules])
     """)
     assert "LOADED []" in out, out
@@ -179,3 +182,25 @@ def test_a_function_that_uses_the_conveyor_package_still_pickles_by_value():
         print("OK")
     """)
     assert out.strip() == "OK", out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and forkserver side by side: Linux")
+def test_primitives_load_before_a_fork_pool_forks_and_lazily_otherwise():
+    """A fork child inherits any import lock another thread holds at the fork: a fork pool imports the
+    primitives' modules before its first fork (so no child ever has to import them); other start
+    methods leave them until a primitive is made."""
+    out = run("""
+        import sys
+        import conveyor
+        with conveyor.Pool(1, backend="process", start_method="forkserver") as pool:
+            assert pool.map(abs, [-1]) == [1]
+        lazily = "conveyor._backends.process.sync" not in sys.modules
+        with conveyor.Pool(1, backend="process", start_method="fork") as pool:
+            eagerly = "conveyor._backends.process.sync" in sys.modules
+            assert pool.map(abs, [-2]) == [2]
+            lock = pool.Lock()
+            with lock:
+                pass
+        print("PRIMITIVES", lazily, eagerly)
+    """)
+    assert "PRIMITIVES True True" in out, out

@@ -41,11 +41,7 @@ from conveyor._backends.process import batches, bulk, inherited
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
-
-# Imported here, not lazily: under the fork start method a worker forked while another thread holds
-# an import lock would inherit it held, and hang the first time it unpickles a primitive.
-from conveyor._backends.process.primitives import ProcessPrimitives
-from conveyor._backends.process.spawn import spawn_process
+from conveyor._backends.process.spawn import import_primitives_before_fork, spawn_process
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import errors as _errors
 from conveyor._core import forkserver, serialize, shm
@@ -103,6 +99,8 @@ class ProcessBackend(Backend):
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
+        from conveyor._backends.process.primitives import ProcessPrimitives
+
         return ProcessPrimitives()
 
     @classmethod
@@ -120,6 +118,8 @@ class ProcessBackend(Backend):
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(forkserver.preload())
+        elif method == "fork":
+            import_primitives_before_fork()
         # Connections in the hooks travel as descriptor numbers: a fork worker keeps those (inherited.py).
         passed = inherited.PassedFiles()
         dumps = passed.dumps if method == "fork" else serialize.dumps

@@ -256,6 +256,17 @@ class ProcessTask(SpawnedTask):
             self._signal(signal.SIGKILL)
 
 
+def import_primitives_before_fork() -> None:
+    """Import the process primitives' modules now, before this process forks a worker.
+
+    A child forked while another thread holds an import lock inherits it held, and would hang the first
+    time it unpickles a primitive (importing its module). Only fork children inherit locks: under
+    forkserver and spawn the primitives are imported when first used, and a short program that uses
+    none never pays for them (nor does the fork server, which preloads this package).
+    """
+    import conveyor._backends.process.primitives  # noqa: F401
+
+
 def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                        *, task_class: type[ProcessTask] = ProcessTask,
                        preload: tuple[str, ...] = (),
@@ -271,6 +282,8 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
     if method == "forkserver":
         ctx.set_forkserver_preload(forkserver.preload(preload))
+    elif method == "fork":
+        import_primitives_before_fork()
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()
