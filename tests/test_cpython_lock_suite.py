@@ -1,0 +1,80 @@
+"""CPython's own lock and queue tests (``Lib/test/lock_tests.py``, ``Lib/test/test_queue.py``) against
+the primitives of ``conveyor.context("thread")`` and ``conveyor.context("process")``.
+
+The files are the running interpreter's, used in place by ``cpython_lock_suite.py`` in a subprocess
+(faulthandler ends a test that hangs, with every thread's stack). Every test must pass except the
+listed exclusions, which must fail (they still run) and which docs/compat.md explains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conftest import bounded
+from cpython_lock_suite import EXCLUDED, KINDS, LOCK_CLASSES, QUEUE_CLASSES
+
+TESTS = Path(__file__).parent
+COMPAT = TESTS.parent / "docs" / "compat.md"
+
+
+def run_suite(kind: str, tmp_path: Path) -> tuple[list[dict], str]:
+    """The suite's per-test results and its report, for conveyor's primitives of ``kind``."""
+    results = tmp_path / "results.jsonl"
+    env = dict(os.environ)
+    source = str(Path(conveyor.__file__).resolve().parent.parent)  # the conveyor under test, not another
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, str(TESTS), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, str(TESTS / "cpython_lock_suite.py"), "conveyor", kind, str(results)],
+        cwd=TESTS, env=env, capture_output=True, text=True, timeout=bounded(150),
+    )
+    if done.returncode == 3:
+        pytest.skip(f"{sys.executable} has no test package (test.lock_tests, test.test_queue): install the "
+                    "interpreter's test suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's "
+                    "lock and queue tests")
+    records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    assert done.returncode == 0, (
+        f"the suite did not finish (a hang is reported with every thread's stack); last results: "
+        f"{records[-3:]}\n{done.stderr[-6000:]}")
+    return records, done.stderr
+
+
+def check(kind: str, records: list[dict], report: str) -> None:
+    ran = re.search(r"^Ran (\d+) tests?", report, re.M)
+    assert ran and int(ran.group(1)) == len(records), report[-3000:]
+    failed = [f"{r['test']} ({r['outcome']}):\n{r['detail']}" for r in records
+              if r["outcome"] not in ("passed", "excluded")]
+    assert not failed, "\n\n".join(failed)
+    prefix = kind.capitalize()
+    excluded = {r["test"][len(prefix):] for r in records if r["outcome"] == "excluded"}
+    assert excluded == set(EXCLUDED[kind]), (
+        f"exclusions naming no test of this CPython: {set(EXCLUDED[kind]) - excluded}")
+    ran_classes = {r["test"].split(".")[0] for r in records}
+    missing = [name for name in (*LOCK_CLASSES, *QUEUE_CLASSES) if prefix + name not in ran_classes]
+    assert not missing, f"suite classes that did not run: {missing}"
+
+
+@pytest.mark.timeout(bounded(180))
+@pytest.mark.parametrize("kind", KINDS)
+def test_cpython_lock_and_queue_suites(tmp_path, kind):
+    check(kind, *run_suite(kind, tmp_path))
+
+
+def test_every_exclusion_is_explained_in_compat_doc():
+    text = COMPAT.read_text()
+    section = text.split("\n## Primitives", 1)
+    assert len(section) == 2, "docs/compat.md has no '## Primitives' section"
+    body = section[1].split("\n## ", 1)[0]
+    listed = {name: reason for kind in KINDS for name, reason in EXCLUDED[kind].items()}
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| [^|]*\| (.+?) \|$", body, re.M))
+    assert rows == listed, (
+        f"docs/compat.md's Primitives table and cpython_lock_suite.EXCLUDED differ:\n"
+        f"only in the doc: {sorted(set(rows) - set(listed))}\nonly in the list: {sorted(set(listed) - set(rows))}\n"
+        f"different reasons: {sorted(n for n in set(rows) & set(listed) if rows[n] != listed[n])}")
