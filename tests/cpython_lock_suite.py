@@ -29,6 +29,7 @@ exclusion that no longer applies is noticed.
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import os
 import sys
 import types
@@ -149,11 +150,11 @@ def _recorder(out: Any, *args: Any, **kwargs: Any) -> Any:
     from cpython_pool_suite import _Recorder
 
     class Recorder(_Recorder):
-        def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:  # noqa: N802
+        def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:
             unittest.TextTestResult.addExpectedFailure(self, test, err)
             self._record(test, "excluded", "failed as expected")
 
-        def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:  # noqa: N802
+        def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
             unittest.TextTestResult.addUnexpectedSuccess(self, test)
             self._record(test, "unexpected success", "an excluded test passed: drop its exclusion")
 
@@ -165,8 +166,8 @@ def main(argv: list[str]) -> int:
     if target not in ("conveyor", "stdlib") or kind not in KINDS:
         raise SystemExit(f"usage: cpython_lock_suite.py conveyor|stdlib thread|process RESULTS; got {argv}")
     try:
-        import test.lock_tests  # noqa: F401
-        import test.test_queue  # noqa: F401
+        for module in ("test.lock_tests", "test.test_queue"):
+            importlib.import_module(module)
     except ImportError as exc:
         print(f"no test.lock_tests or test.test_queue in {sys.executable}: {exc}", file=sys.stderr)
         return 3
