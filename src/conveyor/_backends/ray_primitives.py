@@ -270,6 +270,7 @@ class RayCondition(_Acquirable, _Object):
         self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
+        bounded_timeout(timeout)  # before this waiter is registered in the hub
         token, depth = self._call("begin", _owner())
         woken = False
         try:
@@ -369,6 +370,7 @@ class RayBarrier(_Object):
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None:
             timeout = self._timeout
+        bounded_timeout(timeout)  # before this party is counted as arrived
         generation, index, last = self._call("arrive")
         if last:
             if self._action is not None:
