@@ -8,42 +8,22 @@ listed exclusions, which must fail (they still run) and which docs/compat.md exp
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import conveyor
 from conftest import bounded
 from cpython_lock_suite import EXCLUDED, KINDS, LOCK_CLASSES, QUEUE_CLASSES
+from cpython_suites import run_cpython_suite
 
-TESTS = Path(__file__).parent
-COMPAT = TESTS.parent / "docs" / "compat.md"
+COMPAT = Path(__file__).parent.parent / "docs" / "compat.md"
 
 
 def run_suite(kind: str, tmp_path: Path) -> tuple[list[dict], str]:
     """The suite's per-test results and its report, for conveyor's primitives of ``kind``."""
-    results = tmp_path / "results.jsonl"
-    env = dict(os.environ)
-    source = str(Path(conveyor.__file__).resolve().parent.parent)  # the conveyor under test, not another
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, str(TESTS), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, str(TESTS / "cpython_lock_suite.py"), "conveyor", kind, str(results)],
-        cwd=TESTS, env=env, capture_output=True, text=True, timeout=bounded(150), check=False,
-    )
-    if done.returncode == 3:
-        pytest.skip(f"{sys.executable} has no test package (test.lock_tests, test.test_queue): install the "
-                    "interpreter's test suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's "
-                    "lock and queue tests")
-    records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
-    assert done.returncode == 0, (
-        f"the suite did not finish (a hang is reported with every thread's stack); last results: "
-        f"{records[-3:]}\n{done.stderr[-6000:]}")
-    return records, done.stderr
+    return run_cpython_suite("cpython_lock_suite.py", ["conveyor", kind], tmp_path, 150,
+                             "test.lock_tests, test.test_queue")
 
 
 def check(kind: str, records: list[dict], report: str) -> None:
