@@ -53,6 +53,7 @@ def test_every_public_name_resolves_to_the_object_its_module_defines():
         import importlib
         import conveyor
         names = list(conveyor.__all__)
+        assert set(conveyor._LAZY) == set(names) - {"__version__"}, set(conveyor._LAZY) ^ (set(names) - {"__version__"})
         assert set(names) <= set(dir(conveyor)), set(names) - set(dir(conveyor))
         for name in names:
             value = getattr(conveyor, name)
