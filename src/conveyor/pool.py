@@ -12,23 +12,25 @@ import atexit
 import concurrent.futures
 import functools
 import itertools
-import multiprocessing.util  # noqa: F401 - imported first so our exit hook runs before its own
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from conveyor._core import config as _config
 from conveyor._core import forkserver
-from conveyor._core.errors import PoolClosedError, ResultTimeoutError
-from conveyor._core.options import check_keywords
-from conveyor._core.registry import backend_class
-from conveyor._core.stream import Stream
-from conveyor._core.task import FutureDelivery, Stats, SubmitCall
-from conveyor.abc import Backend, BackendConfig, CallKind, TaskFunction
-from conveyor.group import TaskGroup
 from conveyor.primitives import PrimitiveFactories
-from conveyor.progress import ProgressOption, make_progress
+
+if TYPE_CHECKING:
+    from conveyor._core.stream import Stream
+    from conveyor.abc import Backend
+    from conveyor.group import TaskGroup
+    from conveyor.progress import ProgressOption
+
+# What a pool runs on (the backend registry, streams, calls, errors, progress) is imported where it
+# is first used, not here: ``Pool()`` starts the fork server first, and a short program's fork
+# server then boots on another core while this process imports the rest (docs/architecture.md,
+# "Start-up cost").
 
 __all__ = ["AsyncResult", "POOL_KEYWORDS", "Pool", "default_workers"]
 
@@ -131,6 +133,8 @@ class AsyncResult:
             ResultTimeoutError: not ready within ``timeout`` (also a ``multiprocessing.TimeoutError``).
         """
         if not self._settled.wait(timeout):
+            from conveyor._core.errors import ResultTimeoutError
+
             raise ResultTimeoutError(f"result not ready within {timeout}s")
         return self._future.result()
 
@@ -214,6 +218,11 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             # The fork server's start-up (a new interpreter and its imports) runs while this process
             # imports the backend and prepares the first batch, not after.
             forkserver.start_early(start_method or defaults["start_method"])
+        from conveyor._core.options import check_keywords
+        from conveyor._core.registry import backend_class
+        from conveyor._core.task import Stats
+        from conveyor.abc import BackendConfig
+
         cls = backend_class(self.backend_name)
         check_keywords(options, POOL_KEYWORDS + tuple(cls.option_names), f"Pool(backend={self.backend_name!r})")
         self._shared: Any = None
@@ -265,6 +274,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._jobs_lock = threading.Lock()
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()  # lazy calls: feed after close()
         _live_backends.add(self._backend)
+        import multiprocessing.util  # noqa: F401 - its exit hook registered before ours, which must run first
+
         # Run our exit hook before any that the backend's engine registered when it was imported
         # (atexit runs the newest first): work closed gracefully must finish while the engine works.
         atexit.unregister(_stop_live_backends)
@@ -283,6 +294,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
         """A :class:`conveyor.TaskGroup` on this pool's backend (its own threads or processes, not the
         pool's workers), with the pool's backend options: on a cluster, the pool's own cluster."""
+        from conveyor.group import TaskGroup
+
         return TaskGroup(self.backend_name, start_method=self._backend.config.start_method,
                          **self._backend.group_options())
 
@@ -312,6 +325,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         if broken is not None:
             raise broken
         if self._closed:
+            from conveyor._core.errors import PoolClosedError
+
             raise PoolClosedError("cannot submit to a pool that is closed or shut down")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
@@ -319,6 +334,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         self._check_open()
+        from conveyor._core.task import FutureDelivery, SubmitCall
+        from conveyor.abc import CallKind, TaskFunction
+
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call = SubmitCall(self._backend, TaskFunction(fn), CallKind.FULL, FutureDelivery(future), self._stats,
                           timeout=self._task_timeout, retries=self._retries, future=future)
@@ -341,7 +359,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         return AsyncResult(self.submit(fn, *args, **(kwds or {})), callback, error_callback)
 
     # -- many tasks --------------------------------------------------------------------------------
-    def _stream(self, method: str, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], kind: CallKind, *,
+    def _stream(self, method: str, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], star: bool, *,
                 ordered: bool, chunksize: int | None, task_timeout: float | None, retries: int | None,
                 timeout: float | None, progress: ProgressOption) -> Stream:
         if not callable(fn):
@@ -352,7 +370,12 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._check_open()
         _positive("chunksize", chunksize)
         _positive("task_timeout", task_timeout, integer=False)
+        from conveyor._core.stream import Stream
+        from conveyor.abc import CallKind
+        from conveyor.progress import make_progress
+
         total = _length(iterables)
+        kind = CallKind.STAR if star else CallKind.ONE
         if len(iterables) == 1:
             source: Iterable[Any] = iterables[0]
         else:
@@ -385,7 +408,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             timeout: overall limit on waiting for the next result (``ResultTimeoutError``).
             chunksize, task_timeout, retries, progress: override the pool's defaults for this call.
         """
-        return self._stream("map", fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+        return self._stream("map", fn, iterables, False, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout,
                             progress=progress).collect()
 
@@ -396,21 +419,21 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
         A failed task raises at its position; iteration may continue past it.
         """
-        return self._stream("imap", fn, iterables, CallKind.ONE, ordered=True, chunksize=chunksize,
+        return self._stream("imap", fn, iterables, False, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
                        chunksize: int | None = None, task_timeout: float | None = None,
                        retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
         """Like :meth:`imap`, in completion order."""
-        return self._stream("imap_unordered", fn, iterables, CallKind.ONE, ordered=False, chunksize=chunksize,
+        return self._stream("imap_unordered", fn, iterables, False, ordered=False, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], *,
                 timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
                 retries: int | None = None, progress: ProgressOption = None) -> list[Any]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
-        return self._stream("starmap", fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+        return self._stream("starmap", fn, (iterable,), True, ordered=True, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout,
                             progress=progress).collect()
 
@@ -418,14 +441,14 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                  timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
                  retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
         """Lazy :meth:`starmap`."""
-        return self._stream("istarmap", fn, (iterable,), CallKind.STAR, ordered=ordered, chunksize=chunksize,
+        return self._stream("istarmap", fn, (iterable,), True, ordered=ordered, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)
 
     def map_async(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None,
                   callback: Callable[[Any], Any] | None = None,
                   error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`map` in the background; ``.get(timeout)`` gives the list."""
-        stream = self._stream("map_async", fn, (iterable,), CallKind.ONE, ordered=True, chunksize=chunksize,
+        stream = self._stream("map_async", fn, (iterable,), False, ordered=True, chunksize=chunksize,
                               task_timeout=None, retries=None, timeout=None, progress=None)
         return self._in_background(stream.collect, callback, error_callback)
 
@@ -433,7 +456,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
                       chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
                       error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
         """:meth:`starmap` in the background."""
-        stream = self._stream("starmap_async", fn, (iterable,), CallKind.STAR, ordered=True, chunksize=chunksize,
+        stream = self._stream("starmap_async", fn, (iterable,), True, ordered=True, chunksize=chunksize,
                               task_timeout=None, retries=None, timeout=None, progress=None)
         return self._in_background(stream.collect, callback, error_callback)
 
@@ -537,6 +560,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     def __enter__(self) -> Pool:
         """Raises PoolClosedError (a ValueError and a RuntimeError) on a closed or terminated pool."""
         if self._closed:
+            from conveyor._core.errors import PoolClosedError
+
             raise PoolClosedError("cannot enter a pool that is closed or shut down")
         return self
 
