@@ -166,6 +166,54 @@ def test_a_default_process_pool_starts_the_fork_server_with_the_worker_preloaded
         assert "STARTED True ['conveyor._backends.process.worker']" in out, out
 
 
+POOL_MACHINERY = (
+    # what a pool runs on, imported by Pool() only after it has started the fork server
+    "conveyor._core.registry", "conveyor.abc", "conveyor._core.stream", "conveyor._core.task",
+    "conveyor._core.stdlib_errors", "conveyor.progress", "conveyor.group", "conveyor._backends.process",
+    "cloudpickle", "dataclasses", "multiprocessing.pool",
+)
+
+
+def test_importing_the_pool_module_leaves_the_pool_machinery_for_pool():
+    out = run(f"""
+        import sys
+        import conveyor.pool
+        from conveyor import Pool
+        assert Pool is conveyor.pool.Pool
+        print("LOADED", [name for name in {POOL_MACHINERY!r} if name in sys.modules])
+    """)
+    assert "LOADED []" in out, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is the default start method on Linux")
+def test_pool_starts_the_fork_server_before_it_imports_the_pool_machinery():
+    """The fork server's start-up (an interpreter, multiprocessing, the worker preload) is the long
+    pole of a short program: it must begin before ``Pool()`` imports the registry, the backend,
+    cloudpickle and the rest, so that the two proceed side by side."""
+    out = run(f"""
+        import sys
+        from multiprocessing import forkserver
+        import conveyor
+
+        loaded_at_start = []
+        original = forkserver.ensure_running
+
+        def spy():
+            if not loaded_at_start:
+                loaded_at_start.append([name for name in {POOL_MACHINERY!r} if name in sys.modules])
+            return original()
+
+        forkserver.ensure_running = spy
+        with conveyor.Pool(2) as pool:
+            assert pool.map(abs, range(-3, 0)) == [3, 2, 1]
+        print("AT START", loaded_at_start)
+        print("AFTER", sorted(name for name in {POOL_MACHINERY!r} if name in sys.modules))
+    """)
+    assert "AT START [[]]" in out, out
+    # The spy saw the modules arrive afterwards: the check above is not vacuous.
+    assert "'conveyor._backends.process'" in out.split("AFTER", 1)[1], out
+
+
 def test_a_function_that_uses_the_conveyor_package_still_pickles_by_value():
     """The package is a ModuleType subclass (for ``conveyor.context``); cloudpickle must still send a
     reference to it, as to any module, inside a function it pickles by value."""
