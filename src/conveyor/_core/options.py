@@ -9,7 +9,6 @@ conveyor's name for a standard-library one.
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 __all__ = ["STDLIB_NAMES", "check_keywords"]
@@ -43,6 +42,8 @@ def check_keywords(given: Iterable[str], known: Iterable[str], where: str) -> No
         if ours is not None and ours in known:
             hint = f"conveyor calls it {ours}= ({_DROP_INS})"
         else:
+            import difflib  # only for a mistake: every Pool() checks its keywords, few are wrong
+
             close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
             if close:
                 hint = f"did you mean {close[0]}?"
