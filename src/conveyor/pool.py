@@ -15,13 +15,15 @@ import itertools
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from conveyor._core import config as _config
 from conveyor._core import forkserver
 from conveyor.primitives import PrimitiveFactories
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before the fork server starts
 if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Optional
+
     from conveyor._core.stream import Stream
     from conveyor.abc import Backend
     from conveyor.group import TaskGroup

@@ -7,7 +7,9 @@ This mixin only forwards each call to the backend's factory (``Backend.primitive
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before the fork server starts
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
 
 
 class PrimitiveFactories:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before the fork server starts
+if TYPE_CHECKING:
+    from typing import Any
 
 _KNOWN = ("backend", "workers", "start_method", "chunksize", "task_timeout", "retries", "progress",
           "max_tasks_per_worker")
