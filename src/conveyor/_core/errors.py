@@ -5,7 +5,8 @@ Each error also derives from the builtin or stdlib error that users already catc
 
     ConveyorError (Exception)
     ├── TaskError                      a task did not produce a result for a reason of ours
-    │   ├── WorkerCrashedError         the process running the task died (pid, exit code, signal)
+    │   ├── WorkerCrashedError         + concurrent.futures.process.BrokenProcessPool: the process
+    │   │                              running the task died (pid, exit code, signal)
     │   ├── TaskTimeoutError           + TimeoutError: the task ran past ``task_timeout``
     │   └── TaskCancelledError         + concurrent.futures.CancelledError: stopped by shutdown
     ├── SerializationError             a function, argument or result could not cross a process border
@@ -36,6 +37,8 @@ import multiprocessing.pool
 import pickle
 import queue
 import signal
+import sys
+import threading
 from typing import Any
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "UnpicklingError",
     "WorkerCrashedError",
     "WorkerRecycledWarning",
+    "adopt_broken_process_pool",
     "describe_exit",
 ]
 
@@ -110,6 +114,12 @@ class TaskError(ConveyorError):
 class WorkerCrashedError(TaskError):
     """The worker process died while it held this task.
 
+    Also a ``concurrent.futures.process.BrokenProcessPool``, what stdlib code catches when a worker
+    dies (here only this task failed, and the pool goes on). That module loads ``multiprocessing``'s
+    queues, too much for ``import conveyor``, so the base is added when it is needed: by the first
+    crash, by ``import conveyor.futures``, or at once if the module was already loaded (see
+    :func:`adopt_broken_process_pool`).
+
     Attributes:
         pid: the worker's process id.
         exitcode: its exit code (negative: killed by that signal), or None if unknown.
@@ -127,6 +137,7 @@ class WorkerCrashedError(TaskError):
         task_index: int | None = None,
         task_input: str | None = None,
     ) -> None:
+        adopt_broken_process_pool()
         self.pid = pid
         self.exitcode = exitcode
         self.signal_name, how = describe_exit(exitcode)
@@ -145,6 +156,30 @@ class WorkerCrashedError(TaskError):
             _rebuild_crash,
             (str(self), self.pid, self.exitcode, self.task_index, self.task_input),
         )
+
+
+_adopt_lock = threading.Lock()
+
+
+def adopt_broken_process_pool() -> None:
+    """Make :class:`WorkerCrashedError` a ``concurrent.futures.process.BrokenProcessPool`` too.
+
+    Done before any instance exists, so every ``except BrokenProcessPool`` catches every crash. The
+    class gains a base (``__bases__``) instead of having it from the start only so that importing
+    conveyor does not load ``concurrent.futures.process``; code that catches ``BrokenProcessPool`` has
+    imported it, and no crash can reach it before the first instance is made.
+    """
+    if _adopted:
+        return
+    from concurrent.futures.process import BrokenProcessPool
+
+    with _adopt_lock:
+        if not issubclass(WorkerCrashedError, BrokenProcessPool):
+            WorkerCrashedError.__bases__ = (TaskError, BrokenProcessPool)
+        globals()["_adopted"] = True
+
+
+_adopted = False
 
 
 def _rebuild_crash(message: str, pid: Any, exitcode: Any, index: Any, task_input: Any) -> WorkerCrashedError:
@@ -264,3 +299,7 @@ class BackendUnavailableError(ConveyorError, ImportError):
 
 class WorkerRecycledWarning(RuntimeWarning):
     """A worker process went over ``max_memory_per_worker`` and was replaced between tasks."""
+
+
+if "concurrent.futures.process" in sys.modules:  # free: the relation holds from the start
+    adopt_broken_process_pool()
