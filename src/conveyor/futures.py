@@ -14,7 +14,6 @@ goes on; lambdas and closures are sent with cloudpickle. docs/compat.md lists ev
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import itertools
 import time
 import weakref
@@ -33,7 +32,7 @@ from concurrent.futures import (
 )
 from typing import Any, Callable, Iterable, Iterator
 
-from conveyor._core.errors import adopt_broken_process_pool
+from conveyor._core.errors import PoolClosedError, adopt_broken_process_pool
 from conveyor.multiprocessing import _start_method
 from conveyor.pool import Pool as _ConveyorPool
 
@@ -54,6 +53,9 @@ __all__ = [
 ]
 
 adopt_broken_process_pool()  # code catching BrokenProcessPool imports it: the relation must hold now
+
+
+_SHUT_DOWN = "cannot schedule new futures after shutdown"
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -91,7 +93,7 @@ class _PoolExecutor(Executor):
         self._pool = _ConveyorPool(**pool_arguments)
         self._pool._finish_at_exit()
         # Dropped without shutdown: the stdlib's workers finish what was submitted, then exit.
-        weakref.finalize(self, self._pool.shutdown, wait=False)
+        weakref.finalize(self, self._pool.shutdown, wait=False).atexit = False  # (exit: the pool's hook)
 
     @property
     def conveyor_pool(self) -> _ConveyorPool:
@@ -105,7 +107,11 @@ class _PoolExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; raises ``RuntimeError`` once the executor is shut down."""
-        return self._pool.submit(fn, *args, **kwargs)
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except PoolClosedError as exc:  # the stdlib's own class and words, which its users match
+            message = str(exc) if str(exc).startswith("cannot schedule") else _SHUT_DOWN
+            raise RuntimeError(message) from None
 
     def _check_map(self, chunksize: int, buffersize: int | None) -> None:
         if buffersize is not None and (isinstance(buffersize, bool) or not isinstance(buffersize, int)):
@@ -132,14 +138,15 @@ class _PoolExecutor(Executor):
         del self
         try:
             while futures:
-                value = _result_or_cancel(futures.popleft(), None if end is None else end - time.monotonic())
+                # In a list, not a variable: the generator must not hold the result while suspended.
+                value = [_result_or_cancel(futures.popleft(), None if end is None else end - time.monotonic())]
                 executor = owner() if more is not None else None
                 if executor is not None:
                     args = next(more, None)  # type: ignore[arg-type]
                     if args is not None:
                         futures.append(executor.submit(fn, *args))
                     del executor
-                yield value
+                yield value.pop()
         finally:
             for future in futures:
                 future.cancel()
