@@ -38,25 +38,49 @@ MODULE_SECONDS = float(os.environ.get("CONVEYOR_TEST_SLOWDOWN", "1")) * 300
 """A whole module running longer than this is a hang that even faulthandler could not end."""
 
 THREAD, PROCESS, BOTH = ("thread",), ("process",), ("thread", "process")
-PRIVATE: dict[str, tuple[tuple[str, ...], str]] = {
-    "test_initializer": (BOTH, "_broken"),
-    "test_context_manager_shutdown": (BOTH, "_threads"),
-    "test_del_shutdown": (THREAD, "_threads"),
-    "test_shutdown_no_wait": (THREAD, "_threads"),
-    "test_thread_names_assigned": (THREAD, "_threads"),
-    "test_thread_names_default": (THREAD, "_threads"),
-    "test_threads_terminate": (THREAD, "_threads"),
-    "test_idle_thread_reuse": (THREAD, "_threads"),
-    "test_default_workers": (THREAD, "_max_workers"),
-    "test_saturation": (THREAD, "_max_workers"),
+PRIVATE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "test_initializer": (BOTH, ("_broken",)),
+    "test_context_manager_shutdown": (BOTH, ("_threads", "_processes")),
+    "test_shutdown_no_wait": (BOTH, ("_threads", "_processes")),
+    "test_saturation": (BOTH, ("_max_workers",)),
+    "test_del_shutdown": (BOTH, ("_threads", "_executor_manager_thread")),
+    "test_thread_names_assigned": (THREAD, ("_threads",)),
+    "test_thread_names_default": (THREAD, ("_threads",)),
+    "test_threads_terminate": (THREAD, ("_threads",)),
+    "test_idle_thread_reuse": (THREAD, ("_threads",)),
+    "test_default_workers": (THREAD, ("_max_workers",)),
+    "test_idle_process_reuse_one": (PROCESS, ("_max_workers",)),
+    "test_idle_process_reuse_multiple": (PROCESS, ("_max_workers",)),
+    "test_killed_child": (PROCESS, ("_processes",)),
+    "test_max_tasks_per_child": (PROCESS, ("_processes",)),
+    "test_max_tasks_per_child_defaults_to_spawn_context": (PROCESS, ("_mp_context",)),
+    "test_processes_terminate": (PROCESS, ("_processes",)),
+    "test_shutdown_deadlock_pickle": (PROCESS, ("_executor_manager_thread",)),
 }
 """Tests that read a private attribute of the stdlib executor (test name → the kinds it is excluded
-on, the attribute). They are skipped, not run: some leave their tasks blocked when the attribute is
-missing, and the run would hang. test_cpython_futures_suite.py checks that each still reads it."""
-DELIBERATE: dict[str, tuple[tuple[str, ...], str]] = {}
+on, the attributes). They are skipped, not run: some leave their tasks blocked when the attribute is
+missing, and the run would hang. Each is skipped only while its source still reads one of them."""
+_PICKLE = ("deliberate: a task whose input or result cannot cross (an error or `SystemExit` while "
+           "pickling or unpickling it) fails alone with conveyor's `PicklingError` or `UnpicklingError`; "
+           "the stdlib breaks the executor (`BrokenProcessPool`)")
+DELIBERATE: dict[str, tuple[tuple[str, ...], str]] = {
+    "test_error_at_task_unpickle": (PROCESS, _PICKLE),
+    "test_exit_at_task_unpickle": (PROCESS, _PICKLE),
+    "test_exit_during_result_pickle_on_worker": (PROCESS, _PICKLE),
+    "test_error_during_result_unpickle_in_result_handler": (PROCESS, _PICKLE),
+    "test_exit_during_result_unpickle_in_result_handler": (PROCESS, _PICKLE),
+    "test_python_finalization_error": (PROCESS, "deliberate: it makes the stdlib's own thread start fail "
+                                       "to break the executor; conveyor's executor has started its "
+                                       "threads already, so it does not break and the tasks run"),
+    "test_traceback": (PROCESS, "deliberate: the cause is a `conveyor.RemoteTraceback` (a "
+                       "`multiprocessing.pool.RemoteTraceback`), not the stdlib's private `_RemoteTraceback`"),
+    "test_cancel_futures": (PROCESS, "difference: conveyor hands each worker its next tasks ahead, so "
+                            "`shutdown(cancel_futures=True)` cannot cancel those; with 5 workers and 50 "
+                            "short tasks none are left to cancel"),
+}
 """Deliberate differences (test name → kinds, why): they run, and must fail."""
-EXCLUDED = {**{name: (kinds, f"reads the stdlib executor's private `{attribute}`")
-               for name, (kinds, attribute) in PRIVATE.items()}, **DELIBERATE}
+EXCLUDED = {**{name: (kinds, f"reads the stdlib executor's private {' or '.join(f'`{a}`' for a in attributes)}")
+               for name, (kinds, attributes) in PRIVATE.items()}, **DELIBERATE}
 """Every excluded test → (kinds, why): the same words as docs/compat.md."""
 
 
@@ -104,9 +128,10 @@ def _cases(module: Any, kind: str, target: str) -> list[type]:
         if kind_of({base.__name__ for base in value.__mro__}) != kind:
             continue
         if target == "conveyor":
-            for test, (kinds, attribute) in PRIVATE.items():
-                if _family(kind) in kinds and f"._{attribute.lstrip('_')}" in _source(value, test):
-                    skip = unittest.skip(f"excluded: reads the stdlib executor's private `{attribute}`")
+            for test, (kinds, attributes) in PRIVATE.items():
+                source = _source(value, test)
+                if _family(kind) in kinds and any(f".{attribute}" in source for attribute in attributes):
+                    skip = unittest.skip(f"excluded: {EXCLUDED[test][1]}")
                     setattr(value, test, skip(getattr(value, test)))
         cases.append(value)
     return sorted(cases, key=lambda case: case.__name__)
