@@ -151,6 +151,16 @@ def run_module(target: str, kind: str, name: str, results: str) -> int:
 
     from cpython_pool_suite import _Recorder
 
+    class Recorder(_Recorder):
+        def stopTest(self, test: unittest.TestCase) -> None:
+            """A test that failed before its ``shutdown()`` (a deliberate difference) leaves its
+            executor in a cycle with the failure's traceback: collect it now, so that its workers
+            end before the module's cleanup stops the forkserver they came from."""
+            super().stopTest(test)
+            import gc
+
+            gc.collect()
+
     if target == "conveyor":
         substitute()
     module = importlib.import_module(name)
@@ -163,7 +173,7 @@ def run_module(target: str, kind: str, name: str, results: str) -> int:
     faulthandler.enable()
     with open(results, "a") as out:
         runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
-                                         resultclass=lambda *a, **k: _Recorder(out, *a, **k))
+                                         resultclass=lambda *a, **k: Recorder(out, *a, **k))
         runner.run(suite)
     return 0
 
