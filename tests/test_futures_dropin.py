@@ -121,7 +121,9 @@ def test_shutdown_cancel_futures_and_submit_after_shutdown():
     executor.shutdown(wait=False, cancel_futures=True)
     gate.set()
     assert running.result(timeout=bounded(20)) is True
-    assert all(future.cancelled() for future in waiting)
+    # A worker's worth (1) of the tasks not started still runs, as in the stdlib's process pool.
+    assert waiting[0].result(timeout=bounded(20)) == 0
+    assert all(future.cancelled() for future in waiting[1:])
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown") as info:
         executor.submit(abs, 1)
     assert type(info.value) is RuntimeError

@@ -17,6 +17,7 @@ import collections
 import itertools
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from concurrent.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -30,7 +31,7 @@ from concurrent.futures import (
     as_completed,
     wait,
 )
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from conveyor._core.errors import PoolClosedError, adopt_broken_process_pool
 from conveyor.multiprocessing import _start_method
@@ -92,6 +93,7 @@ class _PoolExecutor(Executor):
     def __init__(self, **pool_arguments: Any) -> None:
         self._pool = _ConveyorPool(**pool_arguments)
         self._pool._finish_at_exit()
+        self._waiting: dict[Future[Any], None] = {}  # submitted, not done: in submission order
         # Dropped without shutdown: the stdlib's workers finish what was submitted, then exit.
         weakref.finalize(self, self._pool.shutdown, wait=False).atexit = False  # (exit: the pool's hook)
 
@@ -108,10 +110,14 @@ class _PoolExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; raises ``RuntimeError`` once the executor is shut down."""
         try:
-            return self._pool.submit(fn, *args, **kwargs)
+            future = self._pool.submit(fn, *args, **kwargs)
         except PoolClosedError as exc:  # the stdlib's own class and words, which its users match
             message = str(exc) if str(exc).startswith("cannot schedule") else _SHUT_DOWN
             raise RuntimeError(message) from None
+        waiting = self._waiting
+        waiting[future] = None
+        future.add_done_callback(lambda done: waiting.pop(done, None))
+        return future
 
     def _check_map(self, chunksize: int, buffersize: int | None) -> None:
         if buffersize is not None and (isinstance(buffersize, bool) or not isinstance(buffersize, int)):
@@ -166,8 +172,17 @@ class _PoolExecutor(Executor):
         return self._map_calls(fn, zip(*iterables), timeout, buffersize)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No new work; ``cancel_futures`` cancels what has not started; ``wait`` waits for the rest."""
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        """No new work; ``cancel_futures`` cancels what has not started; ``wait`` waits for the rest.
+
+        As the stdlib's process pool, which has handed a worker's worth of tasks to its call queue
+        (they count as running), the first ``max_workers`` submitted tasks that have not started
+        are not cancelled: they run, whatever the threads' timing was until then.
+        """
+        if cancel_futures:
+            not_started = [future for future in list(self._waiting) if not future.running()]
+            for future in not_started[self._pool.workers:]:
+                future.cancel()  # a cancelled future's task is skipped when its turn comes
+        self._pool.shutdown(wait=wait)
 
 
 class ProcessPoolExecutor(_PoolExecutor):
