@@ -93,8 +93,9 @@ class _Worker:
 class ThreadBackend(Backend):
     name = "thread"
     option_names = frozenset({"thread_name_prefix"})
-    """``thread_name_prefix``: worker threads are named ``{prefix}_0``, ``{prefix}_1``... (as
-    ``ThreadPoolExecutor`` names them) instead of ``conveyor-thread-N``."""
+    """``thread_name_prefix``: a pool's worker threads are named ``{prefix}_0``, ``{prefix}_1``... (as
+    ``ThreadPoolExecutor`` names them) instead of ``conveyor-thread-N``; a task group's threads
+    ``{prefix}_{task name}``."""
     capabilities = Capabilities()
 
     @classmethod
@@ -104,7 +105,8 @@ class ThreadBackend(Backend):
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,
               on_done: Any = None) -> SpawnedTask:
-        return ThreadTask(fn, args, kwargs, name, on_done)
+        prefix = config.options.get("thread_name_prefix")
+        return ThreadTask(fn, args, kwargs, f"{prefix}_{name}" if prefix else name, on_done)
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
