@@ -144,3 +144,54 @@ def test_stdlib_argument_checks():
         cf.ThreadPoolExecutor(1, initializer=3)
     with pytest.raises(ValueError, match="incompatible with the 'fork'"):
         cf.ProcessPoolExecutor(1, mp_context="fork", max_tasks_per_child=2)
+
+
+_AT_EXIT = """
+import atexit, sys, time
+import conveyor
+import conveyor.futures as cf
+
+@atexit.register
+def submit_late():  # registered first, so it runs after conveyor's exit hook
+    for name, pool in (("executor", executor), ("pool", pool_)):
+        try:
+            pool.submit(abs, -1)
+        except RuntimeError as exc:
+            print(name, type(exc).__name__, exc, flush=True)
+
+if __name__ == "__main__":
+    executor = cf.{kind}(2)
+    pool_ = conveyor.Pool(1, backend="thread")
+    executor.submit(lambda: (time.sleep(0.3), print("finished", flush=True)))
+"""
+
+
+@pytest.mark.timeout(bounded(60))
+@pytest.mark.parametrize("kind", ["ThreadPoolExecutor", "ProcessPoolExecutor"])
+def test_interpreter_exit_finishes_work_then_submit_raises(tmp_path, kind):
+    """As the stdlib: work submitted to an executor never shut down finishes at exit, and a submit
+    after the exit hook raises RuntimeError (on conveyor.Pool too), instead of a failed future."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "at_exit.py"
+    script.write_text(_AT_EXIT.replace("{kind}", kind))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=bounded(50),
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "finished", done.stdout + done.stderr
+    assert "executor RuntimeError cannot schedule new futures after interpreter shutdown" in lines
+    assert "pool PoolClosedError cannot schedule new futures after interpreter shutdown" in lines
+
+
+@pytest.mark.timeout(bounded(30))
+def test_dropped_executor_finishes_its_work():
+    """As the stdlib: an executor garbage-collected without shutdown still runs what was submitted."""
+    import gc
+
+    executor = cf.ThreadPoolExecutor(2)
+    futures = [executor.submit(_sleep_then, 0.05, i) for i in range(6)]
+    del executor
+    gc.collect()
+    assert [future.result(timeout=bounded(20)) for future in futures] == list(range(6))
