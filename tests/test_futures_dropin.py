@@ -41,7 +41,23 @@ def test_reexports_are_the_stdlib_objects():
     for name in ("Future", "as_completed", "wait", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
                  "CancelledError", "TimeoutError", "BrokenExecutor", "InvalidStateError", "Executor"):
         assert getattr(cf, name) is getattr(concurrent.futures, name), name
-    assert issubclass(cf.ThreadPoolExecutor, concurrent.futures.Executor)
+    assert issubclass(cf.ThreadPoolExecutor, concurrent.futures.ThreadPoolExecutor)
+    assert issubclass(cf.ProcessPoolExecutor, concurrent.futures.ProcessPoolExecutor)
+
+
+@pytest.mark.timeout(bounded(30))
+def test_asyncio_takes_it_as_default_executor():
+    import asyncio
+
+    async def main(executor):
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(executor)  # TypeError unless a ThreadPoolExecutor
+        return await loop.run_in_executor(None, abs, -3)
+
+    executor = cf.ThreadPoolExecutor(2)
+    assert asyncio.run(main(executor)) == 3  # asyncio.run shuts the default executor down
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(abs, 1)
 
 
 def test_errors_are_what_stdlib_users_catch():

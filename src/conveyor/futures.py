@@ -14,6 +14,7 @@ goes on; lambdas and closures are sent with cloudpickle. docs/compat.md lists ev
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import time
 import weakref
@@ -185,8 +186,11 @@ class _PoolExecutor(Executor):
         self._pool.shutdown(wait=wait)
 
 
-class ProcessPoolExecutor(_PoolExecutor):
+class ProcessPoolExecutor(_PoolExecutor, concurrent.futures.ProcessPoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor`` on conveyor's process backend.
+
+    A subclass of the stdlib's class for ``isinstance`` checks only: every public method is this
+    module's, and none of the stdlib's machinery is started.
 
     Args:
         max_workers: number of worker processes (default: the usable cores).
@@ -229,8 +233,11 @@ class ProcessPoolExecutor(_PoolExecutor):
         return itertools.chain.from_iterable(results)
 
 
-class ThreadPoolExecutor(_PoolExecutor):
+class ThreadPoolExecutor(_PoolExecutor, concurrent.futures.ThreadPoolExecutor):
     """``concurrent.futures.ThreadPoolExecutor`` on conveyor's thread backend.
+
+    A subclass of the stdlib's class for ``isinstance`` checks only (``asyncio``'s
+    ``set_default_executor`` asks for one): every public method is this module's.
 
     Args:
         max_workers: number of worker threads (default: ``min(32, cores + 4)``, as the stdlib).
