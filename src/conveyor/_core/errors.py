@@ -169,6 +169,7 @@ def adopt_broken_process_pool() -> None:
     conveyor does not load ``concurrent.futures.process``; code that catches ``BrokenProcessPool`` has
     imported it, and no crash can reach it before the first instance is made.
     """
+    global _adopted
     if _adopted:
         return
     from concurrent.futures.process import BrokenProcessPool
@@ -176,7 +177,7 @@ def adopt_broken_process_pool() -> None:
     with _adopt_lock:
         if not issubclass(WorkerCrashedError, BrokenProcessPool):
             WorkerCrashedError.__bases__ = (TaskError, BrokenProcessPool)
-        globals()["_adopted"] = True
+        _adopted = True
 
 
 _adopted = False
