@@ -111,7 +111,7 @@ def encode(batch: Batch, arena: Any = None) -> Sent | dict[int, BaseException]:
             return errors
         payload = serialize.dumps([blobs[position] for position in positions])
         batch.isolate = True
-    leases = [item.lease for item in items if isinstance(item, bulk.Frozen)] if arena is not None else None
+    leases = bulk.leases_of(items) if arena is not None else None
     return Sent(batch, positions, errors, payload, function_blob, leases)
 
 
