@@ -32,6 +32,12 @@ at face value would cut the first batches to a fraction of the cap. That costs n
 backend but a whole extra round of engine tasks on a cluster. A slower probe is taken as it is."""
 
 
+def too_short_to_time(busy: float, per_call: float) -> bool:
+    """Whether ``busy`` seconds measured over calls of ``per_call`` seconds each say only "tiny calls"
+    (see ``TINY_CALL_SECONDS``)."""
+    return busy < RESOLUTION_SECONDS and per_call < TINY_CALL_SECONDS
+
+
 class ChunkSizer:
     """Chooses the size of the next batch of one call.
 
@@ -85,7 +91,7 @@ class ChunkSizer:
         self._items += items
         self._busy += busy
         per_item = self._busy / self._items
-        if self._busy < RESOLUTION_SECONDS and per_item < TINY_CALL_SECONDS:
-            per_item = 0.0  # too short to time: tiny calls, batches at the cap
+        if too_short_to_time(self._busy, per_item):
+            per_item = 0.0  # tiny calls: batches at the cap
         cap = self._cap()
         self._size = max(1, min(math.ceil(TARGET_SECONDS / per_item), cap)) if per_item > 0 else cap
