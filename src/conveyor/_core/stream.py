@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from conveyor._core import chunking
 from conveyor._core.chunking import ChunkSizer
 from conveyor._core.errors import ResultTimeoutError, ShutDown
 from conveyor._core.task import Call, Stats
@@ -215,7 +216,13 @@ class Stream(Iterator[Any]):
                                  batches_per_worker=backend.batches_per_worker)
         self._total = total
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._call = Call(backend, TaskFunction(fn), kind, _delivery_into(self._inbox), stats,
+        function = TaskFunction(fn)
+        tiny = chunking.known_tiny(fn)
+        if tiny is not None and chunksize is None:
+            # Its last call measured it tiny: that is what the probes would say, without the wait.
+            self._sizer.observe(self._workers, tiny * self._workers)
+            function.observe(self._workers, tiny * self._workers)
+        self._call = Call(backend, function, kind, _delivery_into(self._inbox), stats,
                           timeout=task_timeout, retries=retries)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._patience: float | None = None  # set by next(timeout) for one call
@@ -412,6 +419,7 @@ class Stream(Iterator[Any]):
             self._closed = True
             self._exhausted = True
             self._call.close()
+            chunking.remember(self._call.function.fn, self._sizer.per_item)
             self._call.deliver = _discard   # late deliveries go nowhere, and the cycle is broken
             if self._feed is not None:
                 self._feed._wake = None
