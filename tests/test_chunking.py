@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 import conveyor
@@ -112,13 +114,26 @@ def test_the_next_call_of_a_function_known_to_be_tiny_sends_no_probes():
             submit(batch)
 
         pool._backend.submit = spy
-        assert pool.map(tasks.square, range(20_000)) == [x * x for x in range(20_000)]
+        square = functools.partial(tasks.square)  # a function no other test has measured
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
         assert sizes[:2] == [1, 1]  # never seen before: probed
-        if known_tiny(tasks.square) is None:
+        if known_tiny(square) is None:
             pytest.skip("this machine ran square() slower than KNOWN_TINY_SECONDS per call")
         sizes.clear()
-        assert pool.map(tasks.square, range(20_000)) == [x * x for x in range(20_000)]
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
         assert sizes[0] == 20_000 // (4 * 2) and len(sizes) == 8
         sizes.clear()
-        assert pool.map(tasks.square, range(10), chunksize=3) == [x * x for x in range(10)]
+        assert pool.map(square, range(10), chunksize=3) == [x * x for x in range(10)]
         assert sizes == [3, 3, 3, 1]  # a fixed chunk size is used as it is
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_list_tuple_or_range_is_sliced_into_batches_with_the_results_of_any_iterable(backend):
+    with conveyor.Pool(2, backend=backend) as pool:
+        expected = [x * x for x in range(5_003)]
+        for make in (list, tuple, lambda r: r, iter):
+            assert pool.map(tasks.square, make(range(5_003))) == expected
+            assert list(pool.imap(tasks.square, make(range(5_003)), chunksize=7)) == expected
+        assert pool.starmap(tasks.add, [(1, 2), (3, 4)] * 3) == [3, 7] * 3
+        assert pool.map(tasks.square, range(0, 40, 3)) == [x * x for x in range(0, 40, 3)]
+        assert pool.map(tasks.square, []) == [] and pool.map(tasks.square, ()) == []

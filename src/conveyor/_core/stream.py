@@ -35,6 +35,7 @@ from conveyor.abc import Backend, Batch, CallKind, TaskFunction
 _WAKE_SECONDS = 0.5
 _SLICE_SECONDS = 0.1
 _WAKE = ("wake",)
+_SLICEABLE = (list, tuple, range)
 
 
 class Feed:
@@ -204,6 +205,9 @@ class Stream(Iterator[Any]):
         self._keepalive = keepalive  # the pool: ``Pool().imap(...)`` must not lose its pool mid-stream
         self._feed = iterable if isinstance(iterable, Feed) else None
         self._source = iter(()) if self._feed is not None else iter(iterable)
+        # A list, tuple or range is cut into batches by slicing (a copy at C speed), not pulled
+        # through an iterator item by item.
+        self._sequence = iterable if type(iterable) in _SLICEABLE else None
         self._waiting = False
         self._window_full = False
         self._batches = 0           # batches sent whose results have not all come back
@@ -261,6 +265,13 @@ class Stream(Iterator[Any]):
                 if not taken:
                     return  # nothing now: a put will wake the wait for results
                 items = taken
+            elif self._sequence is not None:
+                chunk = self._sequence[self._sent:self._sent + size]
+                items = chunk if type(chunk) is list else list(chunk)
+                if len(items) < size:
+                    self._exhausted = True
+                if not items:
+                    return
             else:
                 try:
                     items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
