@@ -33,6 +33,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 import _common as c  # noqa: E402
+import fresh_start  # noqa: E402
 
 PEERS = ("joblib", "loky", "mpire", "pebble")
 CPU_TARGET_FRACTION = 0.95
@@ -521,6 +522,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=200, help="CPU-bound tasks (default 200)")
     parser.add_argument("--task-ms", type=float, default=5.0, help="serial milliseconds of one CPU-bound task (default 5)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold (create + map + shutdown) rows")
+    parser.add_argument("--no-fresh", action="store_true",
+                        help="skip the COLD row (whole programs in fresh interpreters, timed from outside)")
+    parser.add_argument("--fresh-repeat", type=int, default=None,
+                        help="runs per contender of the COLD row (default 9, or 5 with --quick)")
     parser.add_argument("--no-peers", action="store_true", help="skip joblib, loky, mpire and pebble")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     parser.add_argument("--hang-timeout", type=float, default=300.0,
@@ -530,9 +535,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 5
+    if args.fresh_repeat is None:
+        args.fresh_repeat = 5 if args.quick else 9
     if args.slow_items is None:
         args.slow_items = min(args.items, 10_000) if args.quick else args.items
-    for name in ("repeat", "items", "slow_items", "workers", "tasks"):
+    for name in ("repeat", "items", "slow_items", "workers", "tasks", "fresh_repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.task_ms <= 0:
@@ -595,6 +602,15 @@ def main(argv: list[str] | None = None) -> int:
              "starts them in the constructor.",
              "The forkserver process itself is already running (started by the steady-state pools), "
              "as it would be after a program's first pool."], phases))
+        c.print_table(tables[-1])
+
+    if not args.no_fresh:
+        log.section("COLD: whole programs in fresh interpreters")
+        faulthandler.dump_traceback_later(args.hang_timeout * (args.fresh_repeat + 1), exit=True)
+        try:
+            tables.append(fresh_start.measure(args.workers, fresh_start.ITEMS, args.fresh_repeat, log))
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         c.print_table(tables[-1])
 
     log.section(f"scenario 2: CPU-bound, {args.tasks} tasks of ~{args.task_ms:g} ms")

@@ -9,45 +9,25 @@ others with ``--all-start-methods``.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import conveyor
 from conftest import START_METHODS, bounded
 from conveyor._core.config import default_start_method
 from cpython_pool_suite import CLASSES, EXCLUDED
+from cpython_suites import run_cpython_suite
 
-TESTS = Path(__file__).parent
-COMPAT = TESTS.parent / "docs" / "compat.md"
+COMPAT = Path(__file__).parent.parent / "docs" / "compat.md"
 DEFAULT = default_start_method()
 OTHERS = [method for method in START_METHODS if method != DEFAULT]
 
 
 def run_suite(method: str, tmp_path: Path) -> tuple[list[dict], str]:
     """The suite's per-test results and its report, under one start method."""
-    results = tmp_path / "results.jsonl"
-    env = dict(os.environ)
-    source = str(Path(conveyor.__file__).resolve().parent.parent)  # the conveyor under test, not another
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, str(TESTS), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, str(TESTS / "cpython_pool_suite.py"), "conveyor", method, str(results)],
-        cwd=TESTS, env=env, capture_output=True, text=True, timeout=bounded(240),
-    )
-    if done.returncode == 3:
-        pytest.skip(f"{sys.executable} has no test package (test._test_multiprocessing): install the "
-                    "interpreter's test suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's "
-                    "Pool tests")
-    records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
-    assert done.returncode == 0, (
-        f"the suite did not finish (a hang is reported with every thread's stack); last results: "
-        f"{records[-3:]}\n{done.stderr[-6000:]}")
-    return records, done.stderr
+    return run_cpython_suite("cpython_pool_suite.py", ["conveyor", method], tmp_path, 240,
+                             "test._test_multiprocessing")
 
 
 def check(records: list[dict], report: str) -> None:

@@ -175,7 +175,7 @@ def test_unpicklable_argument_raises_at_spawn_and_options_are_checked(address):
         with pytest.raises(conveyor.PicklingError, match="argument 1"):
             g.spawn(tasks.identity, 1, threading.Lock())
         assert g.tasks == ()
-    with pytest.raises(TypeError, match="unknown option"), conveyor.TaskGroup("dask", adress=address) as g:
+    with pytest.raises(TypeError, match="unexpected keyword argument .adress.: did you mean address"), conveyor.TaskGroup("dask", adress=address) as g:
         g.spawn(tasks.add, 1, 2)
 
 

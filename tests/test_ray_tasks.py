@@ -226,7 +226,7 @@ def test_unpicklable_argument_raises_at_spawn_and_options_are_checked(address):
         with pytest.raises(conveyor.PicklingError, match="argument 1"):
             g.spawn(tasks.identity, 1, threading.Lock())
         assert g.tasks == ()
-    with pytest.raises(TypeError, match="unknown option"), conveyor.TaskGroup("ray", adress=address) as g:
+    with pytest.raises(TypeError, match="unexpected keyword argument .adress.: did you mean address"), conveyor.TaskGroup("ray", adress=address) as g:
         g.spawn(tasks.add, 1, 2)
     with pytest.raises(ValueError, match="fork"), conveyor.TaskGroup("ray", address=address,
                                                                      start_method="fork") as g:

@@ -4,37 +4,42 @@ Pools, pipelines and task groups over serial, thread and process backends with f
 lazy bounded streams, and a command line. See the README for a tour.
 """
 
-from conveyor._core.config import config
-from conveyor._core.errors import (
-    BackendUnavailableError,
-    BrokenPoolError,
-    ConveyorError,
-    InitializerError,
-    OwnerDiedError,
-    OwnerGoneError,
-    PicklingError,
-    PoolClosedError,
-    RemoteError,
-    RemoteTraceback,
-    ResultTimeoutError,
-    SerializationError,
-    ShutDown,
-    TaskCancelledError,
-    TaskError,
-    TaskTimeoutError,
-    UnpicklingError,
-    WorkerCrashedError,
-    WorkerRecycledWarning,
-)
-from conveyor._core.registry import available_backends, register_backend
-from conveyor._core.state import WorkerState, worker_state
-from conveyor.context import Context, context, map
-from conveyor.group import TaskGroup, TaskHandle
-from conveyor.pipeline import Pipeline, StageFailure
-from conveyor.pool import AsyncResult, Pool
-from conveyor.sharing import Shared, shared
+import sys as _sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
+if TYPE_CHECKING:
+    from conveyor._core.config import config
+    from conveyor._core.errors import (
+        BackendUnavailableError,
+        BrokenPoolError,
+        ConveyorError,
+        InitializerError,
+        OwnerDiedError,
+        OwnerGoneError,
+        PicklingError,
+        PoolClosedError,
+        RemoteError,
+        RemoteTraceback,
+        ResultTimeoutError,
+        SerializationError,
+        ShutDown,
+        TaskCancelledError,
+        TaskError,
+        TaskTimeoutError,
+        UnpicklingError,
+        WorkerCrashedError,
+        WorkerRecycledWarning,
+    )
+    from conveyor._core.registry import available_backends, register_backend
+    from conveyor._core.state import WorkerState, worker_state
+    from conveyor.context import Context, context, map
+    from conveyor.group import TaskGroup, TaskHandle
+    from conveyor.pipeline import Pipeline, StageFailure
+    from conveyor.pool import AsyncResult, Pool
+    from conveyor.sharing import Shared, shared
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "AsyncResult",
@@ -74,3 +79,77 @@ __all__ = [
     "shared",
     "worker_state",
 ]
+
+_LAZY = {
+    "AsyncResult": "conveyor.pool",
+    "available_backends": "conveyor._core.registry",
+    "BackendUnavailableError": "conveyor._core.errors",
+    "BrokenPoolError": "conveyor._core.errors",
+    "config": "conveyor._core.config",
+    "Context": "conveyor.context",
+    "context": "conveyor.context",
+    "ConveyorError": "conveyor._core.errors",
+    "InitializerError": "conveyor._core.errors",
+    "map": "conveyor.context",
+    "OwnerDiedError": "conveyor._core.errors",
+    "OwnerGoneError": "conveyor._core.errors",
+    "PicklingError": "conveyor._core.errors",
+    "Pipeline": "conveyor.pipeline",
+    "Pool": "conveyor.pool",
+    "PoolClosedError": "conveyor._core.errors",
+    "register_backend": "conveyor._core.registry",
+    "RemoteError": "conveyor._core.errors",
+    "RemoteTraceback": "conveyor._core.errors",
+    "ResultTimeoutError": "conveyor._core.errors",
+    "SerializationError": "conveyor._core.errors",
+    "Shared": "conveyor.sharing",
+    "shared": "conveyor.sharing",
+    "ShutDown": "conveyor._core.errors",
+    "StageFailure": "conveyor.pipeline",
+    "TaskCancelledError": "conveyor._core.errors",
+    "TaskError": "conveyor._core.errors",
+    "TaskGroup": "conveyor.group",
+    "TaskHandle": "conveyor.group",
+    "TaskTimeoutError": "conveyor._core.errors",
+    "UnpicklingError": "conveyor._core.errors",
+    "worker_state": "conveyor._core.state",
+    "WorkerCrashedError": "conveyor._core.errors",
+    "WorkerRecycledWarning": "conveyor._core.errors",
+    "WorkerState": "conveyor._core.state",
+}
+"""Every public name -> the module that defines it, imported on first use (PEP 562): ``import conveyor``
+must cost a few milliseconds, not the pool, the process backend, cloudpickle and the stdlib modules
+they need."""
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(type(_sys)):  # types.ModuleType, without importing types
+    """``conveyor.context`` is the function, although a module of the same name exists: importing that
+    module (which the import system then records as an attribute of the package) must not hide it."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "context" and isinstance(value, type(_sys)):
+            value = value.context
+        super().__setattr__(name, value)
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # As cloudpickle sends a plain module (a function that uses ``conveyor.`` names refers to it):
+        # by name, imported again on the other side. Its dispatch table knows only ModuleType itself.
+        return __import__, (self.__name__,)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -19,6 +19,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from conveyor._core import config as _config
+from conveyor._core import forkserver
 from conveyor._core.errors import PoolClosedError, ResultTimeoutError
 from conveyor._core.options import check_keywords
 from conveyor._core.registry import backend_class
@@ -209,6 +210,10 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     ) -> None:
         defaults = _config.current()
         self.backend_name = backend or defaults["backend"]
+        if self.backend_name == "process":
+            # The fork server's start-up (a new interpreter and its imports) runs while this process
+            # imports the backend and prepares the first batch, not after.
+            forkserver.start_early(start_method or defaults["start_method"])
         cls = backend_class(self.backend_name)
         check_keywords(options, POOL_KEYWORDS + tuple(cls.option_names), f"Pool(backend={self.backend_name!r})")
         self._shared: Any = None

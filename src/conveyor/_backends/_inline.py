@@ -6,7 +6,6 @@ the worker finalizer, which every backend (the process worker included) runs in 
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Callable
 
@@ -37,6 +36,8 @@ def run_finalizer(finalizer: Callable[..., Any] | None, finalargs: tuple[Any, ..
     except BaseException as exc:  # noqa: BLE001 - logged; the worker ends cleanly anyway
         if propagate and isinstance(exc, propagate):
             raise
+        import logging  # here: the fork server preloads this module, and a worker rarely logs
+
         logging.getLogger("conveyor").warning("the worker finalizer %s raised %r; ignored",
                                               short_name(finalizer), exc, exc_info=exc)
 

@@ -22,6 +22,7 @@ import time
 from typing import Any, Iterable
 
 from conveyor._core.errors import ShutDown
+from conveyor._core.waiting import queue_timeout
 
 Full = _stdlib_queue.Full
 Empty = _stdlib_queue.Empty
@@ -77,12 +78,11 @@ class LocalQueue:
     def _wait(self, condition: threading.Condition, ready: Any, block: bool, timeout: float | None,
               empty_error: type[Exception]) -> None:
         """Wait (with the mutex held) until ``ready()``; ShutDown and Full/Empty as the stdlib says."""
+        timeout = queue_timeout(block, timeout)
         if not block:
             if not ready():
                 raise empty_error
             return
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not ready():
             if self._shut:
@@ -146,8 +146,7 @@ class LocalQueue:
             queue.Full: room ran out in time; the items before were put.
             ShutDown: the queue is shut down; the items before were put.
         """
-        if block and timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")  # as put() says, before waiting
+        queue_timeout(block, timeout)  # as put() says, before waiting
         pending = collections.deque(items)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_full:

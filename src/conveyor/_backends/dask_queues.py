@@ -17,13 +17,10 @@ from typing import Any, Iterable
 
 from conveyor._backends.dask_connection import TIMED_OUT, HubRef, OnHub
 from conveyor._core import serialize
+from conveyor._core.waiting import queue_timeout
 
-
-def _wait_of(block: bool, timeout: float | None) -> float | None:
-    """``queue.Queue``'s (block, timeout) as one wait: ``None`` for ever, ``0`` not at all."""
-    if block and timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return timeout if block else 0.0
+_wait_of = queue_timeout
+"""``queue.Queue``'s (block, timeout) as one wait: ``None`` for ever, ``0`` not at all."""
 
 
 class DaskQueue(OnHub):

@@ -18,8 +18,7 @@ from typing import Any, Callable
 
 from conveyor._backends.dask_connection import (TIMED_OUT, Connection, HubRef, Named, OnHub, dispose, on_loop,
                                                  slices)
-from conveyor._backends.process.sync import _timeout_of
-from conveyor._core.waiting import wait_for
+from conveyor._core.waiting import bounded_timeout, lock_timeout, wait_for
 
 
 async def _retire_lock(lock: Any, owner: bool) -> None:
@@ -58,7 +57,7 @@ class DaskLock(Named):
         finalizer.atexit = False  # at exit the client goes, and with it the leases
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        for wait in slices(_timeout_of(blocking, timeout)):
+        for wait in slices(lock_timeout(blocking, timeout)):
             pending = on_loop(self._loop, self._lock.acquire, timeout=wait)
             try:
                 taken = pending.result()
@@ -113,7 +112,7 @@ class DaskRLock(DaskLock):
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         me = threading.get_ident()
         if self._owner_thread == me:
-            _timeout_of(blocking, timeout)  # the same argument errors as a first acquire
+            lock_timeout(blocking, timeout)  # the same argument errors as a first acquire
             self._depth += 1
             return True
         if not super().acquire(blocking, timeout):
@@ -172,6 +171,7 @@ class DaskEvent(Named):
         self._event.clear()
 
     def wait(self, timeout: float | None = None) -> bool:
+        bounded_timeout(timeout)
         for wait in slices(None if timeout is None else max(0.0, timeout)):
             # Dask's wait(0) gives up before it looks (asyncio.wait_for with no time on Python 3.11)
             if self._event.wait(wait) if wait > 0 else self._event.is_set():
@@ -193,6 +193,7 @@ class DaskSemaphore(OnHub):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
+        bounded_timeout(timeout)
         wait = 0.0 if not blocking else (None if timeout is None else max(0.0, timeout))
         return self._call("acquire", timeout=wait, undo=("release", (1,))) is True
 
@@ -254,6 +255,7 @@ class DaskCondition(OnHub):
     def wait(self, timeout: float | None = None) -> bool:
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
+        bounded_timeout(timeout)
         if timeout is not None and timeout <= 0:
             # Nobody can notify while we hold the lock: let go of it and take it again, as the
             # stdlib does, without a trip to the hub.
@@ -319,6 +321,7 @@ class DaskBarrier(OnHub):
         self.parties, self._action, self._timeout = parties, action, timeout
 
     def wait(self, timeout: float | None = None) -> int:
+        bounded_timeout(self._timeout if timeout is None else timeout)
         generation, index, last = self._call("arrive", self._action is None, timeout=None)
         if not last:
             left = self._timeout if timeout is None else timeout

@@ -41,11 +41,10 @@ import ray
 import ray.exceptions
 
 from conveyor._backends.process.managed.proxies import DictProxy, ListProxy, NamespaceProxy
-from conveyor._backends.process.sync import _timeout_of
 from conveyor._backends.ray_hub import HubActor
 from conveyor._core import serialize
 from conveyor._core.errors import OwnerGoneError
-from conveyor._core.waiting import wait_for
+from conveyor._core.waiting import bounded_timeout, lock_timeout, queue_timeout, wait_for
 
 NAMESPACE = "conveyor"
 _SLICE_SECONDS = 0.2
@@ -118,6 +117,7 @@ def _sliced(attempt: Callable[[float], Any], done: Callable[[Any], bool], timeou
     """Call ``attempt(slice)`` until ``done(result)`` or ``timeout`` passes; the last result.
 
     ``timeout=0`` makes one non-blocking attempt."""
+    bounded_timeout(timeout)
     end = None if timeout is None else time.monotonic() + timeout
     while True:
         remaining = _SLICE_SECONDS if end is None else min(_SLICE_SECONDS, max(0.0, end - time.monotonic()))
@@ -221,7 +221,7 @@ class RayLock(_Acquirable, _Object):
         owner = _owner()
         release = functools.partial(_call, self._hub_name, self._key, "release", (owner,))
         return bool(_sliced(lambda wait: _call(self._hub_name, self._key, "acquire", (owner, wait, _depth), release),
-                            bool, _timeout_of(blocking, timeout)))
+                            bool, lock_timeout(blocking, timeout)))
 
     def release(self) -> None:
         self._call("release", _owner())
@@ -270,6 +270,7 @@ class RayCondition(_Acquirable, _Object):
         self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
+        bounded_timeout(timeout)  # before this waiter is registered in the hub
         token, depth = self._call("begin", _owner())
         woken = False
         try:
@@ -369,6 +370,7 @@ class RayBarrier(_Object):
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None:
             timeout = self._timeout
+        bounded_timeout(timeout)  # before this party is counted as arrived
         generation, index, last = self._call("arrive")
         if last:
             if self._action is not None:
@@ -419,13 +421,7 @@ class RayQueue(_Object):
     def _restore(self, maxsize: int) -> None:
         self.maxsize = maxsize
 
-    @staticmethod
-    def _wait_of(block: bool, timeout: float | None) -> float | None:
-        if not block:
-            return 0.0
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        return timeout
+    _wait_of = staticmethod(queue_timeout)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         self.put_many([item], block, timeout)

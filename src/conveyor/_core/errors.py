@@ -30,13 +30,19 @@ attached as ``__cause__`` (a :class:`RemoteTraceback`).
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
-import multiprocessing.pool
-import pickle
-import queue
-import signal
-from typing import Any
+import sys
+from _pickle import PicklingError as _StdPicklingError  # the very classes pickle exports, without pickle
+from _pickle import UnpicklingError as _StdUnpicklingError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor._core.stdlib_errors import (
+        BrokenPoolError,
+        InitializerError,
+        RemoteTraceback,
+        ResultTimeoutError,
+        TaskCancelledError,
+    )
 
 __all__ = [
     "BackendUnavailableError",
@@ -85,6 +91,8 @@ def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
         return None, "is still running"
     if exitcode >= 0:
         return None, f"exited with code {exitcode}"
+    import signal  # here: most processes never describe an exit
+
     try:
         name = signal.Signals(-exitcode).name
     except ValueError:
@@ -159,19 +167,15 @@ class TaskTimeoutError(TaskError, TimeoutError):
     """
 
 
-class TaskCancelledError(TaskError, concurrent.futures.CancelledError):
-    """The task was stopped by a terminating shutdown before it finished."""
-
-
 class SerializationError(ConveyorError):
     """A function, argument or result could not be sent across a process boundary."""
 
 
-class PicklingError(SerializationError, pickle.PicklingError):
+class PicklingError(SerializationError, _StdPicklingError):
     """An object could not be pickled; the message names it and suggests a fix."""
 
 
-class UnpicklingError(SerializationError, pickle.UnpicklingError):
+class UnpicklingError(SerializationError, _StdUnpicklingError):
     """Bytes from the other side could not be turned back into an object."""
 
 
@@ -192,37 +196,6 @@ class RemoteError(ConveyorError):
         return (RemoteError, (self.type_name, str(self).split(": ", 1)[-1], self.remote_traceback))
 
 
-class RemoteTraceback(multiprocessing.pool.RemoteTraceback):
-    """Carries a worker's formatted traceback; attached as ``__cause__`` of a task's exception.
-
-    A ``multiprocessing.pool.RemoteTraceback`` too, so code written for the stdlib's pools finds the
-    text where it looks for it (``.tb``); ``.text`` is the same string.
-    """
-
-    def __init__(self, text: str) -> None:
-        Exception.__init__(self, text)
-        self.text = self.tb = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class ResultTimeoutError(ConveyorError, TimeoutError, multiprocessing.TimeoutError):
-    """Waiting for a result ran out of time (the task itself goes on; see TaskTimeoutError for that).
-
-    It is also a ``multiprocessing.TimeoutError``, so code written for ``multiprocessing.Pool`` keeps
-    catching it.
-    """
-
-
-class BrokenPoolError(ConveyorError, concurrent.futures.BrokenExecutor):
-    """The pool can no longer run work (for example its workers cannot start)."""
-
-
-class InitializerError(BrokenPoolError):
-    """The worker initializer raised or crashed; the pool is broken and refuses new work."""
-
-
 class PoolClosedError(ConveyorError, RuntimeError, ValueError):
     """Work was submitted to a pool that is shut down or shutting down (or ``with`` entered one).
 
@@ -231,7 +204,12 @@ class PoolClosedError(ConveyorError, RuntimeError, ValueError):
     """
 
 
-_QUEUE_SHUTDOWN: tuple[type, ...] = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
+if sys.version_info >= (3, 13):
+    from queue import ShutDown as _QueueShutDown
+
+    _QUEUE_SHUTDOWN: tuple[type, ...] = (_QueueShutDown,)
+else:
+    _QUEUE_SHUTDOWN = ()
 
 
 class ShutDown(ConveyorError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
@@ -264,3 +242,24 @@ class BackendUnavailableError(ConveyorError, ImportError):
 
 class WorkerRecycledWarning(RuntimeWarning):
     """A worker process went over ``max_memory_per_worker`` and was replaced between tasks."""
+
+
+_STDLIB_DERIVED = frozenset({"BrokenPoolError", "InitializerError", "RemoteTraceback", "ResultTimeoutError",
+                             "TaskCancelledError"})
+
+
+def __getattr__(name: str) -> Any:
+    """The errors that derive from ``concurrent.futures`` or ``multiprocessing`` classes are
+    defined in :mod:`conveyor._core.stdlib_errors`, loaded on first use: importing those stdlib modules
+    here would cost every ``import conveyor`` tens of milliseconds."""
+    if name in _STDLIB_DERIVED:
+        from conveyor._core import stdlib_errors
+
+        value = getattr(stdlib_errors, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _STDLIB_DERIVED)

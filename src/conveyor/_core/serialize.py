@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from conveyor._core.errors import PicklingError, RemoteError, RemoteTraceback, UnpicklingError, short_repr
+from conveyor._core import errors as _errors
+from conveyor._core.errors import PicklingError, RemoteError, UnpicklingError, short_repr
 
 PROTOCOL = 5
 THRESHOLD = 1 << 20
@@ -224,5 +225,5 @@ def loads_exception(blob: bytes) -> BaseException:
             exc = RemoteError("exception", f"could not be rebuilt in the caller ({err!r})", text)
     else:
         exc = fallback
-    exc.__cause__ = RemoteTraceback(text)
+    exc.__cause__ = _errors.RemoteTraceback(text)  # looked up here: see errors.__getattr__
     return exc

@@ -25,7 +25,6 @@ import collections
 import itertools
 import mmap
 import os
-import secrets
 import sys
 import threading
 from multiprocessing import resource_tracker
@@ -53,7 +52,7 @@ def fresh_name(kind: str) -> str:
     """A name for a segment made with the stdlib's ``SharedMemory`` (a primitive's state, a queue's
     spilled item): ``conveyor-<pid><kind>-<random>``, so that a leak in ``/dev/shm`` is attributable
     like the arena's, instead of an anonymous ``psm_...``."""
-    return f"conveyor-{os.getpid()}{kind}-{secrets.token_hex(6)}"
+    return f"conveyor-{os.getpid()}{kind}-{os.urandom(6).hex()}"
 
 
 def available() -> bool:

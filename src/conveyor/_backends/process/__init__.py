@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-import logging
 import multiprocessing
 import os
 import signal
@@ -42,27 +41,19 @@ from conveyor._backends.process import batches, bulk, inherited
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.batches import Sent
 from conveyor._backends.process.handle import WorkerHandle
-
-# Imported here, not lazily: under the fork start method a worker forked while another thread holds
-# an import lock would inherit it held, and hang the first time it unpickles a primitive.
-from conveyor._backends.process.primitives import ProcessPrimitives
-from conveyor._backends.process.spawn import spawn_process
+from conveyor._backends.process.spawn import import_primitives_before_fork, spawn_process
 from conveyor._backends.process.worker import worker_main
-from conveyor._core import serialize, shm
+from conveyor._core import errors as _errors
+from conveyor._core import forkserver, serialize, shm
 from conveyor._core.config import default_start_method
 from conveyor._core.errors import (
-    BrokenPoolError,
-    InitializerError,
     PoolClosedError,
-    TaskCancelledError,
     TaskTimeoutError,
     WorkerCrashedError,
     WorkerRecycledWarning,
     describe_exit,
 )
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
-
-_log = logging.getLogger("conveyor")
 
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
@@ -108,6 +99,8 @@ class ProcessBackend(Backend):
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> Any:
+        from conveyor._backends.process.primitives import ProcessPrimitives
+
         return ProcessPrimitives()
 
     @classmethod
@@ -124,7 +117,9 @@ class ProcessBackend(Backend):
         self.start_method = method
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["conveyor._backends.process.worker"])
+            self._ctx.set_forkserver_preload(forkserver.preload())
+        elif method == "fork":
+            import_primitives_before_fork()
         # Connections in the hooks travel as descriptor numbers: a fork worker keeps those (inherited.py).
         passed = inherited.PassedFiles()
         dumps = passed.dumps if method == "fork" else serialize.dumps
@@ -265,7 +260,7 @@ class ProcessBackend(Backend):
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug here must fail the work, never hang it
-            error = BrokenPoolError(f"the pool's supervisor failed: {exc!r}")
+            error = _errors.BrokenPoolError(f"the pool's supervisor failed: {exc!r}")
             error.__cause__ = exc
             self._break(error)
             raise
@@ -502,7 +497,7 @@ class ProcessBackend(Backend):
                 self._startup_failures = 0
             elif tag == p.INIT_FAILED:
                 cause = serialize.loads_exception(header[1])
-                error = InitializerError(f"the worker initializer raised {type(cause).__name__}: {cause}; "
+                error = _errors.InitializerError(f"the worker initializer raised {type(cause).__name__}: {cause}; "
                                          "the pool cannot run tasks")
                 error.__cause__ = cause
                 self._break(error)
@@ -559,7 +554,7 @@ class ProcessBackend(Backend):
         if not worker.inflight or worker.inflight[0].seq != seq:
             return
         sent = worker.inflight.popleft()
-        error = TaskCancelledError("the pool shut down with cancel_futures before this task started")
+        error = _errors.TaskCancelledError("the pool shut down with cancel_futures before this task started")
         errors = {**dict.fromkeys(sent.positions, error), **sent.errors}
         self._finish(sent.batch, [None] * len(sent.batch), errors)
         self._after_batch(worker)
@@ -577,8 +572,10 @@ class ProcessBackend(Backend):
         """Report a batch; nothing a user callback does may take the supervisor down."""
         try:
             batch.finish(Outcome(values, errors, lost=lost, suspects=suspects, busy=busy))
-        except BaseException:  # noqa: BLE001 - logged; the other batches must still be reported
-            _log.exception("reporting a finished batch raised")
+        except BaseException:  # logged; the other batches must still be reported
+            import logging  # here: the fork server preloads this module, and never logs
+
+            logging.getLogger("conveyor").exception("reporting a finished batch raised")
 
     # -- failures ----------------------------------------------------------------------------------
     def _on_exit(self, worker: WorkerHandle) -> None:
@@ -602,11 +599,11 @@ class ProcessBackend(Backend):
             _, how = describe_exit(exitcode)
             if self.config.initializer is not None:
                 # Most likely the initializer itself: retrying would only crash again, forever.
-                self._break(InitializerError(
+                self._break(_errors.InitializerError(
                     f"worker process {worker.pid} {how} while running the initializer "
                     f"{serialize.short_name(self.config.initializer)}; the pool cannot run tasks"))
             elif self._startup_failures >= STARTUP_FAILURES_BEFORE_BROKEN:
-                self._break(BrokenPoolError(
+                self._break(_errors.BrokenPoolError(
                     f"{self._startup_failures} worker processes in a row {how} before they were ready "
                     f"(start method {self.start_method!r}); the pool cannot run tasks"))
         self._report_crash(worker, exitcode)
@@ -716,7 +713,7 @@ class ProcessBackend(Backend):
 
     def _stop_everything(self) -> None:
         """Killing shutdown: running inputs fail with TaskCancelledError, workers get SIGTERM then SIGKILL."""
-        error = TaskCancelledError("the pool was terminated while this task ran")
+        error = _errors.TaskCancelledError("the pool was terminated while this task ran")
         for worker in list(self._workers):
             if worker.doomed:
                 continue

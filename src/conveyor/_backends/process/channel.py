@@ -30,7 +30,6 @@ import ctypes
 import os
 import pickle
 import queue as _stdlib_queue
-import secrets
 import struct
 import time
 import weakref
@@ -41,6 +40,7 @@ from conveyor._backends.process import pthreads
 from conveyor._backends.process.sync import _STATE, _attach, _Shared
 from conveyor._core import serialize, shm
 from conveyor._core.errors import ShutDown
+from conveyor._core.waiting import queue_timeout
 
 DEFAULT_CAPACITY = 4 * 1024 * 1024
 BATCH_BYTES = 64 * 1024
@@ -105,6 +105,18 @@ class _SharedQueue(_Shared):
     @property
     def maxsize(self) -> int:
         return int(self._words[_MAXSIZE])
+
+    @maxsize.setter
+    def maxsize(self, maxsize: int) -> None:
+        """As on ``queue.Queue``, the bound may be changed on a live queue (for every process); items
+        already beyond a lower bound stay, and puts wait until the queue is below it."""
+        self._acquire()
+        try:
+            self._words[_MAXSIZE] = maxsize
+            if self._words[_PUTTERS]:
+                pthreads.broadcast(self._not_full)
+        finally:
+            self._release()
 
     # -- locking, commits, recovery ------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -201,11 +213,8 @@ class _SharedQueue(_Shared):
 
     @staticmethod
     def _deadline(block: bool, timeout: float | None) -> float | None:
-        if not block or timeout is None:
-            return None
-        if timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        return time.monotonic() + timeout
+        wait = queue_timeout(block, timeout)
+        return None if not block or wait is None else time.monotonic() + wait
 
     # -- records ----------------------------------------------------------------------------------------
     def _record_of(self, item: Any) -> tuple[bytes, Any]:
@@ -213,7 +222,7 @@ class _SharedQueue(_Shared):
         data = _dumps(item)
         if len(data) + _HEADER.size <= self._max_inline:
             return data, None
-        spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{secrets.token_hex(6)}", create=True,
+        spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{os.urandom(6).hex()}", create=True,
                                            size=len(data))
         spill.buf[:len(data)] = data
         return spill.name.encode(), spill
@@ -361,8 +370,7 @@ class ProcessQueue(_SharedQueue):
             self.put_many((item,), block, timeout)
             return
         words = self._words
-        if timeout is not None and block and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        queue_timeout(block, timeout)
         self._acquire()
         try:
             if words[_SHUT]:
@@ -463,8 +471,7 @@ class ProcessQueue(_SharedQueue):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Take the oldest item (``queue.Empty`` after ``timeout``; ShutDown once shut down and empty)."""
         words = self._words
-        if timeout is not None and block and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        queue_timeout(block, timeout)
         if block and not words[_COUNT]:
             self._spin_for_items()
         self._acquire()

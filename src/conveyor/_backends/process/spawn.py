@@ -31,9 +31,10 @@ from typing import Any, Callable
 
 from conveyor._backends.process import inherited
 from conveyor._backends.process.worker import die_with_owner, exit_now
-from conveyor._core import serialize
+from conveyor._core import errors as _errors
+from conveyor._core import forkserver, serialize
 from conveyor._core.config import default_start_method
-from conveyor._core.errors import TaskCancelledError, WorkerCrashedError, describe_exit
+from conveyor._core.errors import WorkerCrashedError, describe_exit
 from conveyor.abc import BackendConfig, SpawnedTask
 
 TERMINATE_GRACE_SECONDS = 1.0
@@ -107,7 +108,7 @@ def decode_outcome(message: bytes | None, name: str, pid: int, exitcode: int | N
     if message is None:
         _, how = describe_exit(exitcode)
         if cancelled:
-            return None, TaskCancelledError(f"task {name!r} was terminated: its process {pid} {how}")
+            return None, _errors.TaskCancelledError(f"task {name!r} was terminated: its process {pid} {how}")
         return None, WorkerCrashedError(f"task {name!r}: its process {pid} {how} before it returned",
                                         pid=pid, exitcode=exitcode)
     payload = memoryview(message)[1:]
@@ -255,6 +256,17 @@ class ProcessTask(SpawnedTask):
             self._signal(signal.SIGKILL)
 
 
+def import_primitives_before_fork() -> None:
+    """Import the process primitives' modules now, before this process forks a worker.
+
+    A child forked while another thread holds an import lock inherits it held, and would hang the first
+    time it unpickles a primitive (importing its module). Only fork children inherit locks: under
+    forkserver and spawn the primitives are imported when first used, and a short program that uses
+    none never pays for them (nor does the fork server, which preloads this package).
+    """
+    import conveyor._backends.process.primitives  # noqa: F401
+
+
 def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: Callable[[SpawnedTask], None] | None,
                        *, task_class: type[ProcessTask] = ProcessTask,
                        preload: tuple[str, ...] = (),
@@ -269,7 +281,9 @@ def start_process_task(config: BackendConfig, blob: bytes, name: str, on_done: C
     method = config.start_method or default_start_method()
     ctx = multiprocessing.get_context(method)  # ValueError for a method this platform lacks
     if method == "forkserver":
-        ctx.set_forkserver_preload(["conveyor._backends.process.worker", *preload])
+        ctx.set_forkserver_preload(forkserver.preload(preload))
+    elif method == "fork":
+        import_primitives_before_fork()
     # The kernel's parent-death signal fires when the *thread* that forked ends: use it only from the
     # main thread (whose end is the process's); the watchdog covers every other case.
     owner_is_parent = method != "forkserver" and threading.current_thread() is threading.main_thread()

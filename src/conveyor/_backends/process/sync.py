@@ -30,7 +30,7 @@ from conveyor._backends.process import pthreads
 from conveyor._backends.process.liveness import alive
 from conveyor._core.errors import OwnerDiedError
 from conveyor._core.shm import fresh_name
-from conveyor._core.waiting import wait_for
+from conveyor._core.waiting import bounded_timeout, lock_timeout, wait_for
 
 _MUTEX = 0
 _COND = pthreads.MUTEX_BYTES
@@ -169,18 +169,6 @@ def _attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, 
         return existing
 
 
-def _timeout_of(blocking: bool, timeout: float) -> float | None:
-    if not blocking:
-        if timeout != -1:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        return 0.0
-    if timeout == -1:
-        return None
-    if timeout < 0:
-        raise ValueError("timeout value must be a non-negative number")
-    return timeout
-
-
 class _Shared:
     """Common pickling by segment name."""
 
@@ -198,8 +186,17 @@ class _Shared:
     def __reduce__(self) -> Any:
         return (_attach, (type(self), self._segment.name, self._args()))
 
+    _public_name = ""
+    """The stdlib's name of the primitive, for ``repr``; empty: the class's own name."""
+
+    def _repr_state(self) -> str:
+        return ""
+
     def __repr__(self) -> str:
-        return f"<conveyor process {type(self).__name__} {self._segment.name}>"
+        """The stdlib's form (``<conveyor.Semaphore at 0x...: value=3>``), with the segment's name."""
+        state = self._repr_state()
+        return (f"<conveyor.{self._public_name or type(self).__name__} at {id(self):#x} "
+                f"(process, {self._segment.name}){': ' + state if state else ''}>")
 
 
 class ProcessLock(_Shared):
@@ -219,7 +216,7 @@ class ProcessLock(_Shared):
         self._init_segment(_name)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        wait = _timeout_of(blocking, timeout)
+        wait = lock_timeout(blocking, timeout)
         segment, state = self._segment, self._segment.state
         pthreads.lock_internal(segment.mutex)
         try:
@@ -256,6 +253,15 @@ class ProcessLock(_Shared):
 
     def locked(self) -> bool:
         return self._segment.state[self._HOLDER] != 0
+
+    def _owner_text(self) -> str:
+        return f"holder={int(self._segment.state[self._HOLDER])}"
+
+    def __repr__(self) -> str:
+        """The stdlib's form: ``<unlocked conveyor.Lock object (process, NAME) at 0x...>``."""
+        name = "RLock" if isinstance(self, ProcessRLock) else "Lock"
+        return (f"<{'locked' if self.locked() else 'unlocked'} conveyor.{name} object "
+                f"(process, {self._segment.name}) {self._owner_text()} at {id(self):#x}>")
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -304,7 +310,14 @@ class ProcessRLock(ProcessLock):
         state = self._segment.state
         return state[self._HOLDER] == os.getpid() and state[self._THREAD] == threading.get_ident()
 
+    def _owner_text(self) -> str:
+        state = self._segment.state
+        return (f"holder={int(state[self._HOLDER])} thread={int(state[self._THREAD])} "
+                f"count={int(state[self._DEPTH]) if state[self._HOLDER] else 0}")
+
     def _release_save(self) -> Any:
+        if not self._is_owned():
+            raise RuntimeError("cannot release un-acquired lock")
         depth = self._segment.state[self._DEPTH]
         self._segment.state[self._DEPTH] = 1
         self.release()
@@ -330,6 +343,7 @@ class ProcessSemaphore(_Shared):
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
+        bounded_timeout(timeout)
         segment = self._segment
         pthreads.lock_internal(segment.mutex)
         try:
@@ -360,9 +374,18 @@ class ProcessSemaphore(_Shared):
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
+    _public_name = "Semaphore"
+
+    def _repr_state(self) -> str:
+        state = self._segment.state
+        bound = int(state[1]) - 1
+        return f"value={int(state[0])}" + (f"/{bound}" if bound >= 0 else "")
+
 
 class ProcessBoundedSemaphore(ProcessSemaphore):
     """A semaphore whose over-release raises ValueError."""
+
+    _public_name = "BoundedSemaphore"
 
     def __init__(self, value: int = 1, *, _name: str | None = None) -> None:
         super().__init__(value, _name=_name)
@@ -371,21 +394,27 @@ class ProcessBoundedSemaphore(ProcessSemaphore):
 
 
 class ProcessEvent(_Shared):
-    """``threading.Event`` across processes."""
+    """``threading.Event`` across processes.
 
-    _fields = 1  # [flag]
+    ``set()`` also counts a generation: a waiter that was waiting when the event was set returns True
+    even if ``clear()`` came before it woke up, as with ``threading.Event``."""
+
+    _fields = 2  # [flag, generation: how many times set() found the flag clear]
+    _FLAG, _GENERATION = 0, 1
 
     def __init__(self, *, _name: str | None = None) -> None:
         self._init_segment(_name)
 
     def is_set(self) -> bool:
-        return bool(self._segment.state[0])
+        return bool(self._segment.state[self._FLAG])
 
     def set(self) -> None:
-        segment = self._segment
+        segment, state = self._segment, self._segment.state
         pthreads.lock_internal(segment.mutex)
         try:
-            segment.state[0] = 1
+            if not state[self._FLAG]:
+                state[self._FLAG] = 1
+                state[self._GENERATION] += 1
             pthreads.broadcast(segment.cond)
         finally:
             pthreads.unlock(segment.mutex)
@@ -393,16 +422,23 @@ class ProcessEvent(_Shared):
     def clear(self) -> None:
         segment = self._segment
         pthreads.lock_internal(segment.mutex)
-        segment.state[0] = 0
+        segment.state[self._FLAG] = 0
         pthreads.unlock(segment.mutex)
 
     def wait(self, timeout: float | None = None) -> bool:
-        segment = self._segment
+        bounded_timeout(timeout)
+        segment, state = self._segment, self._segment.state
         pthreads.lock_internal(segment.mutex)
         try:
-            return segment.wait(timeout, lambda: segment.state[0] != 0)
+            generation = state[self._GENERATION]
+            return segment.wait(timeout, lambda: state[self._FLAG] != 0 or state[self._GENERATION] != generation)
         finally:
             pthreads.unlock(segment.mutex)
+
+    _public_name = "Event"
+
+    def _repr_state(self) -> str:
+        return "set" if self.is_set() else "unset"
 
 
 _CONDITION_SLOTS = 64
@@ -456,6 +492,11 @@ class ProcessCondition(_Shared):
 
     def __exit__(self, *exc: Any) -> None:
         self._lock.__exit__(*exc)
+
+    _public_name = "Condition"
+
+    def _repr_state(self) -> str:
+        return repr(self._lock)
 
     # All of the helpers below run with the segment's mutex held.
 
@@ -564,6 +605,7 @@ class ProcessCondition(_Shared):
     def wait(self, timeout: float | None = None) -> bool:
         if not self._lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
+        bounded_timeout(timeout)
         segment = self._segment
         end = None if timeout is None else time.monotonic() + timeout
         ticket: tuple[int, int] | None = None
@@ -665,6 +707,11 @@ class ProcessBarrier(_Shared):
     def broken(self) -> bool:
         return bool(self._segment.state[self._BROKEN])
 
+    _public_name = "Barrier"
+
+    def _repr_state(self) -> str:
+        return "broken" if self.broken else f"waiters={self.n_waiting}/{self.parties}"
+
     def _break(self) -> None:
         self._segment.state[self._BROKEN] = 1
         pthreads.broadcast(self._segment.cond)
@@ -680,6 +727,7 @@ class ProcessBarrier(_Shared):
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None:
             timeout = self._timeout
+        bounded_timeout(timeout)
         segment, state = self._segment, self._segment.state
         pthreads.lock_internal(segment.mutex)
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import logging
 import os
 import select
 import signal
@@ -280,6 +279,8 @@ def _finalize(finalizer_blob: bytes | None) -> None:
     try:
         finalizer, finalargs = serialize.loads(finalizer_blob)
     except BaseException as exc:  # noqa: BLE001 - the worker still ends cleanly
+        import logging  # here: the fork server preloads this module, and a worker rarely logs
+
         logging.getLogger("conveyor").warning("cannot unpickle the worker finalizer in worker %d: %r; not run",
                                               os.getpid(), exc)
         return
