@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from conveyor._core.chunking import RESOLUTION_SECONDS, TARGET_SECONDS, TINY_CALL_SECONDS, ChunkSizer
+import conveyor
+import tasks
+from conveyor._core.chunking import (
+    KNOWN_TINY_SECONDS,
+    RESOLUTION_SECONDS,
+    TARGET_SECONDS,
+    TINY_CALL_SECONDS,
+    ChunkSizer,
+    known_tiny,
+    remember,
+    too_short_to_time,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,3 +66,74 @@ def test_a_fixed_chunksize_is_used_as_is():
     assert not sizer.probing and sizer.next_size(10) == 3
     with pytest.raises(ValueError):
         ChunkSizer(workers=1, fixed=0)
+
+
+def test_a_function_measured_tiny_is_remembered_until_a_call_measures_it_slower():
+    def work(x):
+        return x
+
+    assert known_tiny(work) is None
+    remember(work, None)  # too little measured to say anything
+    assert known_tiny(work) is None
+    remember(work, KNOWN_TINY_SECONDS / 4)
+    assert known_tiny(work) == KNOWN_TINY_SECONDS / 4
+    remember(work, KNOWN_TINY_SECONDS * 10)
+    assert known_tiny(work) is None
+
+
+class _Unreferenceable:
+    __slots__ = ()  # no __weakref__
+
+    def __call__(self, x):
+        return x
+
+
+def test_a_callable_that_cannot_be_weakly_referenced_is_not_remembered():
+    fn = _Unreferenceable()
+    remember(fn, KNOWN_TINY_SECONDS / 4)
+    assert known_tiny(fn) is None
+
+
+def test_the_sizer_reports_a_time_per_input_only_once_there_is_enough_to_time():
+    sizer = ChunkSizer(workers=2, total=100_000)
+    sizer.observe(1, 5e-6)
+    assert sizer.per_item is None and too_short_to_time(5e-6, 5e-6)
+    sizer.observe(1000, 2 * RESOLUTION_SECONDS)
+    assert sizer.per_item == pytest.approx((5e-6 + 2 * RESOLUTION_SECONDS) / 1001)
+
+
+def test_the_next_call_of_a_function_known_to_be_tiny_sends_no_probes():
+    """The probes (one input per worker, then a wait for their results) are what a function measured
+    tiny in its last call would tell again; its next call starts with batches at the cap."""
+    with conveyor.Pool(2, backend="process") as pool:
+        sizes: list[int] = []
+        submit = pool._backend.submit
+
+        def spy(batch):
+            sizes.append(len(batch))
+            submit(batch)
+
+        pool._backend.submit = spy
+        square = functools.partial(tasks.square)  # a function no other test has measured
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
+        assert sizes[:2] == [1, 1]  # never seen before: probed
+        if known_tiny(square) is None:
+            pytest.skip("this machine ran square() slower than KNOWN_TINY_SECONDS per call")
+        sizes.clear()
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
+        assert sizes[0] == 20_000 // (4 * 2) and len(sizes) == 8
+        sizes.clear()
+        assert pool.map(square, range(10), chunksize=3) == [x * x for x in range(10)]
+        assert sizes == [3, 3, 3, 1]  # a fixed chunk size is used as it is
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_list_tuple_or_range_is_sliced_into_batches_with_the_results_of_any_iterable(backend):
+    with conveyor.Pool(2, backend=backend) as pool:
+        expected = [x * x for x in range(5_003)]
+        for make in (list, tuple, lambda r: r, iter):
+            assert pool.map(tasks.square, make(range(5_003))) == expected
+            assert list(pool.imap(tasks.square, make(range(5_003)), chunksize=7)) == expected
+        assert pool.starmap(tasks.add, [(1, 2), (3, 4)] * 3) == [3, 7] * 3
+        assert pool.map(tasks.square, range(0, 40, 3)) == [x * x for x in range(0, 40, 3)]
+        assert pool.map(tasks.square, []) == [] and pool.map(tasks.square, ()) == []

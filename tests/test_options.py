@@ -61,7 +61,7 @@ def test_one_shot_map_context_and_task_group_check_their_keywords() -> None:
     assert conveyor.map(square, [1, 2], backend="thread", workers=2, chunksize=1) == [1, 4]
     with pytest.raises(TypeError, match=r"context\('process'\).*'maxtasksperchild'.*max_tasks_per_worker="):
         conveyor.context("process", maxtasksperchild=3)
-    with pytest.raises(TypeError, match=r"TaskGroup\('thread'\).*'name': it takes no other options"):
+    with pytest.raises(TypeError, match=r"TaskGroup\('thread'\).*'name': it takes thread_name_prefix"):
         conveyor.TaskGroup("thread", name="x")
 
 

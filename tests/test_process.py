@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -288,3 +289,33 @@ def test_memory_sizes_parse(text, expected):
 def test_bad_memory_size_is_rejected():
     with pytest.raises(ValueError, match="unit"):
         conveyor.Pool(1, backend="process", max_memory_per_worker="12 parsecs")
+
+
+def _calls_in_this_thread(fn, *args):
+    """Python and C function calls made in this thread (not the pool's own threads) by ``fn(*args)``."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        result = fn(*args)
+    finally:
+        sys.setprofile(None)
+    return result, count
+
+
+def test_a_map_of_tiny_calls_does_no_python_step_per_input_in_the_caller(one_method_pool):
+    """Slicing the inputs, pickling them, unpickling the results and joining them run at C speed, a
+    few calls per batch: the caller's calls do not grow with the number of inputs (both maps below
+    run in 8 batches)."""
+    pool = one_method_pool
+    pool.map(tasks.square, range(40_000))  # measured tiny: later calls start at the cap, no probes
+    small, calls_small = _calls_in_this_thread(pool.map, tasks.square, range(10_000))
+    large, calls_large = _calls_in_this_thread(pool.map, tasks.square, range(80_000))
+    assert small == [x * x for x in range(10_000)] and large == [x * x for x in range(80_000)]
+    assert calls_large < 2 * calls_small + 200, (calls_small, calls_large)
+    assert calls_large < 8_000, calls_large  # 1 call per 10 inputs would be 8 000

@@ -27,6 +27,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol, Sequence
 
+from conveyor._core.chunking import too_short_to_time
+
 __all__ = ["Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome", "SpawnedTask",
            "TaskFunction"]
 
@@ -108,9 +110,15 @@ class TaskFunction:
     def seconds_per_call(self) -> float | None:
         """Measured mean duration of one call, or None before the first batch returns.
 
-        Backends may use it to pick a cheaper way to run very short calls.
+        Backends may use it to pick a cheaper way to run very short calls. As for batch sizes
+        (``conveyor._core.chunking``), a measurement too short to time that reads as tiny calls is
+        0.0: one probe call of a few hundred nanoseconds measures as microseconds of timer and
+        first-call cost, which would make it look like a call worth tracking one by one.
         """
-        return self._busy / self._calls if self._calls else None
+        if not self._calls:
+            return None
+        per_call = self._busy / self._calls
+        return 0.0 if too_short_to_time(self._busy, per_call) else per_call
 
     def blob(self, dumps: Callable[[Any], bytes]) -> bytes:
         """Serialize once with ``dumps`` and cache it (a snapshot taken at the first call)."""

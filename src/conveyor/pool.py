@@ -43,7 +43,11 @@ POOL_KEYWORDS = ("workers", "backend", "initializer", "initargs", "finalizer", "
 
 _live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
 _draining_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
-"""Closed with ``close()`` or ``shutdown(wait=False)``: the user asked for their work to finish."""
+"""Closed with ``close()`` or ``shutdown(wait=False)``, or a ``conveyor.futures`` executor: the user
+asked for their work to finish."""
+
+_exiting = False
+"""The exit hook has run: pools are stopped, and ``submit`` raises as ``concurrent.futures`` does."""
 
 
 def _stop_live_backends() -> None:
@@ -52,6 +56,8 @@ def _stop_live_backends() -> None:
     Registered after ``multiprocessing.util`` is imported, so it runs before multiprocessing's own exit
     hook, which would otherwise wait forever for our (non-daemon) worker processes.
     """
+    global _exiting
+    _exiting = True
     for backend in list(_live_backends):
         graceful = backend in _draining_backends
         try:
@@ -330,6 +336,8 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             from conveyor._core.errors import PoolClosedError
 
             raise PoolClosedError("cannot submit to a pool that is closed or shut down")
+        if _exiting:  # its backend is stopped: a failed future would hide why (the stdlib's words)
+            raise PoolClosedError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
@@ -531,6 +539,11 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             _live_backends.discard(self._backend)
             if self._shared is not None:
                 self._shared.close()
+
+    def _finish_at_exit(self) -> None:
+        """At interpreter exit, let this pool's submitted work finish instead of cancelling it: the
+        ``concurrent.futures`` executors promise that for an executor never shut down."""
+        _draining_backends.add(self._backend)
 
     def _finish_later(self) -> None:
         """close() with work still to be sent: the backend drains once every call made before it has

@@ -14,10 +14,15 @@ workers never import this module.
 - ``two_pools``: one fork pool replaces workers while others start theirs; a worker of another pool
   forked while the first pool's supervisor holds the write end of a new worker's sentinel pipe keeps
   it, and the first pool's ``shutdown(wait=True)`` waits for the other pool's worker to exit.
+- ``stdlib_pool``: a ``multiprocessing.Pool`` (fork) made while a conveyor fork pool starts its workers.
+  Its workers, forked from the caller's thread by the stdlib (conveyor cannot tidy them), may keep a
+  copy of a conveyor worker's sentinel pipe; the conveyor pool's ``shutdown(wait=True)`` must still see
+  that worker exit.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -100,7 +105,24 @@ def two_pools() -> None:
             other.shutdown(wait=True)
 
 
-SCENARIOS = {"popen": popen, "group": group, "two_pools": two_pools}
+def stdlib_pool() -> None:
+    for _attempt in range(6):
+        pool = conveyor.Pool(2, backend="process", start_method="fork")
+        stdlib = multiprocessing.get_context("fork").Pool(2)  # forks while conveyor's workers start
+        try:
+            assert pool.map(identity, range(1000)) == list(range(1000))
+            assert stdlib.map(identity, range(10)) == list(range(10))
+            closed = threading.Event()
+            threading.Thread(target=_shut_down, args=(pool, closed), daemon=True).start()
+            if not closed.wait(bounded(10)):
+                print("shutdown(wait=True) waited for a multiprocessing.Pool's workers", file=sys.stderr)
+                sys.exit(1)
+        finally:
+            stdlib.terminate()
+            stdlib.join()
+
+
+SCENARIOS = {"popen": popen, "group": group, "two_pools": two_pools, "stdlib_pool": stdlib_pool}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]]()

@@ -40,7 +40,7 @@ class _Worker:
         self.run: BatchRun | None = None
         self.abandoned = False
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._main, name=f"conveyor-thread-{next(_names)}", daemon=True)
+        self.thread = threading.Thread(target=self._main, name=backend._thread_name(), daemon=True)
 
     def _main(self) -> None:
         try:
@@ -92,6 +92,10 @@ class _Worker:
 
 class ThreadBackend(Backend):
     name = "thread"
+    option_names = frozenset({"thread_name_prefix"})
+    """``thread_name_prefix``: a pool's worker threads are named ``{prefix}_0``, ``{prefix}_1``... (as
+    ``ThreadPoolExecutor`` names them) instead of ``conveyor-thread-N``; a task group's threads
+    ``{prefix}_{task name}``."""
     capabilities = Capabilities()
 
     @classmethod
@@ -101,7 +105,8 @@ class ThreadBackend(Backend):
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,
               on_done: Any = None) -> SpawnedTask:
-        return ThreadTask(fn, args, kwargs, name, on_done)
+        prefix = config.options.get("thread_name_prefix")
+        return ThreadTask(fn, args, kwargs, f"{prefix}_{name}" if prefix else name, on_done)
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -117,11 +122,18 @@ class ThreadBackend(Backend):
         self._broken: BaseException | None = None
         self._watchdog: threading.Thread | None = None
         self._replaced = 0
+        self._prefix: str | None = config.options.get("thread_name_prefix") or None
+        self._numbers = itertools.count()
         with self._cv:
             for _ in range(config.workers):
                 self._start_worker()
 
     # -- worker management (called with self._cv held) ---------------------------------------------
+    def _thread_name(self) -> str:
+        if self._prefix is None:
+            return f"conveyor-thread-{next(_names)}"
+        return f"{self._prefix}_{next(self._numbers)}"
+
     def _start_worker(self) -> None:
         worker = _Worker(self)
         self._workers.add(worker)

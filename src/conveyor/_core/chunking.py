@@ -20,6 +20,9 @@ is needed: an infinite generator works.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from typing import Any
 
 TARGET_SECONDS = 0.02
 MAX_UNSIZED = 16384
@@ -30,6 +33,12 @@ TINY_CALL_SECONDS = 2e-5
 effects than in work (several microseconds for a call of a few hundred nanoseconds), and taking that
 at face value would cut the first batches to a fraction of the cap. That costs nothing on a local
 backend but a whole extra round of engine tasks on a cluster. A slower probe is taken as it is."""
+
+
+def too_short_to_time(busy: float, per_call: float) -> bool:
+    """Whether ``busy`` seconds measured over calls of ``per_call`` seconds each say only "tiny calls"
+    (see ``TINY_CALL_SECONDS``)."""
+    return busy < RESOLUTION_SECONDS and per_call < TINY_CALL_SECONDS
 
 
 class ChunkSizer:
@@ -74,6 +83,13 @@ class ChunkSizer:
         return cap if self.cap is None else min(cap, self.cap)
 
     @property
+    def per_item(self) -> float | None:
+        """Seconds per input measured so far, or None while too little was measured to time."""
+        if self._items == 0 or self._busy < RESOLUTION_SECONDS:
+            return None
+        return self._busy / self._items
+
+    @property
     def probing(self) -> bool:
         """True until the first measurement: the caller should send one probe batch per worker."""
         return self.fixed is None and self._items == 0
@@ -85,7 +101,44 @@ class ChunkSizer:
         self._items += items
         self._busy += busy
         per_item = self._busy / self._items
-        if self._busy < RESOLUTION_SECONDS and per_item < TINY_CALL_SECONDS:
-            per_item = 0.0  # too short to time: tiny calls, batches at the cap
+        if too_short_to_time(self._busy, per_item):
+            per_item = 0.0  # tiny calls: batches at the cap
         cap = self._cap()
         self._size = max(1, min(math.ceil(TARGET_SECONDS / per_item), cap)) if per_item > 0 else cap
+
+
+KNOWN_TINY_SECONDS = 2e-6
+"""A function measured below this per call (over at least ``RESOLUTION_SECONDS`` of work) in one call
+is taken to be tiny in its next call too: cap-sized batches of it then run in milliseconds."""
+
+_tiny: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_tiny_lock = threading.Lock()
+
+
+def remember(fn: Any, per_item: float | None) -> None:
+    """After a call of ``fn``: what it measured per input (None: too little to say)."""
+    if per_item is None:
+        return
+    try:
+        with _tiny_lock:
+            if per_item < KNOWN_TINY_SECONDS:
+                _tiny[fn] = per_item
+            else:
+                _tiny.pop(fn, None)
+    except TypeError:  # not weakly referenceable, or not hashable: nothing is remembered
+        pass
+
+
+def known_tiny(fn: Any) -> float | None:
+    """The time per call of ``fn`` if its last measured call found it tiny, else None.
+
+    A call of such a function needs no probe: its first batches are the size the probe would have
+    led to. Only functions whose whole batch of the cap runs in milliseconds are remembered, so a
+    function that turns out slower on other inputs costs one short batch, and the sizer adapts from
+    the measurements of that call as usual.
+    """
+    try:
+        with _tiny_lock:
+            return _tiny.get(fn)
+    except TypeError:
+        return None

@@ -5,7 +5,8 @@ Each error also derives from the builtin or stdlib error that users already catc
 
     ConveyorError (Exception)
     ├── TaskError                      a task did not produce a result for a reason of ours
-    │   ├── WorkerCrashedError         the process running the task died (pid, exit code, signal)
+    │   ├── WorkerCrashedError         + concurrent.futures.process.BrokenProcessPool: the process
+    │   │                              running the task died (pid, exit code, signal)
     │   ├── TaskTimeoutError           + TimeoutError: the task ran past ``task_timeout``
     │   └── TaskCancelledError         + concurrent.futures.CancelledError: stopped by shutdown
     ├── SerializationError             a function, argument or result could not cross a process border
@@ -64,6 +65,7 @@ __all__ = [
     "UnpicklingError",
     "WorkerCrashedError",
     "WorkerRecycledWarning",
+    "adopt_broken_process_pool",
     "describe_exit",
 ]
 
@@ -118,6 +120,12 @@ class TaskError(ConveyorError):
 class WorkerCrashedError(TaskError):
     """The worker process died while it held this task.
 
+    Also a ``concurrent.futures.process.BrokenProcessPool``, what stdlib code catches when a worker
+    dies (here only this task failed, and the pool goes on). That module loads ``multiprocessing``'s
+    queues, too much for ``import conveyor``, so the base is added when it is needed: by the first
+    crash, by ``import conveyor.futures``, or at once if the module was already loaded (see
+    :func:`adopt_broken_process_pool`).
+
     Attributes:
         pid: the worker's process id.
         exitcode: its exit code (negative: killed by that signal), or None if unknown.
@@ -135,6 +143,7 @@ class WorkerCrashedError(TaskError):
         task_index: int | None = None,
         task_input: str | None = None,
     ) -> None:
+        adopt_broken_process_pool()
         self.pid = pid
         self.exitcode = exitcode
         self.signal_name, how = describe_exit(exitcode)
@@ -153,6 +162,27 @@ class WorkerCrashedError(TaskError):
             _rebuild_crash,
             (str(self), self.pid, self.exitcode, self.task_index, self.task_input),
         )
+
+
+def adopt_broken_process_pool() -> None:
+    """Make :class:`WorkerCrashedError` a ``concurrent.futures.process.BrokenProcessPool`` too.
+
+    Done before any instance exists, so every ``except BrokenProcessPool`` catches every crash. The
+    class gains a base (``__bases__``) instead of having it from the start only so that importing
+    conveyor does not load ``concurrent.futures.process``; code that catches ``BrokenProcessPool`` has
+    imported it, and no crash can reach it before the first instance is made.
+    """
+    global _adopted
+    if _adopted:
+        return
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not issubclass(WorkerCrashedError, BrokenProcessPool):  # (two threads at once: the same bases)
+        WorkerCrashedError.__bases__ = (TaskError, BrokenProcessPool)
+    _adopted = True
+
+
+_adopted = False
 
 
 def _rebuild_crash(message: str, pid: Any, exitcode: Any, index: Any, task_input: Any) -> WorkerCrashedError:
@@ -263,3 +293,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _STDLIB_DERIVED)
+
+
+if "concurrent.futures.process" in sys.modules:  # free: the relation holds from the start
+    adopt_broken_process_pool()

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from conveyor._core import chunking
 from conveyor._core.chunking import ChunkSizer
 from conveyor._core.errors import ResultTimeoutError, ShutDown
 from conveyor._core.task import Call, Stats
@@ -34,6 +35,7 @@ from conveyor.abc import Backend, Batch, CallKind, TaskFunction
 _WAKE_SECONDS = 0.5
 _SLICE_SECONDS = 0.1
 _WAKE = ("wake",)
+_SLICEABLE = (list, tuple, range)
 
 
 class Feed:
@@ -203,6 +205,9 @@ class Stream(Iterator[Any]):
         self._keepalive = keepalive  # the pool: ``Pool().imap(...)`` must not lose its pool mid-stream
         self._feed = iterable if isinstance(iterable, Feed) else None
         self._source = iter(()) if self._feed is not None else iter(iterable)
+        # A list, tuple or range is cut into batches by slicing (a copy at C speed), not pulled
+        # through an iterator item by item.
+        self._sequence = iterable if type(iterable) in _SLICEABLE else None
         self._waiting = False
         self._window_full = False
         self._batches = 0           # batches sent whose results have not all come back
@@ -215,7 +220,13 @@ class Stream(Iterator[Any]):
                                  batches_per_worker=backend.batches_per_worker)
         self._total = total
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._call = Call(backend, TaskFunction(fn), kind, _delivery_into(self._inbox), stats,
+        function = TaskFunction(fn)
+        tiny = chunking.known_tiny(fn)
+        if tiny is not None and chunksize is None:
+            # Its last call measured it tiny: that is what the probes would say, without the wait.
+            self._sizer.observe(self._workers, tiny * self._workers)
+            function.observe(self._workers, tiny * self._workers)
+        self._call = Call(backend, function, kind, _delivery_into(self._inbox), stats,
                           timeout=task_timeout, retries=retries)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._patience: float | None = None  # set by next(timeout) for one call
@@ -254,6 +265,13 @@ class Stream(Iterator[Any]):
                 if not taken:
                     return  # nothing now: a put will wake the wait for results
                 items = taken
+            elif self._sequence is not None:
+                chunk = self._sequence[self._sent:self._sent + size]
+                items = chunk if type(chunk) is list else list(chunk)
+                if len(items) < size:
+                    self._exhausted = True
+                if not items:
+                    return
             else:
                 try:
                     items.extend(itertools.islice(self._source, size))  # keeps what came before a failure
@@ -412,6 +430,7 @@ class Stream(Iterator[Any]):
             self._closed = True
             self._exhausted = True
             self._call.close()
+            chunking.remember(self._call.function.fn, self._sizer.per_item)
             self._call.deliver = _discard   # late deliveries go nowhere, and the cycle is broken
             if self._feed is not None:
                 self._feed._wake = None

@@ -312,7 +312,10 @@ class ProcessBackend(Backend):
                 if worker.conn_open and worker.conn in ready:
                     self._drain(worker)
             for worker in list(self._workers):
-                if worker.process.sentinel in ready:
+                # A quiet tick also asks the kernel (waitpid): a process forked by another thread
+                # of this program (a multiprocessing.Pool's worker, say) while this worker was
+                # being forked can hold a copy of its sentinel's write end, which then never fires.
+                if worker.process.sentinel in ready or (not ready and worker.process.exitcode is not None):
                     self._on_exit(worker)
             self._check_deadlines()
 

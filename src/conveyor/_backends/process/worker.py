@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
@@ -162,6 +163,18 @@ class _Inbox:
         self.conn = conn
         self.backlog: collections.deque[tuple[Any, Any]] = collections.deque()
         self.cancels: set[int] = set()
+        self._poller: Any = None
+        if hasattr(select, "poll"):
+            # One poll object for the worker's life: ``conn.poll(0)`` builds a selector per call.
+            # (The connection reads exactly one message per call: no bytes wait in user space.)
+            self._poller = select.poll()
+            self._poller.register(conn.fileno(), select.POLLIN)
+
+    def _waiting(self) -> bool:
+        """Whether a message (or the end of the pipe) is waiting to be read."""
+        if self._poller is None:
+            return bool(self.conn.poll(0))
+        return bool(self._poller.poll(0))
 
     def _read(self) -> tuple[Any, Any]:
         header = serialize.loads(self.conn.recv_bytes())
@@ -173,7 +186,7 @@ class _Inbox:
 
     def cancelled(self, seq: int) -> bool:
         """Whether a CANCEL for ``seq`` has arrived (reads whatever is already waiting)."""
-        while self.conn.poll(0):
+        while self._waiting():
             header, payload = self._read()
             if header[0] == p.CANCEL:
                 self.cancels.add(header[1])
