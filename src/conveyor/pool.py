@@ -332,11 +332,12 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         broken = self._backend.broken()
         if broken is not None:
             raise broken
-        if self._closed:
+        if self._closed or _exiting:
             from conveyor._core.errors import PoolClosedError
 
-            raise PoolClosedError("cannot submit to a pool that is closed or shut down")
-        if _exiting:  # its backend is stopped: a failed future would hide why (the stdlib's words)
+            if self._closed:
+                raise PoolClosedError("cannot submit to a pool that is closed or shut down")
+            # its backend is stopped: a failed future would hide why (the stdlib's words)
             raise PoolClosedError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
