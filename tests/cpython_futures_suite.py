@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import unittest
@@ -176,6 +177,24 @@ def run_module(target: str, kind: str, name: str, results: str) -> int:
     return 0
 
 
+def run_in_own_session(command: list[str], env: dict[str, str]) -> int | None:
+    """Run one module's tests in a session of their own: its exit code, or None after
+    ``MODULE_SECONDS``. Whatever the module leaves behind is killed with its session when it ends (a
+    test that failed or was ended by its watchdog may never shut down the manager or pool it started,
+    and such a process would keep this run's output open, and its caller waiting, for good)."""
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return process.wait(timeout=MODULE_SECONDS)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing left behind
+        process.wait()
+
+
 def main(argv: list[str]) -> int:
     target, kind, results = argv
     if target not in ("conveyor", "stdlib") or kind not in KINDS:
@@ -194,16 +213,13 @@ def main(argv: list[str]) -> int:
     open(results, "w").close()
     status = 0
     for name in modules:
-        try:
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--module", target, kind, name,
-                                   results], env=env, timeout=MODULE_SECONDS, check=False)
-        except subprocess.TimeoutExpired:
-            done = None
-        if done is None or done.returncode != 0:  # a hang ended by faulthandler, or a crash
+        code = run_in_own_session([sys.executable, os.path.abspath(__file__), "--module", target, kind, name,
+                                   results], env)
+        if code != 0:  # a hang ended by faulthandler or the timeout (None), or a crash
             status = 1
             with open(results, "a") as out:
                 out.write(json.dumps({"test": f"{name.rsplit('.', 1)[1]}", "outcome": "failed", "seconds": 0,
-                                      "detail": f"the module's run ended early: {done and done.returncode}"})
+                                      "detail": f"the module's run ended early: {code}"})
                           + "\n")
     return status
 

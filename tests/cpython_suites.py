@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,27 @@ from conftest import bounded
 TESTS = Path(__file__).parent
 
 
+def run_in_own_session(command: list[str], cwd: Path, env: dict[str, str],
+                       seconds: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(command)`` with its output in files and in a session of its own, which is
+    killed when the command ends: a process a failed test left behind (a manager, a pool's worker)
+    can neither hold the output open, keeping the caller waiting, nor outlive the test."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+                                   start_new_session=True)
+        try:
+            process.wait(timeout=seconds)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # nothing left behind
+            process.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+
+
 def run_cpython_suite(script: str, args: list[str], tmp_path: Path, seconds: float,
                       missing: str) -> tuple[list[dict], str]:
     """``python TESTS/script *args RESULTS``: the per-test records and the unittest report."""
@@ -29,10 +52,8 @@ def run_cpython_suite(script: str, args: list[str], tmp_path: Path, seconds: flo
     env = dict(os.environ)
     source = str(Path(conveyor.__file__).resolve().parent.parent)  # the conveyor under test, not another
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, str(TESTS), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, str(TESTS / script), *args, str(results)],
-        cwd=TESTS, env=env, capture_output=True, text=True, timeout=bounded(seconds), check=False,
-    )
+    done = run_in_own_session([sys.executable, str(TESTS / script), *args, str(results)], TESTS, env,
+                              bounded(seconds))
     if done.returncode == 3:
         pytest.skip(f"{sys.executable} has no test package ({missing}): install the interpreter's test "
                     "suite (Debian/Ubuntu: libpython3.X-testsuite) to run CPython's own tests")

@@ -28,6 +28,7 @@ import pytest
 from conftest import START_METHODS, bounded
 from conveyor._core.config import default_start_method
 from cpython_futures_suite import DELIBERATE, EXCLUDED, PRIVATE, SUBSTITUTE_VARIABLE
+from cpython_suites import run_in_own_session
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -97,9 +98,8 @@ def run_suite(target: str, kind: str, tmp_path: Path) -> list[dict]:
     env["PYTHONPATH"] = str(TESTS)
     if kind != "thread":
         env["CONVEYOR_START_METHOD"] = kind  # the default for pools made without mp_context
-    done = subprocess.run([python, str(TESTS / "cpython_futures_suite.py"), target, kind, str(results)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=bounded(1500),
-                          check=False)
+    done = run_in_own_session([python, str(TESTS / "cpython_futures_suite.py"), target, kind, str(results)],
+                              tmp_path, env, bounded(1500))
     records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     assert done.returncode == 0, (f"a module's run ended early (a hang is reported with every thread's "
                                   f"stack): {[r for r in records if r['outcome'] == 'failed'][-3:]}\n"

@@ -68,6 +68,11 @@ def test_close_of_a_fork_pool_sees_its_workers_exit_beside_a_stdlib_fork_pool():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_a_module_the_caller_imports_right_after_pool_does_not_deadlock_a_fork_worker():
+    done = run_scenario("importing")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 # -- the mechanism, without a race -----------------------------------------------------------------------
 def _reaches_end_of_file(read_end: int, sock: socket.socket) -> bool:
     """Both the pipe's read end and the socket see end of file within a bounded wait."""

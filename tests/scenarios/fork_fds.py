@@ -18,13 +18,20 @@ workers never import this module.
   Its workers, forked from the caller's thread by the stdlib (conveyor cannot tidy them), may keep a
   copy of a conveyor worker's sentinel pipe; the conveyor pool's ``shutdown(wait=True)`` must still see
   that worker exit.
+- ``importing``: the caller imports a slow module right after ``Pool()`` returns, then sends the
+  workers an object of that module. A worker forked by another thread during that import inherits
+  the module's import lock, held by a thread it does not have, and deadlocks when it unpickles the
+  object; the first workers must be forked before ``Pool()`` returns.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -122,7 +129,21 @@ def stdlib_pool() -> None:
             stdlib.join()
 
 
-SCENARIOS = {"popen": popen, "group": group, "two_pools": two_pools, "stdlib_pool": stdlib_pool}
+def importing() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        sys.path.insert(0, folder)
+        for attempt in range(3):
+            name = f"slow_module_{os.getpid()}_{attempt}"
+            with open(os.path.join(folder, f"{name}.py"), "w") as module:
+                module.write("import time\ntime.sleep(0.3)\n\nclass Thing:\n    pass\n")
+            with conveyor.Pool(2, backend="process", start_method="fork") as pool:
+                thing = importlib.import_module(name).Thing  # as the supervisor would fork workers
+                results = pool.map(type, [thing() for _ in range(4)], chunksize=1)
+                assert [cls.__name__ for cls in results] == ["Thing"] * 4
+
+
+SCENARIOS = {"popen": popen, "group": group, "two_pools": two_pools, "stdlib_pool": stdlib_pool,
+             "importing": importing}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]]()

@@ -156,10 +156,30 @@ class ProcessBackend(Backend):
             self._arena = shm.Arena(f"conveyor-{os.getpid()}")
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
+        if method == "fork":
+            self._fork_first_workers()
         try:
             self._supervisor.start()
         except BaseException:  # Ctrl-C while it starts: it may be running, and nobody would stop it
             self.shutdown(wait=False, cancel_pending=True, kill=True)
+            raise
+
+    def _fork_first_workers(self) -> None:
+        """Under fork, start the first workers here, in the caller's thread, as the stdlib's pools do.
+
+        Forked from the supervisor thread instead, a worker could be born while the caller's thread,
+        already past ``Pool()``, is importing a module (``multiprocessing.managers`` for a
+        ``Manager()``, say): the child inherits that module's import lock held by a thread it does
+        not have, and deadlocks the first time it unpickles something from that module. Workers the
+        supervisor forks later (replacements) still run that risk; forkserver, the default, never
+        does.
+        """
+        try:
+            self._maintain()
+        except BaseException:  # Ctrl-C while forking: no supervisor would ever stop these
+            for worker in self._workers:
+                worker.process.kill()
+                worker.process.join()
             raise
 
     # -- the contract ------------------------------------------------------------------------------
