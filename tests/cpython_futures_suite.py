@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import unittest
 from typing import Any
+
+from sessions import end_session
 
 PACKAGE = "test.test_concurrent_futures"
 KINDS = ("thread", "fork", "forkserver", "spawn")
@@ -188,11 +189,7 @@ def run_in_own_session(command: list[str], env: dict[str, str]) -> int | None:
     except subprocess.TimeoutExpired:
         return None
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # nothing left behind
-        process.wait()
+        end_session(process)
 
 
 def main(argv: list[str]) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import pytest
 
 import conveyor
 from conftest import bounded
+from sessions import end_session
 
 TESTS = Path(__file__).parent
 
@@ -35,11 +35,7 @@ def run_in_own_session(command: list[str], cwd: Path, env: dict[str, str],
         try:
             process.wait(timeout=seconds)
         finally:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # nothing left behind
-            process.wait()
+            end_session(process)
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
