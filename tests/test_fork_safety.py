@@ -17,6 +17,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -208,3 +209,20 @@ def test_a_fork_worker_still_starts_pools_of_its_own(method):
         pytest.skip(f"no {method} start method here")
     with conveyor.Pool(1, backend="process", start_method="fork") as pool:
         assert pool.submit(_nested_pool, method).result(timeout=bounded(60)) == [1, 2, 3]
+
+
+def test_fork_workers_outlive_the_thread_that_made_their_pool():
+    """The first workers are forked by the thread calling ``Pool()``; a parent-death signal tied to
+    that thread would kill them all when it ends."""
+    made: list[conveyor.Pool] = []
+    maker = threading.Thread(target=lambda: made.append(conveyor.Pool(2, backend="process", start_method="fork")))
+    maker.start()
+    maker.join()
+    [pool] = made
+    try:
+        time.sleep(0.5)  # a signal would have landed by now
+        assert pool.map(abs, range(-8, 0)) == list(range(8, 0, -1))
+        stats = pool.statistics()
+        assert (stats["workers_started"], stats.get("workers_crashed", 0)) == (2, 0), stats
+    finally:
+        pool.shutdown()

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from conveyor._core import config as _config
 from conveyor._core import serialize
-from conveyor._core.errors import RemoteTraceback, ShutDown
+from conveyor._core.errors import RemoteTraceback, ShutDown, TaskError
 from conveyor._core.stream import Feed
 from conveyor.pool import Pool, default_workers
 
@@ -463,9 +463,11 @@ class _Run:
                         break
                     # A stream that raised and closed, or a pool that broke (its on_start raised), cannot
                     # go on: the stage's remaining inputs would be dropped without a word, or fail one by
-                    # one forever, so that failure stops the pipeline in any error mode.
+                    # one forever, so that failure stops the pipeline in any error mode. (A crashed
+                    # worker's error is also a BrokenProcessPool, for stdlib code, but it is one task's.)
+                    broken = isinstance(exc, BrokenExecutor) and not isinstance(exc, TaskError)
                     self._failed(counts, None, getattr(exc, "task_input", None), exc,
-                                 fatal=getattr(results, "_closed", False) or isinstance(exc, BrokenExecutor))
+                                 fatal=getattr(results, "_closed", False) or broken)
                     continue
                 if isinstance(result, _Dropped):
                     counts.dropped += 1

@@ -132,10 +132,11 @@ def remember(fn: Any, per_item: float | None) -> None:
 def known_tiny(fn: Any) -> float | None:
     """The time per call of ``fn`` if its last measured call found it tiny, else None.
 
-    A call of such a function needs no probe: its first batches are the size the probe would have
-    led to. Only functions whose whole batch of the cap runs in milliseconds are remembered, so a
-    function that turns out slower on other inputs costs one short batch, and the sizer adapts from
-    the measurements of that call as usual.
+    A call of such a function over an input of known length needs no probe: its first batches are
+    the size the probe would have led to (the cap, a quarter of a worker's fair share). Only
+    functions whose whole batch of the cap runs in milliseconds are remembered; one that turns out
+    slower on other inputs runs its first batches bigger than ideal, on every worker, and the sizer
+    adapts from the measurements of that call as usual.
     """
     try:
         with _tiny_lock:

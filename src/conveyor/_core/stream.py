@@ -221,9 +221,12 @@ class Stream(Iterator[Any]):
         self._total = total
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         function = TaskFunction(fn)
-        tiny = chunking.known_tiny(fn)
+        tiny = chunking.known_tiny(fn) if total is not None else None
         if tiny is not None and chunksize is None:
             # Its last call measured it tiny: that is what the probes would say, without the wait.
+            # Only for an input of known length, whose cap is a quarter of a worker's fair share:
+            # if the function is slower this time, every worker still has batches (an endless
+            # input's cap, MAX_UNSIZED, could give one worker all of a short input).
             self._sizer.observe(self._workers, tiny * self._workers)
             function.observe(self._workers, tiny * self._workers)
         self._call = Call(backend, function, kind, _delivery_into(self._inbox), stats,

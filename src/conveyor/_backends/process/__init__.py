@@ -154,6 +154,7 @@ class ProcessBackend(Backend):
         if self._shared_memory:
             # Large inputs and results go through shared memory (bulk.py).
             self._arena = shm.Arena(f"conveyor-{os.getpid()}")
+        self._next_exit_poll = 0.0  # when the supervisor next asks waitpid about every worker (_loop)
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
         if method == "fork":
@@ -176,10 +177,15 @@ class ProcessBackend(Backend):
         """
         try:
             self._maintain()
-        except BaseException:  # Ctrl-C while forking: no supervisor would ever stop these
+        except BaseException:  # Ctrl-C or a failed fork: no supervisor will ever stop or close these
             for worker in self._workers:
                 worker.process.kill()
                 worker.process.join()
+                worker.conn.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            if self._arena is not None:
+                self._arena.close()
             raise
 
     # -- the contract ------------------------------------------------------------------------------
@@ -331,11 +337,15 @@ class ProcessBackend(Backend):
             for worker in list(self._workers):
                 if worker.conn_open and worker.conn in ready:
                     self._drain(worker)
+            # Once a tick, the kernel is asked too (waitpid): a process forked by another thread of
+            # this program (a multiprocessing.Pool's worker, say) while a worker was being forked
+            # can hold a copy of that worker's sentinel's write end, which then never fires.
+            now = time.monotonic()
+            ask_kernel = not ready or now >= self._next_exit_poll
+            if ask_kernel:
+                self._next_exit_poll = now + _IDLE_TICK
             for worker in list(self._workers):
-                # A quiet tick also asks the kernel (waitpid): a process forked by another thread
-                # of this program (a multiprocessing.Pool's worker, say) while this worker was
-                # being forked can hold a copy of its sentinel's write end, which then never fires.
-                if worker.process.sentinel in ready or (not ready and worker.process.exitcode is not None):
+                if worker.process.sentinel in ready or (ask_kernel and worker.process.exitcode is not None):
                     self._on_exit(worker)
             self._check_deadlines()
 
@@ -373,9 +383,14 @@ class ProcessBackend(Backend):
         slot = self._ctx.RawArray("d", p.SLOT_SIZE)
         slot[p.SLOT_POSITION] = p.PHASE_IDLE
         forked = self.start_method == "fork"
+        # A parent-death signal fires when the forking *thread* ends: ask for it only from threads that
+        # live as long as the pool (the supervisor) or the program (the main thread). A worker forked
+        # by another thread (Pool() made in a short-lived thread) watches its owner's pid instead.
+        lasting = threading.current_thread() in (self._supervisor, threading.main_thread())
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver", self._initializer_blob,
+            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver" and lasting,
+                  self._initializer_blob,
                   self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory, forked),
             name="conveyor-worker",
             daemon=False,
