@@ -156,7 +156,12 @@ def test_items_from_a_slow_source_are_not_held_back_by_lost_wake_ups():
             .map(_ident, backend="serial"))
     delays = [time.monotonic() - sent for _, sent in pipe]
     assert len(delays) == 8
-    assert max(delays) < bounded(0.3), delays
+    # The first items also wait for the process stage's workers to start (a fork server, then the
+    # workers: a few hundred milliseconds on a busy machine); a lost wake-up holds back every item
+    # until the next one arrives, start-up or not.
+    starting, running = delays[:3], delays[3:]
+    assert max(starting) < bounded(1.0), delays
+    assert max(running) < bounded(0.3), delays
 
 
 @pytest.mark.parametrize("backend", backends("thread", "process"))
