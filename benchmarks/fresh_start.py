@@ -10,7 +10,13 @@ child's environment: a user's second run of a program finds them). Each program 
 Targets: conveyor's median at most ``multiprocessing.Pool``'s under forkserver, and at most 2x its
 median under fork.
 
-Run alone:  python benchmarks/fresh_start.py [--repeat N] [--items N] [--workers N]
+``--floor`` adds two programs that are not pools at all: the least any design built on the stdlib's
+fork server can do (two ``multiprocessing.Process`` workers on pipes, their loop preloaded by the fork
+server, one batch each), once serializing with cloudpickle in the caller and the fork server as
+conveyor does, once with plain pickle. They bound from below what conveyor can reach without changing
+how it serializes or starts its workers.
+
+Run alone:  python benchmarks/fresh_start.py [--repeat N] [--items N] [--workers N] [--floor]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any, Callable
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-import _common as c  # noqa: E402
+import _common as c
 
 CONVEYOR_PROGRAM = '''\
 import conveyor
@@ -60,9 +66,61 @@ if __name__ == "__main__":
     assert result == [x * x for x in range({items})]
 '''
 
+FLOOR_WORKER = '''\
+import {pickler}
+
+
+def work(conn):
+    """Receive the function, then batches until an empty message; send back each batch's results."""
+    fn = {pickler}.loads(conn.recv_bytes())
+    while True:
+        data = conn.recv_bytes()
+        if not data:
+            return
+        conn.send_bytes({pickler}.dumps([fn(x) for x in {pickler}.loads(data)]))
+'''
+
+FLOOR_PROGRAM = '''\
+import multiprocessing
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([{module!r}])
+    multiprocessing.forkserver.ensure_running()
+    import {pickler}
+    import {module}
+
+    workers = []
+    for _ in range({workers}):
+        mine, theirs = ctx.Pipe()
+        process = ctx.Process(target={module}.work, args=(theirs,))
+        process.start()
+        theirs.close()
+        workers.append((process, mine))
+    function = {pickler}.dumps(square)
+    inputs = list(range({items}))
+    share = -(-len(inputs) // len(workers))
+    for index, (_, conn) in enumerate(workers):
+        conn.send_bytes(function)
+        conn.send_bytes({pickler}.dumps(inputs[index * share:(index + 1) * share]))
+    result = []
+    for process, conn in workers:
+        result += {pickler}.loads(conn.recv_bytes())
+        conn.send_bytes(b"")
+        process.join()
+    assert result == [x * x for x in range({items})]
+'''
+
 CONVEYOR = "conveyor.Pool (default: forkserver)"
 MP_FORKSERVER = "multiprocessing.Pool (forkserver)"
 MP_FORK = "multiprocessing.Pool (fork)"
+FLOOR_CLOUDPICKLE = "floor: 2 Processes + pipes (forkserver), cloudpickle"
+FLOOR_PICKLE = "floor: 2 Processes + pipes (forkserver), pickle"
 ITEMS = 100
 """Inputs of the map: a handful of tiny tasks, so that start-up and shutdown are what is measured."""
 FORK_LIMIT = 2.0
@@ -84,20 +142,26 @@ def program_runner(path: str, env: dict[str, str]) -> Callable[[], Any]:
     return run
 
 
-def contenders(directory: str, workers: int, items: int) -> list[c.Contender]:
-    """The three programs, written to ``directory``, as contenders of ``run_round_robin``."""
+def contenders(directory: str, workers: int, items: int, floor: bool = False) -> list[c.Contender]:
+    """The programs, written to ``directory``, as contenders of ``run_round_robin``."""
     import multiprocessing
 
     env = child_environment()
     programs = {CONVEYOR: CONVEYOR_PROGRAM.format(workers=workers, items=items)}
     for method, name in (("forkserver", MP_FORKSERVER), ("fork", MP_FORK)):
         programs[name] = MULTIPROCESSING_PROGRAM.format(method=method, workers=workers, items=items)
+    if floor:
+        for pickler, name in (("cloudpickle", FLOOR_CLOUDPICKLE), ("pickle", FLOOR_PICKLE)):
+            module = f"floor_worker_{pickler}"
+            with open(os.path.join(directory, f"{module}.py"), "w") as source:
+                source.write(FLOOR_WORKER.format(pickler=pickler))
+            programs[name] = FLOOR_PROGRAM.format(pickler=pickler, module=module, workers=workers, items=items)
     out = []
     for index, (name, source) in enumerate(programs.items()):
         path = os.path.join(directory, f"fresh_{index}.py")
         with open(path, "w") as script:
             script.write(source)
-        method = name[name.index("(") + 1:-1].replace("default: ", "")
+        method = "forkserver" if name.startswith("floor") else name[name.index("(") + 1:-1].replace("default: ", "")
         skip = None if method in multiprocessing.get_all_start_methods() else f"no {method} here"
         run = program_runner(path, env)
         out.append(c.Contender(name, run, items, lambda ok: ok is True, skip=skip, warm=run,
@@ -148,9 +212,10 @@ def table(timings: list[c.Timing], workers: int, items: int) -> c.Table:
                    "+ close/join + exit", columns, rows, notes, data)
 
 
-def measure(workers: int, items: int, repeat: int, log: Callable[[str], None] | None = None) -> c.Table:
+def measure(workers: int, items: int, repeat: int, log: Callable[[str], None] | None = None,
+            floor: bool = False) -> c.Table:
     with tempfile.TemporaryDirectory(prefix="conveyor-fresh-") as directory:
-        timings = c.run_round_robin(contenders(directory, workers, items), repeat, label="fresh", log=log)
+        timings = c.run_round_robin(contenders(directory, workers, items, floor), repeat, label="fresh", log=log)
     return table(timings, workers, items)
 
 
@@ -159,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=9, help="runs per contender (default 9)")
     parser.add_argument("--items", type=int, default=ITEMS, help=f"inputs of the map (default {ITEMS})")
     parser.add_argument("--workers", type=int, default=2, help="workers per pool (default 2)")
+    parser.add_argument("--floor", action="store_true",
+                        help="add the two floor programs (see the module docstring)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    c.print_table(measure(args.workers, args.items, args.repeat))
+    c.print_table(measure(args.workers, args.items, args.repeat, floor=args.floor))
     print(f"\n{time.perf_counter() - started:.1f}s")
     return 0
 
