@@ -29,7 +29,7 @@ TESTS = Path(__file__).resolve().parent
 CLUSTERS = {
     "dask": ("distributed", """
         import json, sys
-        from conveyor._backends.dask import local_cluster
+        from conveyor._backends.dask.backend import local_cluster
         if __name__ == "__main__":
             cluster = local_cluster(2)
             print(json.dumps({"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}), flush=True)

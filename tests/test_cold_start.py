@@ -23,8 +23,8 @@ NOT_ON_IMPORT = (
     "concurrent.futures", "multiprocessing", "logging", "typing", "dataclasses", "inspect",
     # conveyor's own pool, backends and front ends
     "conveyor.pool", "conveyor.context", "conveyor.pipeline", "conveyor.sharing", "conveyor.abc",
-    "conveyor._core.errors", "conveyor._core.stdlib_errors", "conveyor._backends.process",
-    "conveyor._backends.thread", "conveyor._backends.dask", "conveyor._backends.ray",
+    "conveyor._core.errors", "conveyor._core.stdlib_errors", "conveyor._backends.process.backend",
+    "conveyor._backends.local.thread", "conveyor._backends.dask.backend", "conveyor._backends.ray.backend",
 )
 
 
@@ -128,7 +128,8 @@ def test_the_fork_server_preload_needs_no_executor_machinery():
         import conveyor._backends.process.worker
         print("LOADED", [name for name in ("concurrent.futures", "multiprocessing.pool", "conveyor.pool",
                                            "conveyor._core.stdlib_errors", "conveyor._backends.process.sync",
-                                           "conveyor._backends.process.channel", "multiprocessing.shared_memory",
+                                           "conveyor._backends.process.channel", "conveyor._backends.process.backend",
+                                           "multiprocessing.shared_memory",
                                            "psutil", "numpy")
                          if name in sys.modules])
     """)
@@ -169,7 +170,7 @@ def test_a_default_process_pool_starts_the_fork_server_with_the_worker_preloaded
 POOL_MACHINERY = (
     # what a pool runs on, imported by Pool() only after it has started the fork server
     "conveyor._core.registry", "conveyor.abc", "conveyor._core.stream", "conveyor._core.task",
-    "conveyor._core.stdlib_errors", "conveyor.progress", "conveyor.group", "conveyor._backends.process",
+    "conveyor._core.stdlib_errors", "conveyor.progress", "conveyor.group", "conveyor._backends.process.backend",
     "cloudpickle", "dataclasses", "multiprocessing.pool",
 )
 
@@ -211,7 +212,7 @@ def test_pool_starts_the_fork_server_before_it_imports_the_pool_machinery():
     """)
     assert "AT START [[]]" in out, out
     # The spy saw the modules arrive afterwards: the check above is not vacuous.
-    assert "'conveyor._backends.process'" in out.split("AFTER", 1)[1], out
+    assert "'conveyor._backends.process.backend'" in out.split("AFTER", 1)[1], out
 
 
 def test_a_function_that_uses_the_conveyor_package_still_pickles_by_value():

@@ -278,8 +278,8 @@ class _Owner:
 def test_a_result_lost_with_its_worker_is_run_again_not_returned_as_none():
     """Dask reports status "lost" when a finished result dies with its worker before it is fetched
     (a later task on that worker killed it): those inputs must run again, never yield None."""
-    from conveyor._backends.dask import DaskBackend
-    from conveyor._backends.process import batches
+    from conveyor._backends._shared import batches
+    from conveyor._backends.dask.backend import DaskBackend
     from conveyor.abc import Batch, CallKind, TaskFunction
 
     backend = object.__new__(DaskBackend)  # only its reporting step, no cluster

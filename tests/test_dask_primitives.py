@@ -95,7 +95,7 @@ def test_an_operation_is_one_call(cluster_environment):
     and taking an RLock again none."""
     _scenario(cluster_environment, """
         import distributed.lock, distributed.semaphore
-        from conveyor._backends import dask_connection
+        from conveyor._backends.dask import connection as dask_connection
 
         calls = []
 

@@ -12,7 +12,6 @@ import signal
 import struct
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -173,7 +172,7 @@ def test_pagemap_entries_that_count_as_written():
     reused for the caller's next data) when it is present and not a file page, or swapped out."""
     import mmap
 
-    from conveyor._backends.process import bulk
+    from conveyor._backends._shared import bulk
     from conveyor._core import shm
 
     present, swapped, file_page = 1 << 63, 1 << 62, 1 << 61
@@ -246,7 +245,7 @@ def _finishes_holding(lock, action) -> bool:
 
 
 def test_a_frozen_inputs_finalizer_takes_no_lock():
-    from conveyor._backends.process import bulk
+    from conveyor._backends._shared import bulk
     from conveyor._core import shm
 
     pool_arena = shm.Arena(f"conveyor-{os.getpid()}")

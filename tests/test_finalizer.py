@@ -15,7 +15,7 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import backends, bounded, wait_until
+from conftest import bounded, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import conveyor
 from conftest import bounded
-from conveyor._backends._local_queue import LocalLifoQueue, LocalPriorityQueue, LocalQueue
+from conveyor._backends._shared.queues import LocalLifoQueue, LocalPriorityQueue, LocalQueue
 from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
 
 pytestmark = pytest.mark.timeout(60)

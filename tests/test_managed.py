@@ -189,7 +189,7 @@ def test_an_unpicklable_value_is_a_clear_error(ctx):
 
 
 def test_direct_construction_is_refused():
-    from conveyor._backends.process.managed import DictProxy
+    from conveyor._backends._shared.managed import DictProxy
 
     with pytest.raises(TypeError, match="conveyor.context"):
         DictProxy()
@@ -356,7 +356,7 @@ def test_a_pickled_proxy_works_in_any_process(ctx, dumps):
 
 
 def test_a_wrong_key_is_refused(ctx):
-    from conveyor._backends.process.managed import DictProxy
+    from conveyor._backends._shared.managed import DictProxy
 
     d = ctx.dict(a=1)
     kind, address, owner, _key, oid = d._ref
@@ -424,7 +424,7 @@ def test_strangers_cannot_stall_or_break_the_server(ctx, monkeypatch):
     import socket
     import struct
 
-    from conveyor._backends.process import managed
+    from conveyor._backends._shared import managed
 
     monkeypatch.setattr(managed.wire, "HANDSHAKE_SECONDS", 0.2)
     d = ctx.dict(a=1)

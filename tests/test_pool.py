@@ -21,8 +21,8 @@ import pytest
 
 import conveyor
 import tasks
-from conveyor._core.chunking import MAX_UNSIZED
 from conftest import bounded, wait_until
+from conveyor._core.chunking import MAX_UNSIZED
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -543,7 +543,7 @@ def test_a_cluster_refuses_worker_recycling_with_a_clear_error():
 def test_cluster_function_keys_differ_between_processes_even_after_fork():
     """Workers of a shared cluster cache functions by key: two client processes (a forked child
     included) must never send the same key for different functions."""
-    from conveyor._backends._cluster_worker import function_key
+    from conveyor._backends._shared.cluster_worker import function_key
     from conveyor.abc import TaskFunction
 
     function = TaskFunction(abs)

@@ -837,7 +837,7 @@ if pid == 0:
     code = 0
     try:
         for name in names:  # as a task argument arriving by name
-            cond = sync._attach(sync.ProcessCondition, name, (), {"_lock": real()})
+            cond = sync.attach(sync.ProcessCondition, name, (), {"_lock": real()})
             with cond:
                 cond.notify()
     except BaseException as error:

@@ -199,7 +199,8 @@ def _unbound(cls: type, hub: _NoHub, **attributes: object) -> object:
 @pytest.mark.parametrize("too_long", TOO_LONG)
 def test_dask_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hub(too_long):
     pytest.importorskip("distributed")
-    from conveyor._backends import dask_queues, dask_sync
+    from conveyor._backends.dask import queues as dask_queues
+    from conveyor._backends.dask import sync as dask_sync
 
     hub = _NoHub()
     calls = {
@@ -222,7 +223,7 @@ def test_dask_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hu
 @pytest.mark.parametrize("too_long", TOO_LONG)
 def test_ray_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hub(too_long, monkeypatch):
     pytest.importorskip("ray")
-    from conveyor._backends import ray_primitives as rp
+    from conveyor._backends.ray import primitives as rp
 
     hub = _NoHub()
     monkeypatch.setattr(rp, "_call", hub)

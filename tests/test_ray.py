@@ -551,8 +551,8 @@ class _Owner:
 
 def _failed(items: list, exc: BaseException):
     """How the backend reports a task that failed as a whole, without starting Ray."""
-    from conveyor._backends.process import batches
-    from conveyor._backends.ray import RayBackend
+    from conveyor._backends._shared import batches
+    from conveyor._backends.ray.backend import RayBackend
     from conveyor.abc import Batch, CallKind, TaskFunction
 
     batch = Batch(TaskFunction(abs), CallKind.ONE, items, [10 + i for i in range(len(items))], owner=_Owner())

@@ -34,8 +34,8 @@ from concurrent.futures import (
 )
 from typing import Any, Callable
 
+from conveyor._core.config import start_method_of
 from conveyor._core.errors import PoolClosedError, adopt_broken_process_pool
-from conveyor.multiprocessing import _start_method
 from conveyor.pool import Pool as _ConveyorPool
 
 __all__ = [
@@ -207,7 +207,7 @@ class ProcessPoolExecutor(_PoolExecutor, concurrent.futures.ProcessPoolExecutor)
                  max_tasks_per_child: int | None = None) -> None:
         _check_max_workers(max_workers)
         _check_initializer(initializer)
-        method = _start_method(mp_context)
+        method = start_method_of(mp_context)
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
                 raise TypeError("max_tasks_per_child must be an integer")

@@ -16,27 +16,16 @@ Queues, locks and processes are conveyor's too, from :func:`conveyor.context`; t
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
 import warnings
 from multiprocessing import TimeoutError, cpu_count, freeze_support
 from typing import Any, Callable, Iterable, Iterator
 
+from conveyor._core.config import start_method_of
 from conveyor._core.errors import PoolClosedError
 from conveyor.pool import AsyncResult
 from conveyor.pool import Pool as _ConveyorPool
 
 __all__ = ["AsyncResult", "Pool", "ThreadPool", "TimeoutError", "cpu_count", "freeze_support"]
-
-
-def _start_method(context: Any) -> str | None:
-    """``context``: a ``multiprocessing`` context, a start method's name, or None for conveyor's
-    default (``forkserver`` on Linux; the stdlib's global ``set_start_method()`` is not consulted)."""
-    if context is None or isinstance(context, str):
-        return context
-    if isinstance(context, multiprocessing.context.BaseContext):
-        return context.get_start_method()
-    raise TypeError(f"context must be a multiprocessing context or a start method's name, got {context!r}")
 
 
 class Pool:
@@ -63,7 +52,7 @@ class Pool:
                  **options: Any) -> None:
         self._inner = _ConveyorPool(processes, backend=self._backend, initializer=initializer,
                                    initargs=initargs, max_tasks_per_worker=maxtasksperchild,
-                                   start_method=_start_method(context), **options)
+                                   start_method=start_method_of(context), **options)
 
     @property
     def conveyor_pool(self) -> _ConveyorPool:

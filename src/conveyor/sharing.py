@@ -25,7 +25,7 @@ import threading
 import weakref
 from typing import Any, Generic, TypeVar
 
-from conveyor._core import serialize, shm
+from conveyor._core import owned, serialize, shm
 
 __all__ = ["Shared", "shared"]
 
@@ -71,7 +71,7 @@ class Shared(Generic[T]):
         _owned.add(self)
 
     @classmethod
-    def _attach(cls, name: str, spans: list[tuple[int, int]], nbytes: int) -> Shared[Any]:
+    def attach(cls, name: str, spans: list[tuple[int, int]], nbytes: int) -> Shared[Any]:
         handle = cls.__new__(cls)
         handle.name, handle.spans, handle.nbytes = name, spans, nbytes
         handle._creator = None
@@ -79,7 +79,7 @@ class Shared(Generic[T]):
         return handle
 
     def __reduce__(self) -> Any:
-        return (Shared._attach, (self.name, self.spans, self.nbytes))
+        return (Shared.attach, (self.name, self.spans, self.nbytes))
 
     def get(self) -> T:
         """The object: mapped and unpickled on the first call in this process, then the same one.
@@ -125,6 +125,7 @@ def _remove(name: str) -> None:
     _loaded.pop(name, None)
 
 
+@owned.on_exit
 def release_owned() -> None:
     """Remove the segments of handles this process made (a worker, which exits without finalizers)."""
     me = os.getpid()

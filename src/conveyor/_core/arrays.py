@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any
 
-from conveyor._core import shm
+from conveyor._core import owned, shm
 
 _attached: weakref.WeakValueDictionary[str, SharedArray] = weakref.WeakValueDictionary()
 _attach_lock = threading.Lock()
@@ -81,7 +81,7 @@ class SharedArray:
     def __reduce__(self) -> Any:
         if self.name is None:
             raise TypeError("this SharedArray belongs to a thread or serial context: it is not sent to processes")
-        return (_attach, (self.name, self.shape, self.dtype.str, self._lock))
+        return (attach, (self.name, self.shape, self.dtype.str, self._lock))
 
     def get_lock(self) -> Any:
         if self._lock is None:
@@ -105,7 +105,7 @@ class SharedArray:
         return f"<conveyor.SharedArray {where} shape={self.shape} dtype={self.dtype}>"
 
 
-def _attach(name: str, shape: tuple[int, ...], dtype: str, lock: Any) -> SharedArray:
+def attach(name: str, shape: tuple[int, ...], dtype: str, lock: Any) -> SharedArray:
     """In a task: the array by name, mapped once per process."""
     with _attach_lock:
         existing = _attached.get(name)
@@ -115,6 +115,7 @@ def _attach(name: str, shape: tuple[int, ...], dtype: str, lock: Any) -> SharedA
         return existing
 
 
+@owned.on_exit
 def release_owned() -> None:
     """Remove the segments of arrays this process made (a worker, which exits without finalizers)."""
     me = os.getpid()

@@ -185,3 +185,15 @@ class config:  # noqa: N801 - used like a function: with conveyor.config(...)
 
     def __exit__(self, *exc_info: object) -> None:
         _current.reset(self._tokens.pop())
+
+
+def start_method_of(context: Any) -> str | None:
+    """``context``: a ``multiprocessing`` context, a start method's name, or None for conveyor's
+    default (``forkserver`` on Linux; the stdlib's global ``set_start_method()`` is not consulted)."""
+    if context is None or isinstance(context, str):
+        return context
+    import multiprocessing.context  # here: this module is imported before the fork server starts
+
+    if isinstance(context, multiprocessing.context.BaseContext):
+        return context.get_start_method()
+    raise TypeError(f"context must be a multiprocessing context or a start method's name, got {context!r}")

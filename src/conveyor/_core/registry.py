@@ -21,11 +21,11 @@ _INSTALL_HINTS = {
 }
 
 _registry: dict[str, BackendFactory] = {
-    "serial": "conveyor._backends.serial:SerialBackend",
-    "thread": "conveyor._backends.thread:ThreadBackend",
-    "process": "conveyor._backends.process:ProcessBackend",
-    "dask": "conveyor._backends.dask:DaskBackend",
-    "ray": "conveyor._backends.ray:RayBackend",
+    "serial": "conveyor._backends.local.serial:SerialBackend",
+    "thread": "conveyor._backends.local.thread:ThreadBackend",
+    "process": "conveyor._backends.process.backend:ProcessBackend",
+    "dask": "conveyor._backends.dask.backend:DaskBackend",
+    "ray": "conveyor._backends.ray.backend:RayBackend",
 }
 _lock = threading.Lock()
 

@@ -37,7 +37,7 @@ from multiprocessing import shared_memory
 from typing import Any, Callable, Iterable
 
 from conveyor._backends.process import pthreads
-from conveyor._backends.process.sync import _STATE, _attach, _Shared
+from conveyor._backends.process.sync import STATE_OFFSET, SegmentBacked, attach
 from conveyor._core import serialize, shm
 from conveyor._core.errors import ShutDown
 from conveyor._core.waiting import queue_timeout
@@ -64,7 +64,7 @@ _LIVE = struct.Struct("<5q")
 _LIVE_LOG = struct.Struct("<10q")            # the five live fields as (word, value) journal pairs
 
 
-class _SharedQueue(_Shared):
+class _SharedQueue(SegmentBacked):
     """What every process queue shares: the segment, locking with recovery, commits, waits, and the
     parts of the ``queue.Queue`` interface that do not depend on the order of items."""
 
@@ -75,14 +75,14 @@ class _SharedQueue(_Shared):
         self._fields = _STORAGE + self._storage_words(capacity)
         self._init_segment(_name)
         segment = self._segment
-        raw = (ctypes.c_char * (_STATE + 8 * self._fields)).from_address(segment.base)
+        raw = (ctypes.c_char * (STATE_OFFSET + 8 * self._fields)).from_address(segment.base)
         self._view = memoryview(raw).cast("B")   # a view of the mapping, not an export of it
-        self._words = self._view[_STATE:].cast("q")
+        self._words = self._view[STATE_OFFSET:].cast("q")
         self._mutex = ctypes.c_void_p(segment.mutex)
         self._not_empty = segment.cond
-        self._not_full = segment.base + _STATE + 8 * _NOT_FULL
-        self._all_done = segment.base + _STATE + 8 * _ALL_DONE
-        self._storage = _STATE + 8 * _STORAGE       # byte offset of the storage in the view
+        self._not_full = segment.base + STATE_OFFSET + 8 * _NOT_FULL
+        self._all_done = segment.base + STATE_OFFSET + 8 * _ALL_DONE
+        self._storage = STATE_OFFSET + 8 * _STORAGE       # byte offset of the storage in the view
         if _name is None:
             pthreads.init_cond(self._not_full)
             pthreads.init_cond(self._all_done)
@@ -100,7 +100,7 @@ class _SharedQueue(_Shared):
         raise NotImplementedError
 
     def __reduce__(self) -> Any:
-        return (_attach, (type(self), self._segment.name, (self.maxsize, self._capacity)))
+        return (attach, (type(self), self._segment.name, (self.maxsize, self._capacity)))
 
     @property
     def maxsize(self) -> int:
@@ -151,7 +151,7 @@ class _SharedQueue(_Shared):
         a count of 0 mid-commit, and a process killed there would leave zeros until the next locker
         recovers."""
         view, words = self._view, self._words
-        _LIVE_LOG.pack_into(view, _STATE + 8 * _JOURNAL, 0, first, 1, second, 2, third, 3, count, 4, unfinished)
+        _LIVE_LOG.pack_into(view, STATE_OFFSET + 8 * _JOURNAL, 0, first, 1, second, 2, third, 3, count, 4, unfinished)
         words[_JOURNAL_LEN] = 5          # the commit point: one aligned word
         words[0] = first
         words[1] = second
@@ -166,7 +166,7 @@ class _SharedQueue(_Shared):
             raise RuntimeError("commit too large for the journal")
         words = self._words
         flat = [number for pair in changes.items() for number in pair]
-        struct.pack_into(f"<{len(flat)}q", self._view, _STATE + 8 * _JOURNAL, *flat)
+        struct.pack_into(f"<{len(flat)}q", self._view, STATE_OFFSET + 8 * _JOURNAL, *flat)
         words[_JOURNAL_LEN] = len(changes)
         for word, value in changes.items():
             words[word] = value
@@ -378,7 +378,7 @@ class ProcessQueue(_SharedQueue):
             if not self._has_room(len(data)):
                 self._wait(self._not_full, _PUTTERS, lambda: self._has_room(len(data)), block,
                            self._deadline(block, timeout), _stdlib_queue.Full)
-            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
             tail, used = self._write(tail, used, data, False)
             self._commit_live(head, tail, used, count + 1, unfinished + 1)
             self._wake_after_put(1)
@@ -416,7 +416,7 @@ class ProcessQueue(_SharedQueue):
                     size = len(records[stored][0])
                     self._wait(self._not_full, _PUTTERS, lambda: self._has_room(size), block, deadline,
                                _stdlib_queue.Full)
-                    head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+                    head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
                     maxsize = words[_MAXSIZE]
                     first = stored
                     while stored < len(records):
@@ -452,7 +452,7 @@ class ProcessQueue(_SharedQueue):
             if not words[_COUNT]:
                 self._wait(self._not_empty, _GETTERS, lambda: words[_COUNT] > 0, block, deadline,
                            _stdlib_queue.Empty)
-            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
             size = 0
             while count and len(taken) < max_items and size < BATCH_BYTES:
                 head, used, payload, by_reference = self._read(head, used)
@@ -479,7 +479,7 @@ class ProcessQueue(_SharedQueue):
             if not words[_COUNT]:
                 self._wait(self._not_empty, _GETTERS, lambda: words[_COUNT] > 0, block,
                            self._deadline(block, timeout), _stdlib_queue.Empty)
-            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+            head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
             head, used, payload, by_reference = self._read(head, used)
             if count == 1:
                 head = tail = used = 0
@@ -491,7 +491,7 @@ class ProcessQueue(_SharedQueue):
         return serialize.loads(_take(payload) if by_reference else payload)
 
     def _drop_all(self) -> None:
-        head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+        head, tail, used, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
         dropped = count
         while count:
             head, used, payload, by_reference = self._read(head, used)
@@ -606,7 +606,7 @@ class _IndexedQueue(_SharedQueue):
                     span = self._span(len(payload))
                     if words[_TOP] + span > self._capacity:
                         self._compact()
-                    top, active, live, count, unfinished = _LIVE.unpack_from(view, _STATE)
+                    top, active, live, count, unfinished = _LIVE.unpack_from(view, STATE_OFFSET)
                     start = self._arena(active) + top
                     _HEADER.pack_into(view, start, -len(payload) - 1 if spill is not None else len(payload))
                     view[start + _HEADER.size:start + _HEADER.size + len(payload)] = payload
@@ -635,7 +635,7 @@ class _IndexedQueue(_SharedQueue):
                 self._wait(self._not_empty, _GETTERS, lambda: words[_COUNT] > 0, block, deadline,
                            _stdlib_queue.Empty)
             while words[_COUNT] and len(taken) < max_items:
-                top, active, live, count, unfinished = _LIVE.unpack_from(self._view, _STATE)
+                top, active, live, count, unfinished = _LIVE.unpack_from(self._view, STATE_OFFSET)
                 changes: dict[int, int] = {}
                 offset = self._pop(changes, self._index_base(active), count)
                 length, payload = self._record_at(offset)

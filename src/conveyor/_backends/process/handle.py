@@ -6,7 +6,7 @@ import collections
 import os
 from typing import Any
 
-from conveyor._backends.process.batches import Sent
+from conveyor._backends._shared.batches import Sent
 
 
 class WorkerHandle:

@@ -27,10 +27,10 @@ import time
 import weakref
 from typing import Any
 
+from conveyor._backends._shared.liveness import alive
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessQueue
-from conveyor._backends.process.liveness import alive
-from conveyor._backends.process.sync import _Shared
+from conveyor._backends.process.sync import SegmentBacked
 
 PIPE_CAPACITY = 1024 * 1024
 _SLOTS = 32                          # processes that may hold one end at once
@@ -38,7 +38,7 @@ _IN_FLIGHT = 0                       # words 0, 1: transfers in flight, per end
 _HOLDERS = 2                         # then _SLOTS pids for end 0, then _SLOTS for end 1
 
 
-class _PipeState(_Shared):
+class _PipeState(SegmentBacked):
     """Who holds each end of one pipe (see the module docstring)."""
 
     _fields = _HOLDERS + 2 * _SLOTS

@@ -57,17 +57,17 @@ class ProcessPrimitives:
         return ProcessQueue(maxsize)
 
     def dict(self, *args: Any, **kwargs: Any) -> Any:
-        from conveyor._backends.process import managed
+        from conveyor._backends._shared import managed
 
         return managed.make_dict(*args, **kwargs)
 
     def list(self, iterable: Any = ()) -> Any:
-        from conveyor._backends.process import managed
+        from conveyor._backends._shared import managed
 
         return managed.make_list(iterable)
 
     def Namespace(self, **attributes: Any) -> Any:  # noqa: N802
-        from conveyor._backends.process import managed
+        from conveyor._backends._shared import managed
 
         return managed.make_namespace(**attributes)
 

@@ -42,14 +42,16 @@ DONE = 5
 CANCEL = 6
 SKIPPED = 7
 
-SLOT_SEQ = 0
-SLOT_POSITION = 1
-SLOT_STARTED = 2
-SLOT_SIZE = 3
-
-PHASE_IDLE = -1.0
-PHASE_DECODE = -2.0
-PHASE_ENCODE = -3.0
+# The slot's layout belongs to the shared call loop, which writes it (``_shared/calls.py``).
+from conveyor._backends._shared.calls import (  # noqa: E402, F401 - re-exported as the protocol's names
+    PHASE_DECODE,
+    PHASE_ENCODE,
+    PHASE_IDLE,
+    SLOT_POSITION,
+    SLOT_SEQ,
+    SLOT_SIZE,
+    SLOT_STARTED,
+)
 
 FUNCTION_CACHE_SIZE = 32
 """Functions a worker keeps unpickled; the supervisor mirrors the same first-in-first-out cache so it

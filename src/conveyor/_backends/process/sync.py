@@ -26,15 +26,16 @@ import weakref
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
+from conveyor._backends._shared.liveness import alive
 from conveyor._backends.process import pthreads
-from conveyor._backends.process.liveness import alive
+from conveyor._core import owned
 from conveyor._core.errors import OwnerDiedError
 from conveyor._core.shm import fresh_name
 from conveyor._core.waiting import bounded_timeout, lock_timeout, wait_for
 
 _MUTEX = 0
 _COND = pthreads.MUTEX_BYTES
-_STATE = _COND + pthreads.COND_BYTES
+STATE_OFFSET = _COND + pthreads.COND_BYTES
 
 
 _still_mapped: list[Any] = []
@@ -84,6 +85,7 @@ if hasattr(os, "register_at_fork"):
 _owned: weakref.WeakSet[_Segment] = weakref.WeakSet()
 
 
+@owned.on_exit
 def release_owned() -> None:
     """Unlink every segment this process created; for workers, which exit without finalizers.
 
@@ -108,7 +110,7 @@ class _Segment:
     """One primitive's shared memory: a robust mutex, a condition, and ``fields`` int64 slots."""
 
     def __init__(self, fields: int, name: str | None = None) -> None:
-        size = _STATE + 8 * max(fields, 1)
+        size = STATE_OFFSET + 8 * max(fields, 1)
         self.owner = name is None
         self.creator = os.getpid()
         self.shm = shared_memory.SharedMemory(name=name or fresh_name("p"), create=self.owner, size=size)
@@ -118,7 +120,7 @@ class _Segment:
         self.base = ctypes.addressof(anchor)
         self.mutex = self.base + _MUTEX
         self.cond = self.base + _COND
-        self.state = (ctypes.c_int64 * max(fields, 1)).from_address(self.base + _STATE)
+        self.state = (ctypes.c_int64 * max(fields, 1)).from_address(self.base + STATE_OFFSET)
         if self.owner:
             pthreads.init_mutex(self.mutex)
             pthreads.init_cond(self.cond)
@@ -159,7 +161,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_parent_objects)
 
 
-def _attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+def attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
     """Rebuild a primitive from its segment name; one object per segment per process."""
     with _attach_lock:
         existing = _attached.get(name)
@@ -169,7 +171,7 @@ def _attach(cls: type, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, 
         return existing
 
 
-class _Shared:
+class SegmentBacked:
     """Common pickling by segment name."""
 
     _fields = 1
@@ -184,7 +186,7 @@ class _Shared:
         return ()
 
     def __reduce__(self) -> Any:
-        return (_attach, (type(self), self._segment.name, self._args()))
+        return (attach, (type(self), self._segment.name, self._args()))
 
     _public_name = ""
     """The stdlib's name of the primitive, for ``repr``; empty: the class's own name."""
@@ -199,7 +201,7 @@ class _Shared:
                 f"(process, {self._segment.name}){': ' + state if state else ''}>")
 
 
-class ProcessLock(_Shared):
+class ProcessLock(SegmentBacked):
     """``threading.Lock`` semantics across processes; a dead holder is reported, not fatal.
 
     The lock is a word (the holder's pid) guarded by the segment's robust mutex, which is held only
@@ -328,7 +330,7 @@ class ProcessRLock(ProcessLock):
         self._segment.state[self._DEPTH] = depth
 
 
-class ProcessSemaphore(_Shared):
+class ProcessSemaphore(SegmentBacked):
     """``threading.Semaphore`` across processes."""
 
     _fields = 2  # [value, bound + 1 (0: unbounded)]
@@ -393,7 +395,7 @@ class ProcessBoundedSemaphore(ProcessSemaphore):
             self._segment.state[1] = value + 1  # the bound + 1: 0 means "unbounded", yet 0 is a bound
 
 
-class ProcessEvent(_Shared):
+class ProcessEvent(SegmentBacked):
     """``threading.Event`` across processes.
 
     ``set()`` also counts a generation: a waiter that was waiting when the event was set returns True
@@ -446,7 +448,7 @@ _CONDITION_SLOTS = 64
 order); the segment's size is fixed when it is made."""
 
 
-class ProcessCondition(_Shared):
+class ProcessCondition(SegmentBacked):
     """``threading.Condition`` across processes, around a process Lock or RLock.
 
     As with ``threading.Condition``, ``notify(n)`` wakes up to ``n`` of the waiters that are waiting
@@ -485,7 +487,7 @@ class ProcessCondition(_Shared):
         return ()
 
     def __reduce__(self) -> Any:
-        return (_attach, (ProcessCondition, self._segment.name, (), {"_lock": self._lock}))
+        return (attach, (ProcessCondition, self._segment.name, (), {"_lock": self._lock}))
 
     def __enter__(self) -> bool:
         return self._lock.__enter__()
@@ -667,7 +669,7 @@ class ProcessCondition(_Shared):
         self.notify(1 << 62)
 
 
-class ProcessBarrier(_Shared):
+class ProcessBarrier(SegmentBacked):
     """``threading.Barrier`` across processes.
 
     A party that dies while the others wait breaks the barrier for them (``BrokenBarrierError``)
@@ -692,7 +694,7 @@ class ProcessBarrier(_Shared):
         return (self.parties, self._action, self._timeout)
 
     def __reduce__(self) -> Any:
-        return (_attach, (ProcessBarrier, self._segment.name, self._args()))
+        return (attach, (ProcessBarrier, self._segment.name, self._args()))
 
     @property
     def parties(self) -> int:

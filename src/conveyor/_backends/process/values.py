@@ -8,10 +8,10 @@ import contextlib
 import ctypes
 from typing import Any
 
-from conveyor._backends.process.sync import _STATE, ProcessRLock, _attach, _Shared
+from conveyor._backends.process.sync import STATE_OFFSET, ProcessRLock, SegmentBacked, attach
 
 
-class _Guarded(_Shared):
+class _Guarded(SegmentBacked):
     """A ctypes object in shared memory, read and written under an optional process RLock."""
 
     _lock: Any
@@ -43,13 +43,13 @@ class ProcessValue(_Guarded):
         self._typecode = typecode_or_type
         self._fields = -(-ctypes.sizeof(self._type) // 8)
         self._init_segment(_name)
-        self._obj = self._type.from_address(self._segment.base + _STATE)
+        self._obj = self._type.from_address(self._segment.base + STATE_OFFSET)
         self._lock = ProcessRLock() if lock is True else (lock or None)
         if _name is None:
             self._obj.value = value
 
     def __reduce__(self) -> Any:
-        return (_attach, (type(self), self._segment.name, (self._typecode,),
+        return (attach, (type(self), self._segment.name, (self._typecode,),
                           {"lock": self._lock_argument()}))
 
     @property
@@ -81,13 +81,13 @@ class ProcessArray(_Guarded):
         self._type = item * length
         self._fields = -(-max(ctypes.sizeof(self._type), 1) // 8)
         self._init_segment(_name)
-        self._obj = self._type.from_address(self._segment.base + _STATE)
+        self._obj = self._type.from_address(self._segment.base + STATE_OFFSET)
         self._lock = ProcessRLock() if lock is True else (lock or None)
         if initial is not None:
             self._obj[:] = initial
 
     def __reduce__(self) -> Any:
-        return (_attach, (ProcessArray, self._segment.name, (self._typecode, len(self)),
+        return (attach, (ProcessArray, self._segment.name, (self._typecode, len(self)),
                           {"lock": self._lock_argument(), "_length": len(self)}))
 
     def __len__(self) -> int:

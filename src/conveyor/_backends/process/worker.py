@@ -9,151 +9,23 @@ on every platform a watchdog thread notices when the owner is gone.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import select
 import signal
-import sys
-import threading
 import time
-from typing import Any, Callable
 
-from conveyor._backends._inline import run_finalizer
-from conveyor._backends.process import batches, bulk, inherited
+from conveyor._backends._shared import batches, bulk, inherited
+from conveyor._backends._shared.calls import CALLERS, resident_bytes, run_general, run_plain
+from conveyor._backends._shared.inline import run_finalizer
+from conveyor._backends._shared.lifetime import die_with_owner, exit_now
 from conveyor._backends.process import protocol as p
-from conveyor._backends.process.liveness import alive
 from conveyor._core import serialize, shm
 
-_PARENT_POLL_SECONDS = 0.5
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing in the fork server
+if TYPE_CHECKING:
+    from typing import Any
 
 
-
-
-def die_with_owner(owner: int, owner_is_parent: bool) -> None:
-    """Exit soon after the process that owns the pool dies, however it dies.
-
-    Under fork and spawn the owner is our parent: the kernel's parent-death signal covers it at once
-    and a change of parent pid backs it up. Under forkserver our parent is the fork server, which
-    outlives the owner for as long as any worker holds its keep-alive pipe, so the watchdog also
-    checks the owner's pid itself.
-    """
-    parent = os.getppid()
-    if owner_is_parent and parent != owner:
-        os._exit(1)  # the owner died before this worker got going
-    if owner_is_parent and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent or not alive(owner):
-                os._exit(1)
-            time.sleep(_PARENT_POLL_SECONDS)
-
-    threading.Thread(target=watch, name="conveyor-owner-watch", daemon=True).start()
-
-
-def _call_one(fn: Callable[..., Any], item: Any) -> Any:
-    return fn(item)
-
-
-def _call_star(fn: Callable[..., Any], item: Any) -> Any:
-    return fn(*item)
-
-
-def _call_full(fn: Callable[..., Any], item: Any) -> Any:
-    return fn(*item[0], **item[1])
-
-
-_CALLERS = (_call_one, _call_star, _call_full)
-
-
-def _run_plain(fn: Callable[..., Any], items: list[Any], slot: Any, errors: dict[int, BaseException],
-               stride: int) -> list[Any]:
-    """The hot loop for ``fn(x)`` without a deadline.
-
-    The slot write before each input is what lets the supervisor name the input if this process dies
-    mid-batch. For tiny calls the supervisor asks for a ``stride``: the slot is written once per
-    ``stride`` inputs, which then run at C speed (``list.extend(map(...))``, which keeps the results
-    before an exception, so its position is ``len(values)``; a StopIteration ends ``map`` early
-    instead, seen as a short stride).
-    """
-    values: list[Any] = []
-    if stride <= 1:
-        append = values.append
-        for position, item in enumerate(items):
-            slot[1] = position  # p.SLOT_POSITION, inlined: this loop runs once per input
-            try:
-                append(fn(item))
-            except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
-                append(None)
-                errors[position] = exc
-        return values
-    extend = values.extend
-    start, count = 0, len(items)
-    while start < count:
-        slot[1] = start
-        end = min(start + stride, count)
-        try:
-            extend(map(fn, items[start:end]))
-        except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
-            failed = len(values)
-            values.append(None)
-            errors[failed] = exc
-            start = failed + 1
-            continue
-        if len(values) < end:
-            # fn raised StopIteration, which map() takes for its own end: the stride stopped short
-            # without a word. That input failed (with a StopIteration whose value is lost).
-            failed = len(values)
-            values.append(None)
-            errors[failed] = StopIteration()
-            start = failed + 1
-        else:
-            start = end
-    return values
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def resident_bytes() -> int:
-    """This process's resident memory, cheaply (``/proc`` on Linux, psutil elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except OSError:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-
-
-def _run_general(fn: Callable[..., Any], call: Callable[[Callable[..., Any], Any], Any], items: list[Any],
-                 slot: Any, errors: dict[int, BaseException], timed: bool,
-                 memory_limit: int | None = None) -> list[Any]:
-    """Any call kind, inputs that failed to decode, deadlines (start time written per input), and a
-    memory limit (checked after each input; the batch stops early once it is passed)."""
-    values: list[Any] = []
-    append = values.append
-    monotonic = time.monotonic
-    for position, item in enumerate(items):
-        if memory_limit is not None and position and resident_bytes() > memory_limit:
-            break
-        if position in errors:
-            append(None)
-            continue
-        if timed:
-            slot[p.SLOT_STARTED] = monotonic()
-        slot[p.SLOT_POSITION] = position
-        try:
-            append(call(fn, item))
-        except BaseException as exc:  # noqa: BLE001 - any failure of the task is its result
-            append(None)
-            errors[position] = exc
-    return values
 
 
 class _Inbox:
@@ -246,9 +118,9 @@ class _Worker:
         else:
             begin = time.perf_counter()
             if kind == 0 and not timed and not errors and self.memory_limit is None:
-                values = _run_plain(fn, items, slot, errors, stride)
+                values = run_plain(fn, items, slot, errors, stride)
             else:
-                values = _run_general(fn, _CALLERS[kind], items, slot, errors, timed, self.memory_limit)
+                values = run_general(fn, CALLERS[kind], items, slot, errors, timed, self.memory_limit)
             busy = time.perf_counter() - begin
         count = len(items)
         del items
@@ -332,23 +204,3 @@ def worker_main(conn: Any, slot: Any, owner: int, owner_is_parent: bool, initial
         worker.run(header, payload)
     conn.close()
     exit_now(0)
-
-
-def exit_now(code: int) -> None:
-    """End this worker or task process once its work is reported.
-
-    Skips interpreter teardown: the work is done and a user's atexit hook or a stuck thread must not
-    keep a finished process alive. Shared-memory primitives its tasks created are removed first.
-    """
-    sync = sys.modules.get("conveyor._backends.process.sync")
-    if sync is not None:
-        sync.release_owned()
-    bulk.release_all()
-    for module in ("conveyor._core.arrays", "conveyor.sharing"):
-        owned = sys.modules.get(module)
-        if owned is not None:
-            owned.release_owned()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
