@@ -279,7 +279,7 @@ def test_range_too_long_for_len_stops_quietly_when_the_reader_does() -> None:
 
 
 def test_inputs_too_long_for_len_have_an_unknown_length() -> None:
-    from conveyor.cli import _Remembering
+    from conveyor.cli.run import _Remembering
 
     with pytest.raises(TypeError):  # what Pool takes for "no length" (not an OverflowError)
         len(_Remembering(range(10**20)))

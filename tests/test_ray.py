@@ -501,6 +501,31 @@ SCENARIOS = {
         else:
             raise AssertionError("the objects of a pool that is gone are still in the hub")
     """,
+    # A second context after the first one's Ray was shut down: its factory must make its objects in a
+    # hub of the new Ray (the new Ray numbers its jobs from the start again, so the hub's name once
+    # pointed at the dead actor: "Can't find actor" from every factory call).
+    "two_rounds": """
+        import gc
+        import ray
+
+        def inc(job):
+            lock, counter, n = job
+            for _ in range(n):
+                with lock:
+                    counter.value += 1
+            return n
+
+        for _ in range(2):
+            ctx = conveyor.context("ray")
+            lock, counter = ctx.Lock(), ctx.Value("i", 0)
+            with ctx.Pool(2) as pool:
+                assert pool.map(inc, [(lock, counter, 50)] * 2) == [50, 50]
+            assert counter.value == 100, counter.value
+            ray_pids()
+            del ctx, lock, counter, pool
+            gc.collect()
+            assert not ray.is_initialized(), "the round's Ray is still up: the next round would not start anew"
+    """,
 }
 
 

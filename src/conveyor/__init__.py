@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         TaskError,
         TaskTimeoutError,
         UnpicklingError,
+        UnsupportedError,
         WorkerCrashedError,
         WorkerRecycledWarning,
     )
@@ -67,6 +68,7 @@ __all__ = [
     "TaskHandle",
     "TaskTimeoutError",
     "UnpicklingError",
+    "UnsupportedError",
     "WorkerCrashedError",
     "WorkerRecycledWarning",
     "WorkerState",
@@ -112,6 +114,7 @@ _LAZY = {
     "TaskHandle": "conveyor.group",
     "TaskTimeoutError": "conveyor._core.errors",
     "UnpicklingError": "conveyor._core.errors",
+    "UnsupportedError": "conveyor._core.errors",
     "worker_state": "conveyor._core.state",
     "WorkerCrashedError": "conveyor._core.errors",
     "WorkerRecycledWarning": "conveyor._core.errors",

@@ -25,12 +25,18 @@ import enum
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 from conveyor._core.chunking import too_short_to_time
+from conveyor._core.errors import unsupported
 
-__all__ = ["Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome", "SpawnedTask",
-           "TaskFunction"]
+__all__ = ["PRIMITIVES", "Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome",
+           "PrimitiveFactory", "SpawnedTask", "TaskFunction"]
+
+PRIMITIVES = frozenset({"Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier", "Queue",
+                        "LifoQueue", "PriorityQueue", "Pipe", "Value", "Array", "SharedArray", "dict", "list",
+                        "Namespace"})
+"""The names of :class:`PrimitiveFactory`'s methods: what ``ctx.Lock()``, ``pool.Queue()``... forward to."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Capabilities:
         isolates_crashes: a crashing task cannot take the caller down.
         shared_memory: workers can map the caller's shared-memory segments.
         cross_host: workers may run on other machines.
+        primitives: the primitives its factory makes (names of :data:`PRIMITIVES`); asking for any
+            other raises :class:`~conveyor.UnsupportedError` before the factory is called.
     """
 
     cancel_running: bool = False
@@ -52,6 +60,7 @@ class Capabilities:
     isolates_crashes: bool = False
     shared_memory: bool = False
     cross_host: bool = False
+    primitives: frozenset[str] = PRIMITIVES
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,52 @@ class Batch:
         self.owner.abandon(self)
 
 
+class PrimitiveFactory(Protocol):
+    """What :meth:`Backend.primitives` returns: the stdlib's primitives, made for one backend's workers.
+
+    Every method has the stdlib's name and signature (``threading``, ``queue``, ``multiprocessing``);
+    the objects behave as the stdlib's do, across that backend's workers. A primitive a backend does
+    not make is left out of its :attr:`Capabilities.primitives` and raises
+    :class:`~conveyor.UnsupportedError` (``conveyor._core.errors.unsupported``). mypy checks, over
+    ``src/``, that every backend's factory satisfies this protocol (``tests/test_typing.py``).
+    """
+
+    def Lock(self) -> Any: ...  # noqa: N802 - the stdlib's names, here and below
+
+    def RLock(self) -> Any: ...  # noqa: N802
+
+    def Condition(self, lock: Any = None) -> Any: ...  # noqa: N802
+
+    def Semaphore(self, value: int = 1) -> Any: ...  # noqa: N802
+
+    def BoundedSemaphore(self, value: int = 1) -> Any: ...  # noqa: N802
+
+    def Event(self) -> Any: ...  # noqa: N802
+
+    def Barrier(self, parties: int, action: Callable[[], Any] | None = None,  # noqa: N802
+                timeout: float | None = None) -> Any: ...
+
+    def Queue(self, maxsize: int = 0) -> Any: ...  # noqa: N802
+
+    def LifoQueue(self, maxsize: int = 0) -> Any: ...  # noqa: N802
+
+    def PriorityQueue(self, maxsize: int = 0) -> Any: ...  # noqa: N802
+
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]: ...  # noqa: N802
+
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> Any: ...  # noqa: N802
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> Any: ...  # noqa: N802
+
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any: ...  # noqa: N802
+
+    def dict(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def list(self, iterable: Iterable[Any] = ()) -> Any: ...
+
+    def Namespace(self, **attributes: Any) -> Any: ...  # noqa: N802
+
+
 class Backend(abc.ABC):
     """Runs batches on some workers. One instance per pool.
 
@@ -235,15 +290,15 @@ class Backend(abc.ABC):
         return self.config.workers
 
     @classmethod
-    def primitives(cls, config: BackendConfig) -> Any:
+    def primitives(cls, config: BackendConfig) -> PrimitiveFactory:
         """The factory of locks, queues, shared values... that work with this backend's workers.
 
-        It must offer the methods of :class:`conveyor.primitives.PrimitiveFactories`. A context can
-        ask for it without starting workers, so it is a class method.
+        A context can ask for it without starting workers, so it is a class method. A backend with
+        none says so in its capabilities (``primitives=frozenset()``); this default is never reached then.
         """
-        raise NotImplementedError(f"the {cls.name!r} backend has no synchronization primitives yet")
+        raise unsupported("synchronization primitives", cls.name)
 
-    def worker_primitives(self) -> Any:
+    def worker_primitives(self) -> PrimitiveFactory:
         """The factory of primitives for *this* backend's workers (what ``pool.Lock()`` uses).
 
         By default the class-level factory (:meth:`primitives`); a cluster backend returns one bound

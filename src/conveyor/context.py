@@ -77,7 +77,10 @@ class Context(PrimitiveFactories):
                 self._shared = options
             return self._shared
 
-    def _primitive_factory(self) -> object:
+    def _primitive_backend(self) -> tuple[Any, str]:
+        return self._backend_class.capabilities, self.backend
+
+    def _primitive_factory(self) -> Any:
         if self._primitives is None:
             defaults = self._defaults
             start_method = defaults.get("start_method") or _config.setting("start_method")

@@ -294,6 +294,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         if self._shared is not None and keep is not None:
             keep(self._shared)  # the backend closes it once its last worker is gone
 
+    def _primitive_backend(self) -> tuple[Any, str]:
+        return self._backend.capabilities, self.backend_name
+
     def _primitive_factory(self) -> Any:
         if self._primitives is None:
             self._primitives = self._backend.worker_primitives()

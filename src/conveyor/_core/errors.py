@@ -21,6 +21,8 @@ Each error also derives from the builtin or stdlib error that users already catc
     ├── OwnerDiedError                 + RuntimeError: a process died holding a shared lock
     ├── OwnerGoneError                 + ConnectionError: the process owning a shared dict, list or
     │                                  Namespace has exited; its data went with it
+    ├── UnsupportedError               + NotImplementedError: the backend does not do that (a
+    │                                  primitive it does not make, an option it cannot honour)
     └── BackendUnavailableError        + ImportError: an optional backend is not installed
 
 Warnings: ``WorkerRecycledWarning`` (a worker passed ``max_memory_per_worker`` and was replaced).
@@ -63,10 +65,12 @@ __all__ = [
     "TaskError",
     "TaskTimeoutError",
     "UnpicklingError",
+    "UnsupportedError",
     "WorkerCrashedError",
     "WorkerRecycledWarning",
     "adopt_broken_process_pool",
     "describe_exit",
+    "unsupported",
 ]
 
 _REPR_LIMIT = 200
@@ -264,6 +268,16 @@ class OwnerGoneError(ConveyorError, ConnectionError):
     Keep the process that makes a shared object running for as long as others use it. (An owner that
     is alive but dropped its last reference to the object raises ``ReferenceError`` instead.)
     """
+
+
+class UnsupportedError(ConveyorError, NotImplementedError):
+    """What this backend cannot do (a primitive it does not make, a feature it lacks), said before
+    anything starts. Also a ``NotImplementedError``."""
+
+
+def unsupported(what: str, backend: str, instead: str = "") -> UnsupportedError:
+    """The one way a backend's gap is reported: ``what`` is not available on ``backend``; ``instead``."""
+    return UnsupportedError(f"{what}: not available on the {backend} backend" + (f"; {instead}" if instead else ""))
 
 
 class BackendUnavailableError(ConveyorError, ImportError):

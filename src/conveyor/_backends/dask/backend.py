@@ -31,8 +31,14 @@ from conveyor._backends._shared import batches
 from conveyor._backends._shared.cluster_worker import function_key, run_encoded
 from conveyor._backends._shared.inline import run_finalizer, timeout_error
 from conveyor._core.config import usable_cores
-from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError, WorkerCrashedError
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor._core.errors import (
+    InitializerError,
+    PoolClosedError,
+    TaskCancelledError,
+    WorkerCrashedError,
+    unsupported,
+)
+from conveyor.abc import PRIMITIVES, Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
     import dask
@@ -99,16 +105,16 @@ class _Hooks(distributed.WorkerPlugin):
 
 class DaskBackend(Backend):
     name = "dask"
-    capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True)
+    capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True,
+                                primitives=PRIMITIVES - {"Pipe", "SharedArray"})
     batches_per_worker = 1  # a Dask task costs milliseconds: few, big batches
     option_names = frozenset({"address"})
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         if config.max_tasks_per_worker is not None or config.max_memory_per_worker is not None:
-            raise NotImplementedError(
-                "max_tasks_per_worker and max_memory_per_worker are not available on the dask backend: "
-                "Dask manages its workers' lives (see its worker 'lifetime' and memory-limit settings)")
+            raise unsupported("max_tasks_per_worker and max_memory_per_worker", "dask",
+                              "Dask manages its workers' lives (see its worker 'lifetime' and memory-limit settings)")
         address = configured_address(config.options)
         self._cluster: Any = None
         if address is None:
@@ -147,18 +153,18 @@ class DaskBackend(Backend):
         return self._broken
 
     # -- primitives: on the cluster's scheduler ----------------------------------------------------
-    def worker_primitives(self) -> Any:
+    def worker_primitives(self) -> DaskPrimitives:
         # On a cluster the pool started, its primitives go with it (and use its client); on one it
         # joined, they outlive it, with a client of their own.
         address = self._client.scheduler.address
         return DaskPrimitives(address, self._client) if self._cluster is not None else DaskPrimitives(address)
 
     @classmethod
-    def primitives(cls, config: BackendConfig) -> Any:
+    def primitives(cls, config: BackendConfig) -> DaskPrimitives:
         address = configured_address(config.options)
         if address is None:
-            raise NotImplementedError("dask primitives need a cluster: make them with a context "
-                                      "(conveyor.context('dask')) or a pool (pool.Lock())")
+            raise unsupported("a primitive without a cluster", "dask",
+                              "make it with a context (conveyor.context('dask')) or a pool (pool.Lock())")
         return DaskPrimitives(address)  # its client closes when it and its objects are gone
 
     @classmethod

@@ -39,6 +39,7 @@ from conveyor._backends.dask.sync import (
     DaskRLock,
     DaskSemaphore,
 )
+from conveyor._core.errors import unsupported
 
 
 class DaskPrimitives:
@@ -133,5 +134,10 @@ class DaskPrimitives:
     def Namespace(self, **attributes: Any) -> DaskNamespace:  # noqa: N802
         return make_container(DaskNamespace, self._hub(), types.SimpleNamespace(**attributes))  # type: ignore[no-any-return]
 
-    def Pipe(self, duplex: bool = True) -> Any:  # noqa: N802
-        raise NotImplementedError("Pipe is not available on the dask backend yet: use a Queue (or two)")
+    # Not made on Dask (``DaskBackend.capabilities.primitives`` leaves them out, so the front end
+    # refuses them first); here for a caller of the factory itself.
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
+        raise unsupported("Pipe", "dask", "use a Queue (or two, one each way)")
+
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
+        raise unsupported("SharedArray", "dask", "use Array")

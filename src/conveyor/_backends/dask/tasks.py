@@ -75,7 +75,7 @@ from conveyor._backends._shared.cluster_tasks import (
 )
 from conveyor._backends._shared.spawned import ProcessTask, pickle_call
 from conveyor._core import serialize
-from conveyor._core.errors import TaskCancelledError, WorkerCrashedError
+from conveyor._core.errors import TaskCancelledError, WorkerCrashedError, unsupported
 from conveyor.abc import BackendConfig, SpawnedTask
 
 TOPIC = "conveyor-spawned-task"
@@ -363,7 +363,7 @@ def spawn_on_dask(address: str | None, config: BackendConfig, fn: Callable[..., 
                   kwargs: dict[str, Any], name: str, on_done: Callable[[SpawnedTask], None] | None) -> DaskTask:
     """``DaskBackend.spawn``: pickle the call here, submit its Dask task to the scheduler at ``address``."""
     if address is None:
-        raise NotImplementedError("a TaskGroup on dask needs a cluster: make it with a context "
-                                  "(conveyor.context('dask').TaskGroup()) or give its address "
-                                  "(conveyor.TaskGroup('dask', address=...))")
+        raise unsupported("a TaskGroup without a cluster", "dask",
+                          "make it with a context (conveyor.context('dask').TaskGroup()) or give its address "
+                          "(conveyor.TaskGroup('dask', address=...))")
     return DaskTask(address, pickle_call(fn, args, kwargs), name, on_done, config.start_method)

@@ -56,6 +56,10 @@ from conveyor._core.errors import (
 )
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # imported when first used: a pool that makes no primitive never loads them
+    from conveyor._backends.process.primitives import ProcessPrimitives
+
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
 so sending it can never block the supervisor)."""
@@ -109,7 +113,7 @@ class ProcessBackend(Backend):
                                 isolates_crashes=True, shared_memory=True)
 
     @classmethod
-    def primitives(cls, config: BackendConfig) -> Any:
+    def primitives(cls, config: BackendConfig) -> ProcessPrimitives:
         from conveyor._backends.process.primitives import ProcessPrimitives
 
         return ProcessPrimitives()

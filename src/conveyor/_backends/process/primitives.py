@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from conveyor._backends.process import pthreads
@@ -17,6 +18,7 @@ from conveyor._backends.process.sync import (
     ProcessSemaphore,
 )
 from conveyor._backends.process.values import ProcessArray, ProcessValue
+from conveyor._core.errors import unsupported
 
 
 class ProcessPrimitives:
@@ -24,7 +26,8 @@ class ProcessPrimitives:
 
     def __init__(self) -> None:
         if not pthreads.available():
-            raise NotImplementedError("process-shared primitives need Linux (robust POSIX mutexes)")
+            raise unsupported(f"process-shared primitives on {sys.platform}", "process",
+                              "they need Linux's robust POSIX mutexes; the thread backend's work here")
 
     def Lock(self) -> ProcessLock:  # noqa: N802 - the stdlib's names
         return ProcessLock()

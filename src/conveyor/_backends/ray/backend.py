@@ -61,9 +61,10 @@ from conveyor._core.errors import (
     PoolClosedError,
     TaskCancelledError,
     WorkerCrashedError,
+    unsupported,
 )
 from conveyor._core.serialize import short_name
-from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome
+from conveyor.abc import PRIMITIVES, Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
     import ray
@@ -183,7 +184,7 @@ def _stop_pools_before_ray() -> None:
 class RayBackend(Backend):
     name = "ray"
     capabilities = Capabilities(needs_pickle=True, isolates_crashes=True, cross_host=True, cancel_running=True,
-                                enforce_timeout=True)
+                                enforce_timeout=True, primitives=PRIMITIVES - {"Pipe", "SharedArray"})
     batches_per_worker = 1  # a call to a worker costs about a millisecond: few, big batches
     option_names = frozenset({"address", "ray_init", "ray_options"})
 
@@ -191,9 +192,8 @@ class RayBackend(Backend):
         global _exit_hook_registered
         super().__init__(config)
         if config.max_memory_per_worker is not None:
-            raise NotImplementedError(
-                "max_memory_per_worker is not available on the ray backend: Ray watches its workers' "
-                "memory itself (its memory monitor); use max_tasks_per_worker to recycle workers")
+            raise unsupported("max_memory_per_worker", "ray", "Ray watches its workers' memory itself (its memory "
+                              "monitor); use max_tasks_per_worker to recycle workers")
         actor_options = {**_DEFAULT_ACTOR_OPTIONS, **(config.options.get("ray_options") or {}),
                          "max_restarts": 0, "max_task_retries": 0}
         hooks = None if config.initializer is None else serialize.dumps((config.initializer, config.initargs))
@@ -237,14 +237,14 @@ class RayBackend(Backend):
         return self.config.max_tasks_per_worker
 
     # -- primitives: actors on the pool's cluster ----------------------------------------------------
-    def worker_primitives(self) -> Any:
+    def worker_primitives(self) -> RayPrimitives:
         with self._lock:
             if self._primitives is None:
                 self._primitives = RayPrimitives()
             return self._primitives
 
     @classmethod
-    def primitives(cls, config: BackendConfig) -> Any:
+    def primitives(cls, config: BackendConfig) -> RayPrimitives:
         """The factory of a context: its own hold on the Ray connection, released by ``close()``."""
         session = Session(configured_address(config.options), config.workers, config.options.get("ray_init"))
         return RayPrimitives(session)

@@ -43,7 +43,7 @@ import ray.exceptions
 from conveyor._backends._shared.managed.proxies import DictProxy, ListProxy, NamespaceProxy
 from conveyor._backends.ray.hub import HubActor
 from conveyor._core import serialize
-from conveyor._core.errors import OwnerGoneError
+from conveyor._core.errors import OwnerGoneError, unsupported
 from conveyor._core.waiting import bounded_timeout, lock_timeout, queue_timeout, wait_for
 
 NAMESPACE = "conveyor"
@@ -645,10 +645,14 @@ def shared_hub() -> str:
     start, and creating and killing one per context or pool would leave Ray's connections to dead
     workers behind. It belongs to this process (not detached): it ends with the Ray connection.
     """
-    job = ray.get_runtime_context().get_job_id()
+    # The job alone does not name a connection: a local Ray started again after the first one was shut
+    # down numbers its jobs from the start, and the old hub's name would be reused for a dead actor.
+    # The node's id is new with every Ray started.
+    context = ray.get_runtime_context()
+    job = (context.get_job_id(), context.get_node_id())
     with _shared_hub_lock:
         if _shared_hub["job"] != job:
-            name = f"conveyor-hub-{job}-{uuid.uuid4().hex[:12]}"
+            name = f"conveyor-hub-{job[0]}-{uuid.uuid4().hex[:12]}"
             actor = HubActor.options(name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=_HUB_THREADS,
                                      max_restarts=0).remote()
             with _handles_lock:
@@ -759,9 +763,10 @@ class RayPrimitives:
         made._lock = RayRLock(space) if lock is True else (lock or None)
         return self._adopt(made)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in {"Pipe"}:
-            def missing(*_: Any, **__: Any) -> Any:
-                raise NotImplementedError(f"{name} is not available on the ray backend yet")
-            return missing
-        raise AttributeError(name)
+    # Not made on Ray (``RayBackend.capabilities.primitives`` leaves them out, so the front end
+    # refuses them first); here for a caller of the factory itself.
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:  # noqa: N802
+        raise unsupported("Pipe", "ray", "use a Queue (or two, one each way)")
+
+    def SharedArray(self, shape: Any, dtype: Any = "float64", lock: bool = True) -> Any:  # noqa: N802
+        raise unsupported("SharedArray", "ray", "use Array")

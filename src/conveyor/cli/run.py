@@ -1,18 +1,7 @@
-"""The ``conveyor`` command: run a function over many inputs in parallel, and check the machine first.
+"""``conveyor run``: apply a function to many inputs in parallel, results in input order as JSON lines.
 
-Why a command line: the most common parallel job is "apply this function to every line of that file".
-Writing it by hand means the same boilerplate every time (a ``__main__`` guard, a pool, keeping the
-order, reporting the one input that failed) and the same mistakes (reading everything into memory
-first, a function from a script that worker processes cannot import). ``conveyor run`` does it once:
-inputs are read lazily, results come out in input order as JSON lines, so it composes with pipes::
-
-    conveyor run examples/word_lengths.py:count_words book.txt > counts.jsonl
-    seq 100 | conveyor run --json math:sqrt --progress
-
-``conveyor doctor`` prints what to know before choosing a backend and a number of workers: the cores
-and memory this process can really use, the start method and why, and whether the GIL is on.
-
-Exit codes: 0 success, 1 a task or an input failed, 2 a mistake on the command line, 130 Ctrl-C.
+Inputs are read lazily (a line, a JSON value or an integer of ``--range`` at a time), so the run holds
+O(workers x chunk) items however long the input is; see the package docstring for examples.
 """
 
 from __future__ import annotations
@@ -24,44 +13,25 @@ import importlib.metadata
 import importlib.util
 import json
 import math
-import multiprocessing
 import os
-import platform
 import re
-import shutil
 import sys
-import sysconfig
 import threading
 import time
 from collections import deque
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import conveyor
-from conveyor._core import config as _config
 from conveyor._core.errors import ShutDown
 from conveyor._core.stream import Feed
-from conveyor.pool import default_workers
-
-__all__ = ["load_function", "machine_report", "main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-OPTIONAL_PACKAGES = ("numpy", "dask", "distributed", "ray", "tqdm", "cloudpickle", "psutil")
-
-
-class UsageError(Exception):
-    """A mistake on the command line (bad target, missing file, bad option): exit code 2."""
+from conveyor.cli.common import EXIT_FAILED, EXIT_OK, OutputError, UsageError, error
 
 
 class InputError(Exception):
     """An input could not be read (for example a line that is not JSON): exit code 1."""
-
-
-class OutputError(Exception):
-    """The results could not be written (a full disk, a lost connection): exit code 1."""
 
 
 class ItemFailed(Exception):
@@ -450,7 +420,7 @@ def command_run(args: argparse.Namespace) -> int:
                 done, failed = _write_results(pool, fn, items, args, out)
         except (ItemFailed, InputError, conveyor.BrokenPoolError) as exc:
             out.close()
-            _error(str(exc) if not isinstance(exc, conveyor.BrokenPoolError) else _describe(exc))
+            error(str(exc) if not isinstance(exc, conveyor.BrokenPoolError) else _describe(exc))
             return EXIT_FAILED
         out.close()
         if not args.quiet:
@@ -458,189 +428,6 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-# -- conveyor doctor -------------------------------------------------------------------------------
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii") as file:
-            return file.read().strip()
-    except (OSError, ValueError):
-        return None
-
-
-def _cpu_quota() -> float | None:
-    """Cores allowed by a cgroup CPU quota (containers), or None when there is no quota."""
-    v2 = _read("/sys/fs/cgroup/cpu.max")  # "max 100000" or "200000 100000"
-    if v2 is not None:
-        quota, _, period = v2.partition(" ")
-        return None if quota == "max" or not period else int(quota) / int(period)
-    quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1: -1 when there is no quota
-    period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if quota is None or period is None or int(quota) <= 0:
-        return None
-    return int(quota) / int(period)
-
-
-def _memory_limit(total: int) -> int | None:
-    """Bytes allowed by a cgroup memory limit, or None when there is none below physical memory."""
-    text = _read("/sys/fs/cgroup/memory.max") or _read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
-    if text is None or not text.isdigit() or int(text) >= total:
-        return None
-    return int(text)
-
-
-def _memory() -> dict[str, Any]:
-    import psutil
-
-    memory = psutil.virtual_memory()
-    return {"total": memory.total, "available": memory.available, "limit": _memory_limit(memory.total)}
-
-
-def _start_method() -> dict[str, Any]:
-    configured = _config.current()["start_method"]
-    method = configured or _config.default_start_method()
-    if configured:
-        reason = "set by CONVEYOR_START_METHOD"
-    elif method == "forkserver":
-        reason = "workers fork from a single-threaded server: safe with threads (plain fork is not), cheap"
-    else:
-        reason = "forkserver is used on Linux only, and fork is unsafe once threads exist"
-    return {"default": method, "reason": reason, "available": multiprocessing.get_all_start_methods()}
-
-
-def _gil() -> dict[str, bool]:
-    enabled = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    return {"enabled": bool(enabled), "free_threaded_build": free_threaded}
-
-
-def _shm() -> dict[str, int] | None:
-    if not os.path.isdir("/dev/shm"):
-        return None
-    usage = shutil.disk_usage("/dev/shm")
-    return {"total": usage.total, "free": usage.free}
-
-
-def _packages() -> dict[str, str | None]:
-    """Versions from package metadata: nothing is imported, so heavy packages cost nothing."""
-    versions: dict[str, str | None] = {}
-    for name in OPTIONAL_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _default_workers() -> tuple[dict[str, int], str | None]:
-    """The workers ``conveyor run`` uses without ``--workers``, and what set them, if not the cores."""
-    try:
-        configured = _config.current()["workers"]
-    except ValueError:  # an invalid CONVEYOR_WORKERS: listed in the problems
-        configured = None
-    if configured is not None:
-        source = "CONVEYOR_WORKERS" if os.environ.get("CONVEYOR_WORKERS") else "conveyor.config"
-        return {"process": configured, "thread": configured}, source
-    return {"process": default_workers("process"), "thread": default_workers("thread")}, None
-
-
-def _problems() -> list[str]:
-    """Environment settings that would make ``conveyor run`` (or a Pool) fail when it uses them."""
-    problems = _config.problems()
-    backend = os.environ.get("CONVEYOR_BACKEND")
-    if backend and backend not in conveyor.available_backends():
-        problems.append(f"environment variable CONVEYOR_BACKEND names an unknown backend {backend!r}; "
-                        f"choose one of {', '.join(conveyor.available_backends())}")
-    method, methods = os.environ.get("CONVEYOR_START_METHOD"), multiprocessing.get_all_start_methods()
-    if method and method not in methods:
-        problems.append(f"environment variable CONVEYOR_START_METHOD names a start method not available "
-                        f"here: {method!r}; choose one of {', '.join(methods)}")
-    return problems
-
-
-def machine_report() -> dict[str, Any]:
-    """Everything ``conveyor doctor`` reports, as plain JSON-ready data (sizes in bytes)."""
-    workers, workers_from = _default_workers()
-    return {
-        "conveyor": conveyor.__version__,
-        "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
-                   "executable": sys.executable},
-        "platform": platform.platform(),
-        "cpu": {"logical": os.cpu_count(), "usable": _usable_cores(), "quota": _cpu_quota()},
-        "memory": _memory(),
-        "start_method": _start_method(),
-        "gil": _gil(),
-        "shm": _shm(),
-        "default_workers": workers,
-        "default_workers_from": workers_from,
-        "environment": {key: os.environ[key] for key in sorted(os.environ) if key.startswith("CONVEYOR_")},
-        "packages": _packages(),
-        "backends": conveyor.available_backends(),
-        "problems": _problems(),
-    }
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024:
-            return f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
-def _gil_text(gil: dict[str, bool]) -> str:
-    if not gil["enabled"]:
-        return "disabled (free-threaded build: threads run Python code in parallel)"
-    if gil["free_threaded_build"]:
-        return "enabled (free-threaded build, but the GIL was turned back on)"
-    return "enabled (this build has no free-threading)"
-
-
-def _doctor_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
-    cpu, memory, method, shm = report["cpu"], report["memory"], report["start_method"], report["shm"]
-    workers_from = f" (from {report['default_workers_from']})" if report["default_workers_from"] else ""
-    installed = [f"{name} {version}" for name, version in report["packages"].items() if version]
-    missing = [name for name, version in report["packages"].items() if not version]
-    return [
-        ("python", f"{report['python']['version']} ({report['python']['implementation']}) "
-                   f"{report['python']['executable']}"),
-        ("platform", report["platform"]),
-        ("cores", f"{cpu['usable']} usable of {cpu['logical']} logical"),
-        ("cpu quota", "none" if cpu["quota"] is None else f"{cpu['quota']:g} cores (cgroup)"),
-        ("memory", f"{_size(memory['total'])} total, {_size(memory['available'])} available"
-                   + ("" if memory["limit"] is None else f", limit {_size(memory['limit'])} (cgroup)")),
-        ("start method", f"{method['default']}: {method['reason']}"),
-        ("start methods", ", ".join(method["available"])),
-        ("default workers",
-         ", ".join(f"{name} {n}" for name, n in report["default_workers"].items()) + workers_from),
-        ("GIL", _gil_text(report["gil"])),
-        ("/dev/shm", "absent" if shm is None else f"{_size(shm['total'])} total, {_size(shm['free'])} free"),
-        ("environment", " ".join(f"{key}={value}" for key, value in report["environment"].items()) or "none"),
-        ("packages", ", ".join(installed) + (f"; not installed: {', '.join(missing)}" if missing else "")),
-        ("backends", ", ".join(report["backends"])),
-        ("problems", "; ".join(report["problems"]) or "none"),
-    ]
-
-
-def command_doctor(args: argparse.Namespace) -> int:
-    """``conveyor doctor``: print the facts that decide a backend and a worker count."""
-    report = machine_report()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return EXIT_OK
-    print(f"conveyor {report['conveyor']}")
-    for label, value in _doctor_lines(report):
-        print(f"  {label:<16} {value}")
-    return EXIT_OK
-
-
-# -- the parser ------------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     if text.strip().isdigit() and int(text) > 0:
         return int(text)
@@ -677,7 +464,7 @@ examples:
 """
 
 
-def _add_run_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     run = commands.add_parser(
         "run", help="apply a function to many inputs in parallel",
         description="Apply MODULE:FUNCTION or FILE.py:FUNCTION to every input, in parallel, and write "
@@ -709,59 +496,3 @@ def _add_run_parser(commands: Any) -> None:
     run.set_defaults(handler=command_run)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``conveyor`` argument parser with its ``run`` and ``doctor`` commands."""
-    parser = argparse.ArgumentParser(
-        prog="conveyor", description="Parallel work from the command line. See 'conveyor COMMAND --help'.")
-    parser.add_argument("--version", action="version",
-                        version=f"conveyor {conveyor.__version__} (Python {platform.python_version()})")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_run_parser(commands)
-    doctor = commands.add_parser(
-        "doctor", help="show cores, memory, start methods, GIL and installed extras",
-        description="Show what matters before choosing a backend and a worker count.")
-    doctor.add_argument("--json", action="store_true", help="print a JSON object instead of text")
-    doctor.set_defaults(handler=command_doctor)
-    return parser
-
-
-def _error(message: str) -> None:
-    print(f"conveyor: error: {message}", file=sys.stderr)
-
-
-def _silence_stdout() -> None:
-    """After a closed pipe (``conveyor run ... | head``), stop Python's final flush from complaining."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``conveyor`` command.
-
-    Args:
-        argv: the arguments without the program name (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit code: 0 success, 1 a task or an input failed, 2 a usage error, 130 interrupted.
-    """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error argparse has already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
-    try:
-        return args.handler(args)
-    except UsageError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except OutputError as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return EXIT_INTERRUPTED
