@@ -125,6 +125,24 @@ def _engine_sockets(fds: set[int]) -> set[int]:
 _SHM_PREFIXES = ("conveyor", "psm_", "sem.mp-", "mp-")
 """Shared-memory names made by conveyor or the stdlib; other programs on a shared machine make theirs."""
 
+SEMAPHORE_PREFIX = f"/mp-t{os.getpid()}"
+"""multiprocessing names its semaphores ``<semprefix>-<random>`` (``/dev/shm/sem.mp-<random>`` by
+default), with no trace of who made them. This run's processes, and every process they start through
+multiprocessing under any start method (the prefix travels with the process object), name theirs
+after this run's pid instead, so that the leak check counts the semaphores this run made and not
+those of another program on the machine."""
+_config = multiprocessing.process.current_process()._config
+if _config.get("semprefix", "/mp") == "/mp":  # a worker of this run that imports conftest keeps the run's
+    _config["semprefix"] = SEMAPHORE_PREFIX
+else:
+    SEMAPHORE_PREFIX = _config["semprefix"]
+
+
+def _made_by_another_run(names: set[str]) -> set[str]:
+    """Among ``names``, the multiprocessing semaphores not named after this run (see SEMAPHORE_PREFIX)."""
+    ours = "sem" + SEMAPHORE_PREFIX.replace("/", ".", 1) + "-"
+    return {name for name in names if name.startswith("sem.mp-") and not name.startswith(ours)}
+
 
 def _shm() -> set[str]:
     try:
@@ -240,8 +258,12 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             except OSError:
                 details.append(str(fd))
         problems.append(f"file descriptors left: {details}")
+    # Segments and semaphores are unlinked by their finalizers and by the resource tracker, a moment
+    # after their last user lets go: give them the same grace as threads.
+    wait_until(lambda: not (_shm() - shm - _made_by_another_run(_shm() - shm)), 2.0)
     extra_shm = _shm() - shm
     if extra_shm:
+        extra_shm -= _made_by_another_run(extra_shm)
         extra_shm -= _in_use_elsewhere(extra_shm)
         extra_shm -= _made_elsewhere(extra_shm)
     if extra_shm:

@@ -408,6 +408,15 @@ SCENARIOS = {
             assert sorted(log) == list("bcd") and space.b == shared["b"] and space.d == shared["d"]
             ray_pids()
 
+        # a generator stage runs where its backend runs: on Ray, not in this process's threads
+        def tagged(items):
+            for item in items:
+                yield os.getpid(), item * 10
+
+        out = conveyor.Pipeline(range(6)).map(tagged, workers=2, backend="ray").run()
+        assert sorted(value for _, value in out) == [x * 10 for x in range(6)], out
+        assert os.getpid() not in {pid for pid, _ in out}, out
+
         # Ctrl-C wakes a blocked wait at once, and an interrupted acquire holds nothing afterwards
         import signal
         for blocked, wake in ((lock.acquire, lock.release), (ctx.Queue().get, None)):

@@ -290,6 +290,11 @@ class Backend(abc.ABC):
         return self.config.workers
 
     @classmethod
+    def default_workers(cls, cores: int) -> int:
+        """Workers of a pool that does not say, given the usable cores: one per core, for CPU-bound work."""
+        return cores
+
+    @classmethod
     def primitives(cls, config: BackendConfig) -> PrimitiveFactory:
         """The factory of locks, queues, shared values... that work with this backend's workers.
 

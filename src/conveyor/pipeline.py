@@ -503,10 +503,14 @@ class _Run:
         backend = stage.backend or _config.setting("backend")
         workers = stage.workers or 1
         counts.workers, counts.backend = workers, backend
-        if backend != "process":
+        from conveyor._core.registry import backend_class
+
+        if not backend_class(backend).capabilities.needs_pickle:
+            # Its workers are this process's threads anyway (serial, thread): the stage's workers too.
             self._start_each_threads(index, workers)
             return
-        self._start_each_processes(index, workers)
+        # Elsewhere (processes, a cluster): the backend's own tasks, fed through its own queues.
+        self._start_each_tasks(index, workers, backend)
 
     def _start_each_threads(self, index: int, workers: int) -> None:
         counts = self._stages[index]
@@ -557,12 +561,12 @@ class _Run:
         for number in range(workers):
             self._thread(f"{stage.name}-{number}", work)
 
-    def _start_each_processes(self, index: int, workers: int) -> None:
+    def _start_each_tasks(self, index: int, workers: int, backend: str) -> None:
         from conveyor.context import context
 
         counts = self._stages[index]
         stage = counts.stage
-        ctx = context("process")
+        ctx = context(backend)
         inbox, outbox = ctx.Queue(counts.inbox.maxsize), ctx.Queue(DEFAULT_MAXSIZE)
         group = ctx.TaskGroup()
         group.__enter__()

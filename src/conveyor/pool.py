@@ -80,11 +80,11 @@ def _drop_backend(backend: Backend) -> None:
 
 
 def default_workers(backend: str) -> int:
-    """CPU-bound backends get one worker per usable core; threads get more, as I/O waits dominate."""
-    cores = _config.usable_cores()
-    if backend == "thread":
-        return min(32, cores + 4)
-    return cores
+    """The workers of a pool on ``backend`` that does not say: the backend decides from the usable cores
+    (one per core for processes; more for threads, which mostly wait)."""
+    from conveyor._core.registry import backend_class
+
+    return backend_class(backend).default_workers(_config.usable_cores())
 
 
 def _positive(name: str, value: Any, *, allow_none: bool = True, integer: bool = True) -> None:
@@ -222,10 +222,9 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     ) -> None:
         defaults = _config.current()
         self.backend_name = backend or defaults["backend"]
-        if self.backend_name == "process":
-            # The fork server's start-up (a new interpreter and its imports) runs while this process
-            # imports the backend and prepares the first batch, not after.
-            forkserver.start_early(start_method or defaults["start_method"])
+        # The fork server's start-up (a new interpreter and its imports) runs while this process
+        # imports the backend and prepares the first batch, not after.
+        forkserver.start_for(self.backend_name, start_method or defaults["start_method"])
         from conveyor._core.options import check_keywords
         from conveyor._core.registry import backend_class
         from conveyor._core.task import Stats

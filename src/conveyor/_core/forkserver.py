@@ -23,6 +23,16 @@ def preload(extra: tuple[str, ...] = ()) -> list[str]:
     return [WORKER_MODULE, *extra]
 
 
+ON_THE_FORK_SERVER = frozenset({"process"})
+"""Backends whose workers fork from the stdlib's fork server (under the forkserver start method)."""
+
+
+def start_for(backend: str, start_method: str | None) -> None:
+    """``start_early`` for a pool on ``backend``, by name: called before the backend is imported."""
+    if backend in ON_THE_FORK_SERVER:
+        start_early(start_method)
+
+
 def start_early(start_method: str | None) -> None:
     """Start the fork server now (without waiting for it) if ``start_method`` resolves to forkserver.
 

@@ -99,6 +99,11 @@ class ThreadBackend(Backend):
     capabilities = Capabilities()
 
     @classmethod
+    def default_workers(cls, cores: int) -> int:
+        """More threads than cores (as ``ThreadPoolExecutor``): threads mostly wait on I/O."""
+        return min(32, cores + 4)
+
+    @classmethod
     def primitives(cls, config: BackendConfig) -> LocalPrimitives:
         return LocalPrimitives()
 
