@@ -23,7 +23,8 @@ from conveyor._core import serialize
 
 def item_type(typecode_or_type: Any) -> Any:
     """The ctypes type of a ``multiprocessing`` typecode (``"i"``, ``"d"``...), or the type given."""
-    from multiprocessing.sharedctypes import typecode_to_type
+    # The stdlib's own table of typecodes, undocumented and absent from the stubs.
+    from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 
     return typecode_to_type.get(typecode_or_type, typecode_or_type)
 
