@@ -24,7 +24,8 @@ import itertools
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, cast
+from collections.abc import Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, cast
 
 from conveyor._core import chunking
 from conveyor._core.chunking import ChunkSizer

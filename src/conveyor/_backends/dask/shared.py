@@ -118,8 +118,8 @@ class _Contained(OnHub):
 
     _holds = "container"
 
-    def _call(self, op: str, *args: Any, timeout: float | None = 0.0,  # noqa: ARG002 - OnHub's signature
-              undo: tuple[str, tuple[Any, ...]] | None = None) -> Any:  # noqa: ARG002 - (only locks undo)
+    def _call(self, op: str, *args: Any, timeout: float | None = 0.0,  # noqa: ARG002
+              undo: tuple[str, tuple[Any, ...]] | None = None) -> Any:  # OnHub's signature (only locks undo)
         return pickle.loads(self._hub.call(self._kind, self._key, "apply", op, serialize.dumps(args)))
 
     def _repr_of(self, fetch: Callable[[], str]) -> str:

@@ -60,7 +60,8 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from collections.abc import Hashable
+from typing import Any, Callable
 
 import distributed
 
