@@ -228,15 +228,13 @@ class ListProxy(_Collection):
     def __ge__(self, other: Any) -> bool:
         return bool(self.copy() >= other)
 
-    def __add__(self, other: Any) -> list[Any]:
+    def __add__(self, other: list[Any] | ListProxy) -> list[Any]:  # what a list adds (and, here, a ListProxy)
         return self.copy() + (other.copy() if isinstance(other, ListProxy) else other)
 
     def __radd__(self, other: Any) -> list[Any]:
         return other + self.copy()  # type: ignore[no-any-return]
 
-    # ``+=`` extends the shared list and keeps the proxy, ``+`` makes a plain list, as with the stdlib's
-    # ListProxy; mypy wants the two results to agree.
-    def __iadd__(self, other: Iterable[Any]) -> ListProxy:  # type: ignore[misc]
+    def __iadd__(self, other: Iterable[Any]) -> ListProxy:  # any iterable, as list's own ``+=``
         self.extend(other)
         return self
 
