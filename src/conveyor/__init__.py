@@ -140,7 +140,13 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-class _Package(type(_sys)):  # types.ModuleType, without importing types
+if TYPE_CHECKING:
+    from types import ModuleType as _ModuleType
+else:
+    _ModuleType = type(_sys)  # types.ModuleType, without importing types
+
+
+class _Package(_ModuleType):
     """``conveyor.context`` is the function, although a module of the same name exists: importing that
     module (which the import system then records as an attribute of the package) must not hide it."""
 

@@ -234,7 +234,8 @@ class Pipeline:
             _check_errors_mode(errors)
         if kind == "map" and inspect.isgeneratorfunction(fn):
             kind = "each"
-        return self._with(_Stage(kind, fn, name or getattr(fn, "__name__", kind), workers, backend, maxsize,
+        stage_name: str = name if name else getattr(fn, "__name__", kind)
+        return self._with(_Stage(kind, fn, stage_name, workers, backend, maxsize,
                                  ordered, task_timeout, retries, chunksize, on_start, on_stop, errors))
 
     def map(self, fn: Callable[..., Any], **options: Any) -> Pipeline:
@@ -431,6 +432,7 @@ class _Run:
     def _run_pool_stage(self, index: int) -> None:
         counts = self._stages[index]
         stage = counts.stage
+        assert stage.fn is not None  # only a batch stage has no function, and it runs in a thread instead
         send = self._sender(index)
         try:
             pool = Pool(stage.workers, backend=stage.backend, initializer=stage.on_start,
@@ -677,7 +679,7 @@ class _Run:
     def statistics(self) -> dict[str, Any]:
         ended = self._ended if self._ended is not None else time.perf_counter()
         elapsed = max(ended - self._started, 1e-9)
-        stages = []
+        stages: list[dict[str, Any]] = []
         for counts in self._stages:
             busy = counts.busy
             if counts.pool is not None and self._ended is None:

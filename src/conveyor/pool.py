@@ -409,9 +409,10 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         self._streams.add(stream)
         return stream
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int | None = None, task_timeout: float | None = None, retries: int | None = None,
-            progress: ProgressOption = None) -> list[Any]:  # type: ignore[override]
+    # A list, not Executor.map's lazy iterator (imap is that), and more options: a deliberate difference.
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],  # type: ignore[override]
+            timeout: float | None = None, chunksize: int | None = None, task_timeout: float | None = None,
+            retries: int | None = None, progress: ProgressOption = None) -> list[Any]:
         """``[fn(x) for x in iterable]`` in parallel, as a list in input order.
 
         Several iterables are zipped (``fn(a, b)``), as in the builtin ``map``. The first failure in
@@ -427,7 +428,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
     def imap(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
              chunksize: int | None = None, task_timeout: float | None = None, retries: int | None = None,
-             progress: ProgressOption = None) -> Iterator[Any]:
+             progress: ProgressOption = None) -> Stream:
         """Lazy, ordered results; holds only O(workers × chunk) inputs, so infinite inputs work.
 
         A failed task raises at its position; iteration may continue past it.
@@ -437,7 +438,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
     def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
                        chunksize: int | None = None, task_timeout: float | None = None,
-                       retries: int | None = None, progress: ProgressOption = None) -> Iterator[Any]:
+                       retries: int | None = None, progress: ProgressOption = None) -> Stream:
         """Like :meth:`imap`, in completion order."""
         return self._stream("imap_unordered", fn, iterables, False, ordered=False, chunksize=chunksize,
                             task_timeout=task_timeout, retries=retries, timeout=timeout, progress=progress)

@@ -66,8 +66,9 @@ class Shared(Generic[T]):
         self.name = segment.name
         self.spans = spans
         self.nbytes = segment.size
-        self._creator = os.getpid()
-        self._finalizer = weakref.finalize(self, _remove, segment.name)
+        # None in a handle attached from a pickle: only the creator removes the segment.
+        self._creator: int | None = os.getpid()
+        self._finalizer: weakref.finalize[[str], Shared[T]] | None = weakref.finalize(self, _remove, segment.name)
         _owned.add(self)
 
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, SupportsIndex
 
 import cloudpickle
 
@@ -84,7 +84,7 @@ class _BigBytes:
     def __init__(self, obj: Any) -> None:
         self.obj = obj
 
-    def __reduce_ex__(self, protocol: int) -> Any:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         obj = self.obj
         if isinstance(obj, memoryview):
             return (_rebuild_bytes, (pickle.PickleBuffer(obj), "memoryview", obj.format, obj.shape))
@@ -98,7 +98,8 @@ def _rebuild_bytes(buffer: Any, kind: str, fmt: str, shape: Any) -> Any:
         return bytearray(buffer)
     view = memoryview(buffer)
     if view.format != fmt or (shape is not None and view.shape != tuple(shape)):
-        view = view.cast("B").cast(fmt, shape)
+        # The stubs take only literal formats; ``fmt`` is the sender's own, checked against _CASTABLE.
+        view = view.cast("B").cast(fmt, shape)  # type: ignore[call-overload]
     return view
 
 
@@ -126,9 +127,9 @@ def wrap_bytes(obj: Any, depth: int = _WALK_DEPTH, threshold: int = THRESHOLD) -
             return kind(part for part, _ in parts), True
         return obj, False
     if kind is dict:
-        parts = {key: wrap_bytes(value, depth - 1, threshold) for key, value in obj.items()}
-        if any(changed for _, changed in parts.values()):
-            return {key: value for key, (value, _) in parts.items()}, True
+        entries = {key: wrap_bytes(value, depth - 1, threshold) for key, value in obj.items()}
+        if any(changed for _, changed in entries.values()):
+            return {key: value for key, (value, _) in entries.items()}, True
         return obj, False
     return obj, False
 
@@ -176,10 +177,10 @@ def dumps_each(objects: list[Any], what: str, *, in_caller: bool = False,
     return blobs, errors
 
 
-def loads_each(blobs: list[bytes | None], what: str) -> tuple[list[Any], dict[int, UnpicklingError]]:
+def loads_each(blobs: list[bytes | None], what: str) -> tuple[list[Any], dict[int, BaseException]]:
     """Unpickle blobs one by one: (objects, position -> error); None blobs stay None."""
     objects: list[Any] = []
-    errors: dict[int, UnpicklingError] = {}
+    errors: dict[int, BaseException] = {}
     for position, blob in enumerate(blobs):
         if blob is None:
             objects.append(None)
@@ -214,7 +215,7 @@ def dumps_exception(exc: BaseException) -> bytes:
     return dumps((own, text, None))
 
 
-def loads_exception(blob: bytes) -> BaseException:
+def loads_exception(blob: bytes | memoryview) -> BaseException:
     """Rebuild a task's exception with the worker traceback attached as ``__cause__``."""
     own, text, fallback = loads(blob)
     exc: BaseException

@@ -28,7 +28,10 @@ import os
 import sys
 import threading
 from multiprocessing import resource_tracker
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.shared_memory import SharedMemory
 
 try:
     import _posixshmem
@@ -53,6 +56,15 @@ def fresh_name(kind: str) -> str:
     spilled item): ``conveyor-<pid><kind>-<random>``, so that a leak in ``/dev/shm`` is attributable
     like the arena's, instead of an anonymous ``psm_...``."""
     return f"conveyor-{os.getpid()}{kind}-{os.urandom(6).hex()}"
+
+
+def contents(segment: SharedMemory) -> memoryview:
+    """The bytes of an open ``SharedMemory``: its ``buf``, which is None only once it is closed (using
+    a closed segment is a bug of ours, said here instead of as a TypeError further on)."""
+    buf = segment.buf
+    if buf is None:
+        raise ValueError(f"the shared memory segment {segment.name} is closed")
+    return buf
 
 
 def available() -> bool:

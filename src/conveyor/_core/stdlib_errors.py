@@ -28,7 +28,8 @@ class TaskCancelledError(TaskError, concurrent.futures.CancelledError):
     __module__ = _HOME
 
 
-class RemoteTraceback(multiprocessing.pool.RemoteTraceback):
+# The stdlib stubs omit RemoteTraceback (undocumented, but public and what the stdlib pool raises).
+class RemoteTraceback(multiprocessing.pool.RemoteTraceback):  # type: ignore[name-defined]
     """Carries a worker's formatted traceback; attached as ``__cause__`` of a task's exception.
 
     A ``multiprocessing.pool.RemoteTraceback`` too, so code written for the stdlib's pools finds the

@@ -24,7 +24,8 @@ import itertools
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from collections.abc import Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, cast
 
 from conveyor._core import chunking
 from conveyor._core.chunking import ChunkSizer
@@ -207,7 +208,7 @@ class Stream(Iterator[Any]):
         self._source = iter(()) if self._feed is not None else iter(iterable)
         # A list, tuple or range is cut into batches by slicing (a copy at C speed), not pulled
         # through an iterator item by item.
-        self._sequence = iterable if type(iterable) in _SLICEABLE else None
+        self._sequence = cast("Sequence[Any]", iterable) if type(iterable) in _SLICEABLE else None
         self._waiting = False
         self._window_full = False
         self._batches = 0           # batches sent whose results have not all come back

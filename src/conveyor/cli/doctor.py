@@ -43,11 +43,11 @@ def _cpu_quota() -> float | None:
     if v2 is not None:
         quota, _, period = v2.partition(" ")
         return None if quota == "max" or not period else int(quota) / int(period)
-    quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1: -1 when there is no quota
-    period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if quota is None or period is None or int(quota) <= 0:
+    v1_quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1: -1 when there is no quota
+    v1_period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if v1_quota is None or v1_period is None or int(v1_quota) <= 0:
         return None
-    return int(quota) / int(period)
+    return int(v1_quota) / int(v1_period)
 
 
 def _memory_limit(total: int) -> int | None:

@@ -92,7 +92,10 @@ def _load_file(target: str) -> ModuleType:
         raise UsageError(f"file not found: {target}")
     name = "_conveyor_run_" + re.sub(r"\W", "_", path.stem)
     loader = importlib.machinery.SourceFileLoader(name, str(path))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    spec = importlib.util.spec_from_loader(name, loader)
+    if spec is None:  # not for a source file's loader; said plainly should that ever change
+        raise UsageError(f"cannot load {target} as a module")
+    module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))

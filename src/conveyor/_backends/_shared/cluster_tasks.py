@@ -136,11 +136,12 @@ class ClusterTask(SpawnedTask):
                 self._exitcode = None  # unknown: the process went with its worker
                 return None, (TaskCancelledError(f"task {self.name!r} was terminated (its {self.engine} worker "
                                                  "went with it)") if self.cancel_requested else report)
-            if report is None or report[0] is None:  # no process was ever started
+            pid = None if report is None else report[0]
+            if report is None or pid is None:  # no process was ever started
                 self._exitcode = -SIGNALS[self._stopping or "terminate"]
                 self.cancel_requested = True
                 return None, TaskCancelledError(f"task {self.name!r} was cancelled before it started")
-            pid, exitcode, message, cancelled = report
+            _, exitcode, message, cancelled = report
             self._pid, self._exitcode, self.cancel_requested = pid, exitcode, cancelled
         return decode_outcome(message, self.name, pid, exitcode, cancelled)
 

@@ -144,7 +144,8 @@ class ProcessTask(SpawnedTask):
                 # Reaped by this task's reaper alone: multiprocessing polls the children it knows of at
                 # every start (and joins them at exit), and two threads waiting for one pid race, one
                 # of them seeing a running process that is gone.
-                multiprocessing.process._children.discard(process)
+                # (``_children`` is private to multiprocessing, and absent from the stubs: no public way.)
+                multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
             self._process = process
             self._pid: int = process.pid
             self._lock = threading.Lock()

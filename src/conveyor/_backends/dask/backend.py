@@ -267,11 +267,12 @@ class DaskBackend(Backend):
         status = future.status
         if status == "finished":
             try:
-                *reply, overdue = future.result()
+                busy, isolated, encoded_errors, undecodable, values_blob, overdue = future.result()  # run_batch's
             except BaseException as exc:  # noqa: BLE001 - the result could not be fetched
                 self._finish_failed(sent, exc)
                 return
-            outcome = batches.decode_reply(sent, *reply, len(positions))
+            outcome = batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable, values_blob,
+                                           ran=len(positions))  # a Dask worker runs every input it is sent
             if not outcome.suspects:  # (suspects all run again, alone: their timeouts will show there)
                 for wpos, elapsed in overdue.items():
                     outcome.errors[positions[wpos]] = timeout_error(batch, positions[wpos], elapsed)
@@ -287,13 +288,13 @@ class DaskBackend(Backend):
             batch.finish(Outcome([None] * len(batch), {**dict.fromkeys(positions, stop), **sent.errors}))
             return
         try:
-            exc = future.exception()
+            failure = future.exception()
         except BaseException as error:  # noqa: BLE001
-            exc = error
-        if exc is None:  # not an error after all (a status we do not know): run the inputs again
+            failure = error
+        if failure is None:  # not an error after all (a status we do not know): run the inputs again
             batch.finish(Outcome([None] * len(batch), dict(sent.errors), lost=positions))
             return
-        self._finish_failed(sent, exc)
+        self._finish_failed(sent, failure)
 
     @staticmethod
     def _finish_failed(sent: batches.Sent, exc: BaseException) -> None:
@@ -333,12 +334,14 @@ class DaskBackend(Backend):
                 self._closer = threading.Thread(target=self._close_when_idle, name="conveyor-dask-close",
                                                 daemon=True)
                 self._closer.start()  # under the lock: a racing second call may join it at once
+            closer = self._closer
         for batch in abandoned:
             batch.abandon()
         if kill and running:
             self._client.cancel(running)
         if wait:
-            self._closer.join()
+            assert closer is not None  # the first call made it, under the lock
+            closer.join()
 
     def _close_when_idle(self) -> None:
         self._pump()

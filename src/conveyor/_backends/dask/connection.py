@@ -380,8 +380,9 @@ class HubRef:
             except Exception as exc:  # noqa: BLE001 - the hub itself never raises: this is Dask's
                 raise self._unreachable(kind, exc) from exc
             except BaseException:
-                if undo is not None:
-                    dispose(self._connection.loop, _undo_when_done, pending, self._actor, undo)
+                connection = self._connection  # set by _handle() above
+                if undo is not None and connection is not None:
+                    dispose(connection.loop, _undo_when_done, pending, self._actor, undo)
                 raise
 
     def make(self, kind: str, state: str, *args: Any) -> str:
@@ -469,7 +470,7 @@ class OnHub:
         return f"<conveyor dask {type(self).__name__} {self._key}>"
 
 
-def _rebuild_on_hub(cls: type, hub: HubRef, key: str, state: tuple[Any, ...]) -> Any:
+def _rebuild_on_hub(cls: type[OnHub], hub: HubRef, key: str, state: tuple[Any, ...]) -> Any:
     obj = object.__new__(cls)
     object.__setattr__(obj, "_hub", hub)
     object.__setattr__(obj, "_key", key)

@@ -23,7 +23,8 @@ from conveyor._core import serialize
 
 def item_type(typecode_or_type: Any) -> Any:
     """The ctypes type of a ``multiprocessing`` typecode (``"i"``, ``"d"``...), or the type given."""
-    from multiprocessing.sharedctypes import typecode_to_type
+    # The stdlib's own table of typecodes, undocumented and absent from the stubs.
+    from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 
     return typecode_to_type.get(typecode_or_type, typecode_or_type)
 
@@ -117,7 +118,8 @@ class _Contained(OnHub):
 
     _holds = "container"
 
-    def _call(self, op: str, *args: Any, timeout: float | None = 0.0) -> Any:  # noqa: ARG002
+    def _call(self, op: str, *args: Any, timeout: float | None = 0.0,  # noqa: ARG002
+              undo: tuple[str, tuple[Any, ...]] | None = None) -> Any:  # OnHub's signature (only locks undo)
         return pickle.loads(self._hub.call(self._kind, self._key, "apply", op, serialize.dumps(args)))
 
     def _repr_of(self, fetch: Callable[[], str]) -> str:
@@ -147,7 +149,7 @@ class DaskNamespace(_Contained, NamespaceProxy):
     _kind = "Namespace"  # (OnHub's would hide the proxy's)
 
 
-def make_container(cls: type, hub: HubRef, value: Any) -> Any:
+def make_container(cls: type[_Contained], hub: HubRef, value: Any) -> Any:
     obj = object.__new__(cls)
     obj._create(hub, serialize.dumps(value))
     return obj

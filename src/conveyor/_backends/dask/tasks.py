@@ -60,6 +60,7 @@ import queue
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any, Callable
 
 import distributed
@@ -162,7 +163,7 @@ def run_spawned(blob: bytes, name: str, token: str, start_method: str | None) ->
     return report_of(process)
 
 
-def _wait_while_wanted(process: ProcessTask, key: str, address: str) -> None:
+def _wait_while_wanted(process: ProcessTask, key: Hashable, address: str) -> None:
     """Wait for the process; kill it if the caller goes away meanwhile (a task dies with its owner).
 
     The scheduler drops a running task from its worker's ``processing`` list once no client wants it:
@@ -224,7 +225,8 @@ class _Connection:
         # In the client's event loop: a plain dict lookup, no lock (spawn may hold one while it waits
         # for this loop). Other processes' tasks report on the same topic: not ours, ignored.
         message = event[1]
-        inbox = self.inboxes.get(message.get("token"))
+        token = message.get("token")
+        inbox = self.inboxes.get(token) if isinstance(token, str) else None
         if inbox is not None:
             if message.get("finished"):
                 inbox.put(("finished",))
@@ -336,10 +338,10 @@ class DaskTask(ClusterTask):
             return TaskCancelledError(f"task {self.name!r}: its Dask task was cancelled from outside")
         if future.status == "lost":
             return WorkerCrashedError(f"task {self.name!r}: its outcome was lost with {where}", pid=self._pid)
-        exc = future.exception()
-        if isinstance(exc, distributed.scheduler.KilledWorker) or self._pid is not None:
-            return WorkerCrashedError(f"task {self.name!r}: {where} died under it ({exc})", pid=self._pid)
-        return exc  # the worker could not start the process (a start method it lacks, ...)
+        error = future.exception()
+        if isinstance(error, distributed.scheduler.KilledWorker) or self._pid is not None:
+            return WorkerCrashedError(f"task {self.name!r}: {where} died under it ({error})", pid=self._pid)
+        return error  # the worker could not start the process (a start method it lacks, ...)
 
     def _send(self, how: str, workers: list[str] | None) -> dict[str, Any]:
         """Ask ``workers`` (None: all) to stop the task; what each said, or {} if they could not be asked

@@ -58,12 +58,12 @@ class LocalPrimitives:
 
         return SharedArray(shape, dtype, threading.RLock() if lock else None, in_process=True)
 
-    def Value(self, typecode_or_type: Any, value: Any = 0, lock: bool = True) -> Any:  # noqa: N802
-        guard = threading.RLock() if lock is True else lock
+    def Value(self, typecode_or_type: Any, value: Any = 0, lock: Any = True) -> Any:  # noqa: N802
+        guard: Any = threading.RLock() if lock is True else lock  # a lock, or False for none
         return multiprocessing.sharedctypes.Value(typecode_or_type, value, lock=guard)
 
-    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: bool = True) -> Any:  # noqa: N802
-        guard = threading.RLock() if lock is True else lock
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, lock: Any = True) -> Any:  # noqa: N802
+        guard: Any = threading.RLock() if lock is True else lock  # a lock, or False for none
         return multiprocessing.sharedctypes.Array(typecode_or_type, size_or_initializer, lock=guard)
 
     def dict(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:

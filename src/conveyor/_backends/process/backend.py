@@ -404,7 +404,8 @@ class ProcessBackend(Backend):
         # live as long as the pool (the supervisor) or the program (the main thread). A worker forked
         # by another thread (Pool() made in a short-lived thread) watches its owner's pid instead.
         lasting = threading.current_thread() in (self._supervisor, threading.main_thread())
-        process = self._ctx.Process(
+        # get_context(a str) is typed BaseContext, which has no Process; every context it returns has.
+        process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_conn, slot, os.getpid(), self.start_method != "forkserver" and lasting,
                   self._initializer_blob,

@@ -99,6 +99,13 @@ class _SharedQueue(SegmentBacked):
     def _storage_words(cls, capacity: int) -> int:
         raise NotImplementedError
 
+    # The order-dependent part, which each queue kind defines; the shared methods below call it.
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[Any]:
+        raise NotImplementedError
+
     def __reduce__(self) -> Any:
         return (attach, (type(self), self._segment.name, (self.maxsize, self._capacity)))
 
@@ -224,7 +231,7 @@ class _SharedQueue(SegmentBacked):
             return data, None
         spill = shared_memory.SharedMemory(name=f"{self._segment.name}q-{os.urandom(6).hex()}", create=True,
                                            size=len(data))
-        spill.buf[:len(data)] = data
+        shm.contents(spill)[:len(data)] = data
         return spill.name.encode(), spill
 
     @staticmethod
@@ -551,7 +558,7 @@ class _IndexedQueue(_SharedQueue):
         if length < 0:
             spill = shared_memory.SharedMemory(name=payload.decode())
             try:
-                return serialize.loads(bytes(spill.buf))
+                return serialize.loads(bytes(shm.contents(spill)))
             finally:
                 spill.close()
         return serialize.loads(payload)
@@ -740,7 +747,7 @@ def _take(name: bytes) -> bytes:
     """Read and remove a by-reference record's own segment."""
     spill = shared_memory.SharedMemory(name=name.decode())
     try:
-        return bytes(spill.buf)
+        return bytes(shm.contents(spill))
     finally:
         spill.close()
         spill.unlink()

@@ -30,7 +30,7 @@ from conveyor._backends._shared.liveness import alive
 from conveyor._backends.process import pthreads
 from conveyor._core import owned
 from conveyor._core.errors import OwnerDiedError
-from conveyor._core.shm import fresh_name
+from conveyor._core.shm import contents, fresh_name
 from conveyor._core.waiting import bounded_timeout, lock_timeout, wait_for
 
 _MUTEX = 0
@@ -75,7 +75,7 @@ def _fresh_tracker_lock() -> None:
     attach a segment). Give the child a fresh one."""
     tracker = getattr(resource_tracker, "_resource_tracker", None)
     lock = getattr(tracker, "_lock", None)
-    if lock is not None:
+    if tracker is not None and lock is not None:
         tracker._lock = threading.RLock() if "RLock" in type(lock).__name__ else threading.Lock()
 
 
@@ -101,9 +101,10 @@ def _drop_descriptor(shm: shared_memory.SharedMemory) -> None:
     """Close the segment's file descriptor once it is mapped: ``SharedMemory`` keeps one open for
     its whole life (the mapping keeps a copy of its own), so each primitive held two, and a
     program with a thousand locks ran out of descriptors. ``close()`` skips a descriptor of -1."""
+    # ``_fd`` is private to the stdlib (the stubs omit it); there is no public way to drop it.
     if getattr(shm, "_fd", -1) >= 0:
-        os.close(shm._fd)
-        shm._fd = -1
+        os.close(shm._fd)  # type: ignore[attr-defined]
+        shm._fd = -1  # type: ignore[attr-defined]
 
 
 class _Segment:
@@ -115,7 +116,7 @@ class _Segment:
         self.creator = os.getpid()
         self.shm = shared_memory.SharedMemory(name=name or fresh_name("p"), create=self.owner, size=size)
         _drop_descriptor(self.shm)
-        anchor = (ctypes.c_char * size).from_buffer(self.shm.buf)
+        anchor = (ctypes.c_char * size).from_buffer(contents(self.shm))
         self._anchor = [anchor]
         self.base = ctypes.addressof(anchor)
         self.mutex = self.base + _MUTEX

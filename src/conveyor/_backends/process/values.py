@@ -103,7 +103,8 @@ class ProcessArray(_Guarded):
 
 
 def _ctype(typecode_or_type: Any) -> Any:
-    from multiprocessing.sharedctypes import typecode_to_type
+    # The stdlib's own table of typecodes, undocumented and absent from the stubs.
+    from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 
     if isinstance(typecode_or_type, str):
         return typecode_to_type[typecode_or_type]

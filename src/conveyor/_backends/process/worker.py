@@ -25,6 +25,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing in the fo
 if TYPE_CHECKING:
     from typing import Any
 
+    Reply = tuple[int, float, bool, dict[int, bytes], bool, bytes, int, int, Any]
+    """What :meth:`_Worker.reply` sends back for a batch, but what the batch kept mapped:
+    ``(seq, busy, isolated, errors, undecodable, values blob, ran, over memory, segment)``."""
+
 
 
 
@@ -105,7 +109,7 @@ class _Worker:
         self.slot[p.SLOT_POSITION] = p.PHASE_IDLE
 
     def _run(self, seq: int, key: int, blob: bytes | None, kind: int, timed: bool, isolate: bool, stride: int,
-             payload: bytes) -> tuple[Any, ...]:
+             payload: bytes) -> Reply:
         slot = self.slot
         fn = self.function(key, blob)
         items, errors = batches.decode_items(payload, isolate)
@@ -129,7 +133,7 @@ class _Worker:
         return self._encode(seq, busy, values, errors, isolate, ran)
 
     def _encode(self, seq: int, busy: float, values: list[Any], errors: dict[int, BaseException], isolate: bool,
-                ran: int) -> tuple[Any, ...]:
+                ran: int) -> Reply:
         resident = resident_bytes() if self.memory_limit is not None else 0
         over = resident if resident > (self.memory_limit or 0) and self.memory_limit is not None else 0
         self.slot[p.SLOT_POSITION] = p.PHASE_ENCODE

@@ -182,6 +182,9 @@ class _Object:
     def _state(self) -> tuple[Any, ...]:
         return ()
 
+    def _restore(self, *state: Any) -> None:
+        """Set up an unpickled object from what :meth:`_state` gave (each kind defines its own)."""
+
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), self._hub_name, self._key, self._state()))
 
@@ -192,7 +195,7 @@ class _Object:
         return f"<conveyor ray {type(self).__name__} {self._key}>"
 
 
-def _rebuild(cls: type, hub: str, key: str, state: tuple[Any, ...]) -> Any:
+def _rebuild(cls: type[_Object], hub: str, key: str, state: tuple[Any, ...]) -> Any:
     obj = cls.__new__(cls)
     obj._hub_name, obj._key = hub, key
     obj._restore(*state)
@@ -589,6 +592,9 @@ class RayArray(_InHub):
 
     __slots__ = ("_lock", "_ref", "__weakref__")
     _kind = "Array"
+    # Set with object.__setattr__ (by _attach_ray) and by _rebuild_array, not by __init__.
+    _ref: tuple[Any, ...]
+    _lock: Any  # the lock of get_lock(), or None when made with lock=False
 
     def __getitem__(self, index: Any) -> Any:
         got = self._call("getitem", index)

@@ -134,7 +134,9 @@ class TaskRunner:
         return report_of(self._process)
 
 
-_Runner = ray.remote(TaskRunner)
+# Untyped on purpose: Ray types a handle's methods as the plain functions (no ``.remote``) unless
+# each is decorated with ``ray.method``.
+_Runner: Any = ray.remote(TaskRunner)
 
 
 def call_on_ray(address: str, blob: bytes) -> Any:

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from conveyor._backends._shared import batches
 from conveyor._backends._shared.calls import CALLERS, run_general
 from conveyor._backends._shared.cluster_worker import cached_function
 from conveyor._backends._shared.inline import run_finalizer
 from conveyor._core import serialize
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
 
 DONE, INIT_FAILED = 0, 1
 """The first field of a reply: the batch ran (its outcome follows), or the initializer failed (its
@@ -38,7 +41,10 @@ def _fetch(blob: Any) -> bytes:
     does not fetch it before the worker's function cache is consulted."""
     import ray
 
-    return ray.get(blob[0]) if isinstance(blob, list) else blob
+    if isinstance(blob, list):
+        ref: ObjectRef[bytes] = blob[0]
+        return ray.get(ref)
+    return blob
 
 
 class PoolWorker:

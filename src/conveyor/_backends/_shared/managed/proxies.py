@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from conveyor._backends._shared.managed import client
 from conveyor._backends._shared.managed.errors import released_error
@@ -20,7 +20,7 @@ from conveyor._backends._shared.managed.server import Server, local_server
 __all__ = ["DictProxy", "ListProxy", "NamespaceProxy"]
 
 
-def _rebuild(cls: type, ref: tuple[Any, ...]) -> Any:
+def _rebuild(cls: type[_Proxy], ref: tuple[Any, ...]) -> Any:
     """Unpickle a proxy.
 
     A pickled proxy names this function and its class by module path
@@ -34,6 +34,10 @@ class _Proxy:
 
     __slots__ = ("_ref", "_pid", "_server", "__weakref__")
     _kind = "container"
+    # Set with object.__setattr__ (a NamespaceProxy's own __setattr__ goes to the object it shares).
+    _ref: tuple[Any, ...]
+    _pid: int
+    _server: Server | Literal[False] | None  # the local server; False: ours, but released; None: remote
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"make a shared {self._kind} with conveyor.context('process').{self._kind}(...)")
@@ -224,13 +228,13 @@ class ListProxy(_Collection):
     def __ge__(self, other: Any) -> bool:
         return bool(self.copy() >= other)
 
-    def __add__(self, other: Any) -> list[Any]:
+    def __add__(self, other: list[Any] | ListProxy) -> list[Any]:  # what a list adds (and, here, a ListProxy)
         return self.copy() + (other.copy() if isinstance(other, ListProxy) else other)
 
     def __radd__(self, other: Any) -> list[Any]:
         return other + self.copy()  # type: ignore[no-any-return]
 
-    def __iadd__(self, other: Iterable[Any]) -> ListProxy:
+    def __iadd__(self, other: Iterable[Any]) -> ListProxy:  # any iterable, as list's own ``+=``
         self.extend(other)
         return self
 

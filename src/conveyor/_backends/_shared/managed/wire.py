@@ -93,7 +93,7 @@ def recv_frame(sock: socket.socket, limit: int | None = None) -> bytes | bytearr
     return body + rest if body else rest
 
 
-def digest(key: bytes, side: bytes, nonce: bytes) -> bytes:
+def digest(key: bytes, side: bytes, nonce: bytes | bytearray) -> bytes:
     return hmac.digest(key, side + nonce, "sha256")
 
 
