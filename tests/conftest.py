@@ -41,6 +41,17 @@ BACKENDS = backends("serial", "thread", "process")
 START_METHODS = tuple(m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods())
 
 
+def requires(backend: str, capability: str, why: str) -> None:
+    """Skip unless ``backend`` has ``capability`` (a field of ``conveyor.abc.Capabilities``), saying why.
+
+    Expectations follow what a backend declares, not its name, so a third-party backend that declares
+    the same capabilities is held to the same tests."""
+    from conveyor._core.registry import backend_class
+
+    if not getattr(backend_class(backend).capabilities, capability):
+        pytest.skip(f"{backend} lacks {capability}: {why}")
+
+
 def bounded(seconds: float) -> float:
     """A wait limit scaled for slow machines."""
     return seconds * SLOWDOWN

@@ -45,15 +45,7 @@ SCENARIOS = {
         pipe = conveyor.Pipeline(range(10)).map(lambda x: x + 1, backend="thread").map(
             lambda x: x * 2, workers=2, backend="dask")
         assert pipe.run() == [2 * (x + 1) for x in range(10)]
-
-        # a generator stage runs where its backend runs: on the cluster, not in this process's threads
-        def tagged(items):
-            for item in items:
-                yield os.getpid(), item * 10
-
-        out = conveyor.Pipeline(range(6)).map(tagged, workers=2, backend="dask").run()
-        assert sorted(value for _, value in out) == [x * 10 for x in range(6)], out
-        assert os.getpid() not in {pid for pid, _ in out}, out
+        check_generator_stage_runs_on("dask")
     """,
     "errors": """
         with conveyor.Pool(2, backend="dask") as pool:

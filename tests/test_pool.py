@@ -21,7 +21,7 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import bounded, wait_until
+from conftest import bounded, requires, wait_until
 from conveyor._core.chunking import MAX_UNSIZED
 
 pytestmark = pytest.mark.timeout(60)
@@ -140,8 +140,7 @@ def test_lambdas_and_closures_work(make_pool):
 
 
 def test_map_timeout_raises_result_timeout_error(make_pool, backend):
-    if backend == "serial":
-        pytest.skip("serial runs each task in the caller; there is nothing to wait for")
+    requires(backend, "in_background", "serial runs each task in the caller; there is nothing to wait for")
     pool = make_pool()
     with pytest.raises(conveyor.ResultTimeoutError) as info:
         pool.map(tasks.sleep_then, [1, 2], [2.0, 2.0], timeout=0.2)
@@ -192,8 +191,7 @@ def test_apply_and_apply_async_with_callbacks(make_pool):
 
 
 def test_async_result_get_timeout_and_successful_before_ready(make_pool, backend):
-    if backend == "serial":
-        pytest.skip("serial finishes every task inside submit")
+    requires(backend, "in_background", "serial finishes every task inside submit")
     pool = make_pool()
     result = pool.apply_async(tasks.sleep_then, ("x", 1.0))
     with pytest.raises(multiprocessing.TimeoutError):
@@ -328,8 +326,7 @@ def test_a_lazy_call_made_before_close_still_gets_every_result(make_pool):
 def test_close_after_dropping_a_partly_read_imap_lets_the_workers_go(backend):
     """close() waits for lazy calls still feeding, so a dropped one must go at once: a thread
     worker's last batch kept its stream alive, and the closed pool's workers lived forever."""
-    if backend == "serial":
-        pytest.skip("serial has no workers")
+    requires(backend, "in_background", "serial has no workers")
     pool = conveyor.Pool(2, backend=backend)
     results = pool.istarmap(tasks.sleep_then, ((i, 0.001) for i in range(100_000)), chunksize=1)
     assert next(results) == 0
@@ -399,8 +396,7 @@ def test_close_then_join_like_multiprocessing(make_pool):
 
 
 def test_cancel_a_pending_future(make_pool, backend):
-    if backend == "serial":
-        pytest.skip("serial runs each task inside submit: nothing is ever pending")
+    requires(backend, "in_background", "serial runs each task inside submit: nothing is ever pending")
     pool = make_pool(1)
     blocker = pool.submit(tasks.sleep_then, "blocker", 0.5)
     queued = [pool.submit(tasks.square, i) for i in range(5)]
@@ -413,8 +409,7 @@ def test_cancel_a_pending_future(make_pool, backend):
 
 
 def test_shutdown_with_cancel_futures_cancels_pending_work(make_pool, backend):
-    if backend == "serial":
-        pytest.skip("serial runs each task inside submit: nothing is ever pending")
+    requires(backend, "in_background", "serial runs each task inside submit: nothing is ever pending")
     pool = make_pool(1)
     running = pool.submit(tasks.sleep_then, "running", 0.3)
     pending = [pool.submit(tasks.square, i) for i in range(10)]
@@ -428,8 +423,7 @@ def test_shutdown_with_cancel_futures_cancels_pending_work(make_pool, backend):
 
 
 def test_terminate_stops_running_tasks(make_pool, backend):
-    if backend == "serial":
-        pytest.skip("serial has nothing running in the background")
+    requires(backend, "in_background", "serial has nothing running in the background")
     pool = make_pool(1)
     running = pool.submit(tasks.sleep_then, "never", 2.0)
     time.sleep(0.2)

@@ -407,15 +407,7 @@ SCENARIOS = {
             assert shared.pop("a") == 1 and "a" not in shared and shared.get("a", 7) == 7
             assert sorted(log) == list("bcd") and space.b == shared["b"] and space.d == shared["d"]
             ray_pids()
-
-        # a generator stage runs where its backend runs: on Ray, not in this process's threads
-        def tagged(items):
-            for item in items:
-                yield os.getpid(), item * 10
-
-        out = conveyor.Pipeline(range(6)).map(tagged, workers=2, backend="ray").run()
-        assert sorted(value for _, value in out) == [x * 10 for x in range(6)], out
-        assert os.getpid() not in {pid for pid, _ in out}, out
+        check_generator_stage_runs_on("ray")
 
         # Ctrl-C wakes a blocked wait at once, and an interrupted acquire holds nothing afterwards
         import signal

@@ -50,6 +50,9 @@ class Capabilities:
         isolates_crashes: a crashing task cannot take the caller down.
         shared_memory: workers can map the caller's shared-memory segments.
         cross_host: workers may run on other machines.
+        in_background: tasks run beside the caller, on workers of their own; False: each task runs
+            inside ``submit``, in the caller's thread (serial), so nothing is ever pending or running
+            behind the caller's back.
         primitives: the primitives its factory makes (names of :data:`PRIMITIVES`); asking for any
             other raises :class:`~conveyor.UnsupportedError` before the factory is called.
     """
@@ -60,6 +63,7 @@ class Capabilities:
     isolates_crashes: bool = False
     shared_memory: bool = False
     cross_host: bool = False
+    in_background: bool = True
     primitives: frozenset[str] = PRIMITIVES
 
 

@@ -311,6 +311,9 @@ class _StageRun:
         self.stage = stage
         self.inbox = inbox
         self.pool: Pool | None = None
+        self.context: Any = None
+        """A generator stage's context on its backend, kept for the run: on a cluster backend its
+        queues, its tasks and the local cluster they run on end when the context does."""
         self.workers = 1 if stage.kind == "batch" else stage.workers
         self.backend = stage.backend or ("-" if stage.kind == "batch" else None)
         self.items_in = 0
@@ -568,7 +571,7 @@ class _Run:
 
         counts = self._stages[index]
         stage = counts.stage
-        ctx = context(backend)
+        ctx = counts.context = context(backend)
         inbox, outbox = ctx.Queue(counts.inbox.maxsize), ctx.Queue(DEFAULT_MAXSIZE)
         group = ctx.TaskGroup()
         group.__enter__()
@@ -672,6 +675,8 @@ class _Run:
                     thread.join(max(0.0, deadline - time.monotonic()))
             if not any(thread.is_alive() for thread in self._threads):
                 self._cleanups.clear()  # they hold process queues (shared memory) until the run is dropped
+                for counts in self._stages:
+                    counts.context = None  # and a cluster backend's context its local cluster
             if self._ended is None:
                 self._ended = time.perf_counter()
 

@@ -37,4 +37,15 @@ def expect(error_type, call, *args, **kwargs):
     except error_type as error:
         return error
     raise AssertionError(f"{{call}} did not raise {{error_type.__name__}}")
+
+def tagged(items):
+    for item in items:
+        yield os.getpid(), item * 10
+
+def check_generator_stage_runs_on(backend):
+    # a generator stage runs where its backend runs: on the engine's workers, not this process's threads
+    import conveyor
+    out = conveyor.Pipeline(range(6)).map(tagged, workers=2, backend=backend).run()
+    assert sorted(value for _, value in out) == [x * 10 for x in range(6)], out
+    assert os.getpid() not in {{pid for pid, _ in out}}, out
 """

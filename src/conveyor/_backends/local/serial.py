@@ -19,7 +19,7 @@ from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, S
 
 class SerialBackend(Backend):
     name = "serial"
-    capabilities = Capabilities()
+    capabilities = Capabilities(in_background=False)
 
     @classmethod
     def primitives(cls, config: BackendConfig) -> LocalPrimitives:
