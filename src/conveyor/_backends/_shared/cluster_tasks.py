@@ -1,4 +1,4 @@
-"""What the cluster engines' TaskGroup tasks share (``dask_tasks.py``, ``ray_tasks.py``).
+"""What the cluster engines' TaskGroup tasks share (``dask/tasks.py``, ``ray/tasks.py``).
 
 ::
 

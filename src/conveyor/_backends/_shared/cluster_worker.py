@@ -85,7 +85,7 @@ def _call_before(deadline: float, call: Callable[[], Any]) -> Any:
 
 def run_encoded(key: str, blob: bytes, kind: int, payload: bytes, isolate: bool, timeout: float | None = None
                 ) -> tuple[float, bool, dict[int, bytes], bool, bytes, dict[int, float]]:
-    """Run every input of a batch encoded by ``process/batches.py`` in this worker.
+    """Run every input of a batch encoded by ``_shared/batches.py`` in this worker.
 
     The engine carries only bytes: it never walks (or pickles again) a list of many thousand inputs,
     and an input or result that cannot be unpickled fails alone, as on the process backend.

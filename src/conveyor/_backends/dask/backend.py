@@ -184,7 +184,7 @@ class DaskBackend(Backend):
     def spawn(cls, config: BackendConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, on_done: Callable[[Any], None] | None = None) -> Any:
         """A TaskGroup task: one Dask task on the context's cluster, running the call in a process of
-        its own on a worker (``dask_tasks.py``, imported here: only a group needs it)."""
+        its own on a worker (``dask/tasks.py``, imported here: only a group needs it)."""
         from conveyor._backends.dask.tasks import spawn_on_dask
 
         return spawn_on_dask(configured_address(config.options), config, fn, args, kwargs, name, on_done)

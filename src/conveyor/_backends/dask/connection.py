@@ -10,7 +10,7 @@
                      objects are gone)
                           │                                     │
                           ├──► scheduler: Dask Lock, Event, Variable ◄──┤
-                          └──► hub actor on a worker (dask_hub.py) ◄────┘
+                          └──► hub actor on a worker (dask/hub.py) ◄────┘
 
 An object never looks for a client when it is unpickled: Dask unpickles a task's arguments before
 the task runs, outside it. It binds on first use, to the worker it runs on if it is in a Dask task,

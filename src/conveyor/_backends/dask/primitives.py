@@ -1,8 +1,8 @@
 """The factory behind ``conveyor.context("dask").Lock()``, ``pool.Queue()`` and friends on Dask.
 
-What each object is built on, and why, is in the modules that build them: ``dask_sync.py`` (locks,
-events, semaphores, conditions, barriers), ``dask_queues.py``, ``dask_shared.py`` (values, arrays,
-containers); ``dask_connection.py`` says how they reach the cluster, ``dask_hub.py`` is the actor
+What each object is built on, and why, is in the modules that build them: ``dask/sync.py`` (locks,
+events, semaphores, conditions, barriers), ``dask/queues.py``, ``dask/shared.py`` (values, arrays,
+containers); ``dask/connection.py`` says how they reach the cluster, ``dask/hub.py`` is the actor
 that keeps what Dask's scheduler cannot. Semantics are the standard library's; the differences are
 in ``docs/clusters.md``.
 

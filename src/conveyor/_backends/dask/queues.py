@@ -1,6 +1,6 @@
 """``Queue``, ``LifoQueue`` and ``PriorityQueue`` on a Dask cluster, kept by the factory's hub actor.
 
-The hub holds conveyor's in-process queue of the same kind (``_local_queue.py``), so the semantics
+The hub holds conveyor's in-process queue of the same kind (``_shared/queues.py``), so the semantics
 are the thread backend's: ``queue.Queue`` plus ``shutdown`` and ``put_many``/``get_many``. Every
 operation is one call to the hub (a ``put``, a ``get_many`` of many items, a ``qsize``); a blocked
 one waits in the hub a slice at a time and is woken by the change it waits for. Items travel

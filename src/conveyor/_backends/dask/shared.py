@@ -2,7 +2,7 @@
 
 ``Value`` is a Dask ``Variable`` (kept by the scheduler: one round trip to read or write it), with
 a cluster ``RLock`` for read-modify-write, as ``multiprocessing.Value`` has. ``Array`` and the
-containers live in the factory's hub actor (``dask_hub.py``), where each operation is one atomic
+containers live in the factory's hub actor (``dask/hub.py``), where each operation is one atomic
 step: an element written by one process never undoes another's write to another element, and
 the containers keep the process backend's interface (``DictProxy`` and friends: ``modify``,
 snapshots for views, values as copies). Values convert as ``ctypes`` converts them, as in the

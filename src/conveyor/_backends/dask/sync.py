@@ -3,8 +3,8 @@
 ``Lock``/``RLock`` are Dask's own ``Lock`` and ``Event`` is Dask's ``Event``: the scheduler keeps
 them, so they outlive any worker, and a lock whose holder dies is freed when its lease runs out.
 ``Semaphore``, ``BoundedSemaphore``, and the bookkeeping of ``Condition`` and ``Barrier`` live in the
-factory's hub actor (``dask_hub.py``): Dask's semaphore is a lease that only its holder may give
-back, which is not ``threading.Semaphore``. Every wait is sliced (``dask_connection.slices``).
+factory's hub actor (``dask/hub.py``): Dask's semaphore is a lease that only its holder may give
+back, which is not ``threading.Semaphore``. Every wait is sliced (``connection.slices``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ lets it go, replaced when it dies, is killed for a ``task_timeout``, or has run
 ``max_tasks_per_worker`` tasks (why not Ray tasks: see ray_worker.py). One call runs a whole batch,
 so Ray's per-call cost (about a millisecond) is paid once per batch, and the core's chunk sizer grows
 batches of tiny calls until it no longer shows. Inputs and results are pickled by conveyor itself
-(``process/batches.py``), so an unpicklable input or result fails alone with a message that names it;
+(``_shared/batches.py``), so an unpicklable input or result fails alone with a message that names it;
 Ray only carries bytes.
 
 Batches wait in the pool until a worker is free: a batch handed to a worker is running, so a
@@ -261,7 +261,7 @@ class RayBackend(Backend):
     def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
               name: str, on_done: Any = None) -> Any:
         """A TaskGroup task: an actor of its own (no CPU) running the call in a process of its own
-        (``ray_tasks.py``, imported here: only a group needs it)."""
+        (``ray/tasks.py``, imported here: only a group needs it)."""
         from conveyor._backends.ray.tasks import spawn_on_ray
 
         return spawn_on_ray(config, fn, args, kwargs, name, on_done)

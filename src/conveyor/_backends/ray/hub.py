@@ -3,7 +3,7 @@
 Most of the state is the stdlib's own objects (``threading.Lock``-like owned locks, ``Semaphore``,
 ``BoundedSemaphore``, ``Event``) and conveyor's in-process queues; the waits that must be cut into
 slices (a condition, a barrier, ``put_many``, ``join``) are split here into steps a client calls one
-after the other (see ``ray_primitives.py`` for the clients). Each call runs in a thread of the actor
+after the other (see ``ray/primitives.py`` for the clients). Each call runs in a thread of the actor
 and returns within a slice, so a blocked client never holds the hub.
 """
 

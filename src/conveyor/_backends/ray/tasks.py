@@ -18,7 +18,7 @@ Why an actor of its own per task, and a process of its own under it:
 - Ray cannot stop a running call without killing the worker process running it (``ray.cancel``
   with ``force``), and a pooled worker runs other tasks' work over its life. The call runs instead in
   a process started by the task's actor with the process backend's ``ProcessTask`` (as on Dask:
-  ``_cluster_tasks.py``): ``terminate()`` is SIGTERM, then SIGKILL after the process backend's grace
+  ``_shared/cluster_tasks.py``): ``terminate()`` is SIGTERM, then SIGKILL after the process backend's grace
   period, ``kill()`` SIGKILL, with real exit codes (``-15``, ``-9``); the actor and every other
   task run on.
 - The actor handle is the route to that process: Ray delivers ``stop`` to the very worker that
