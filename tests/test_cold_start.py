@@ -128,6 +128,7 @@ def test_the_fork_server_preload_needs_no_executor_machinery():
         import conveyor._backends.process.worker
         print("LOADED", [name for name in ("concurrent.futures", "multiprocessing.pool", "conveyor.pool",
                                            "conveyor._core.stdlib_errors", "conveyor._backends.process.sync",
+                                           "conveyor._backends.process.segments",
                                            "conveyor._backends.process.channel", "conveyor._backends.process.backend",
                                            "multiprocessing.shared_memory",
                                            "psutil", "numpy")

@@ -814,7 +814,7 @@ def test_a_process_that_exits_normally_holding_a_lock_is_reported_dead():
 
 HALF_BUILT_AT_FORK = """
 import os, threading, time
-from conveyor._backends.process import sync
+from conveyor._backends.process import condition, segments, sync
 
 real = sync.ProcessRLock
 inside = threading.Event()
@@ -826,24 +826,24 @@ def slow_rlock():
     return real()
 
 
-sync.ProcessRLock = slow_rlock  # a Condition's default lock: made after its segment is registered
+condition.ProcessRLock = slow_rlock  # a Condition's default lock: made after its segment is registered
 box = {}
-maker = threading.Thread(target=lambda: box.setdefault("cond", sync.ProcessCondition()))
+maker = threading.Thread(target=lambda: box.setdefault("cond", condition.ProcessCondition()))
 maker.start()
 inside.wait(10)
-names = [name for name, obj in list(sync._attached.items()) if isinstance(obj, sync.ProcessCondition)]
+names = [name for name, obj in list(segments._attached.items()) if isinstance(obj, condition.ProcessCondition)]
 pid = os.fork()  # as a pool's supervisor thread forks a worker while the main thread builds primitives
 if pid == 0:
     code = 0
     try:
         for name in names:  # as a task argument arriving by name
-            cond = sync.attach(sync.ProcessCondition, name, (), {"_lock": real()})
+            cond = segments.attach(condition.ProcessCondition, name, (), {"_lock": real()})
             with cond:
                 cond.notify()
     except BaseException as error:
         print("child:", repr(error), flush=True)
         code = 1
-    sync.release_owned()
+    segments.release_owned()
     os._exit(code)
 _, status = os.waitpid(pid, 0)
 maker.join()

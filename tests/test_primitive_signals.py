@@ -301,7 +301,9 @@ def test_ctrl_c_interrupts_a_blocked_call(primitive: str, backend: str) -> None:
 INTERRUPTED_WAITS = textwrap.dedent("""
     import collections, signal, sys, threading, time
     from conveyor._backends.process import pthreads
-    from conveyor._backends.process.sync import ProcessCondition, ProcessLock, _Segment
+    from conveyor._backends.process.condition import ProcessCondition
+    from conveyor._backends.process.segments import Segment
+    from conveyor._backends.process.sync import ProcessLock
 
     class Interrupt(Exception):
         pass
@@ -314,7 +316,7 @@ INTERRUPTED_WAITS = textwrap.dedent("""
             raise Interrupt
 
     signal.signal(signal.SIGALRM, interrupt)
-    segment = _Segment(1)
+    segment = Segment(1)
     condition = ProcessCondition(ProcessLock())
     counts = collections.Counter()
     signal.setitimer(signal.ITIMER_REAL, 0.00007, 0.00007)

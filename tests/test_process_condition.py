@@ -15,7 +15,7 @@ import pytest
 
 import conveyor
 from conftest import START_METHODS, bounded, wait_until
-from conveyor._backends.process import sync
+from conveyor._backends.process import condition
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,7 +202,7 @@ def _waiting(cond):
 
 def test_more_waiters_than_slots_lose_no_wake_up(ctx):
     cond = ctx.Condition()
-    count = sync.ProcessCondition._SLOTS + 6
+    count = condition.ProcessCondition._SLOTS + 6
     results = []
     ready = threading.Barrier(count + 1)
 

@@ -40,6 +40,11 @@ def die_with_owner(owner: int, owner_is_parent: bool) -> None:
             pass
 
     def watch() -> None:
+        # A SIGTERM for this process must reach its main thread, whose handler is the one that counts
+        # (a task's call may replace it for a while, as Ray's does, with SIGTERM blocked meanwhile):
+        # delivered to this thread instead, it would run whatever handler is installed at that instant.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         while True:
             if os.getppid() != parent or not alive(owner):
                 os._exit(1)

@@ -75,12 +75,20 @@ def task_main(conn: Any, blob: bytes, owner: int, owner_is_parent: bool, forked:
     if forked:  # before any user code: until then, another thread's subprocess may be waiting on us
         inherited.keep_only_own(conn)
     tag = _RAISED
+    # Unpickling the call imports its modules, and some start threads as they load (Ray's client):
+    # started with SIGTERM blocked, as this thread is meanwhile, they never take a SIGTERM meant for the
+    # task, which then waits for the call to begin and ends it as it would end any process.
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         fn, args, kwargs = serialize.loads(blob)
     except BaseException as exc:  # noqa: BLE001 - reported like the task's own failure
         payload = serialize.dumps_exception(serialize.unpickling_error(exc, "the spawned call in its process"))
     else:
         del blob
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - the task's failure is its outcome

@@ -37,7 +37,7 @@ from multiprocessing import shared_memory
 from typing import Any, Callable, Iterable
 
 from conveyor._backends.process import pthreads
-from conveyor._backends.process.sync import STATE_OFFSET, SegmentBacked, attach
+from conveyor._backends.process.segments import STATE_OFFSET, SegmentBacked, attach
 from conveyor._core import serialize, shm
 from conveyor._core.errors import ShutDown
 from conveyor._core.waiting import queue_timeout

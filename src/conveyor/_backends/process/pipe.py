@@ -30,7 +30,7 @@ from typing import Any
 from conveyor._backends._shared.liveness import alive
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessQueue
-from conveyor._backends.process.sync import SegmentBacked
+from conveyor._backends.process.segments import SegmentBacked
 
 PIPE_CAPACITY = 1024 * 1024
 _SLOTS = 32                          # processes that may hold one end at once

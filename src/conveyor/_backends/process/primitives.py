@@ -7,11 +7,10 @@ from typing import Any
 
 from conveyor._backends.process import pthreads
 from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
+from conveyor._backends.process.condition import ProcessBarrier, ProcessCondition
 from conveyor._backends.process.pipe import make_pipe
 from conveyor._backends.process.sync import (
-    ProcessBarrier,
     ProcessBoundedSemaphore,
-    ProcessCondition,
     ProcessEvent,
     ProcessLock,
     ProcessRLock,

@@ -1,6 +1,6 @@
 """Shared numbers and arrays for worker processes: ``multiprocessing.Value``/``Array`` semantics
 (``.value``, indexing, ``get_lock()``) without a manager process and without inheritance — they live
-in a named shared-memory segment and travel to tasks by name, like the locks in ``sync.py``."""
+in a named shared-memory segment and travel to tasks by name, like the locks (``segments.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import contextlib
 import ctypes
 from typing import Any
 
-from conveyor._backends.process.sync import STATE_OFFSET, ProcessRLock, SegmentBacked, attach
+from conveyor._backends.process.segments import STATE_OFFSET, SegmentBacked, attach
+from conveyor._backends.process.sync import ProcessRLock
 
 
 class _Guarded(SegmentBacked):
