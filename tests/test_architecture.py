@@ -122,8 +122,8 @@ def test_the_checker_sees_the_tree():
             "conveyor._backends.local.thread"} <= set(MODULES)
     found = imports(MODULES["conveyor._backends.process.worker"])
     assert any(target == "conveyor._backends._shared.calls" for _, target, _ in found), found
-    assert allowed_for("conveyor._backends.dask.sync") is not None
-    assert not within("conveyor._backends.process.sync", allowed_for("conveyor._backends.dask.sync"))
+    assert allowed_for("conveyor._backends.dask.hub") is not None
+    assert not within("conveyor._backends.process.sync", allowed_for("conveyor._backends.dask.hub"))
 
 
 def test_backends_import_only_the_contract_the_core_the_shared_package_and_themselves():

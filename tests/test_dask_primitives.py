@@ -1,6 +1,7 @@
 """What the conformance suite cannot show of the Dask primitives: the hub's objects used from tasks
 (containers, LIFO and priority queues, ``task_done``/``join``, arrays), how many calls an operation
-costs, Ctrl-C during a blocked acquire, and the errors when an object's owner or its worker is gone.
+costs, Ctrl-C during a blocked acquire, a holder killed while it holds a lock, and the errors when
+an object's factory or the hub's worker is gone.
 (The stdlib semantics themselves are checked by test_primitives.py and test_primitive_models.py in
 cluster mode: ``python tests/clusters.py dask tests/test_primitives.py``.)
 
@@ -90,53 +91,41 @@ def test_containers_queues_and_arrays_work_from_tasks(cluster_environment):
 
 
 def test_an_operation_is_one_call(cluster_environment):
-    """A queue operation is one call to the hub (not a lock, a read and a write), a lock operation
-    one request to the scheduler (the first acquire in a process also registers the lock there),
-    and taking an RLock again none."""
+    """A queue or lock operation is one call to the hub (not a lock, a read and a write); taking
+    an RLock again too (its depth is the hub's, so that every copy of it agrees)."""
     _scenario(cluster_environment, """
-        import distributed.lock, distributed.semaphore
-        from conveyor._backends.dask import connection as dask_connection
+        from conveyor._backends.dask import hub as dask_hub
 
         calls = []
+        real = dask_hub.DaskHub.request
 
-        def counted(cls, name):
-            real = getattr(cls, name)
+        def counted(self, method, *args, **kwargs):
+            calls.append(method)
+            return real(self, method, *args, **kwargs)
 
-            def call(self, *args, **kwargs):
-                calls.append(name)
-                return real(self, *args, **kwargs)
-
-            setattr(cls, name, call)
-
-        counted(dask_connection.HubRef, "_request")
-        for name in ("acquire", "locked"):
-            counted(distributed.lock.Lock, name)
-        counted(distributed.semaphore.Semaphore, "release")
+        dask_hub.DaskHub.request = counted
 
         def cost(operation):
             del calls[:]
             operation()
-            return len(calls)
+            return calls.count("call")
 
         q, lock, rlock = ctx.Queue(maxsize=10), ctx.Lock(), ctx.RLock()
-        lock.acquire()
-        lock.release()
         for name, operation in [("put", lambda: q.put(1)), ("put_many", lambda: q.put_many([2, 3, 4])),
                                 ("get", q.get), ("get_many", lambda: q.get_many(5)),
                                 ("qsize", q.qsize), ("task_done", q.task_done),
-                                ("acquire", lock.acquire), ("locked", lock.locked), ("release", lock.release)]:
+                                ("acquire", lock.acquire), ("locked", lock.locked), ("release", lock.release),
+                                ("rlock", rlock.acquire), ("rlock again", rlock.acquire)]:
             assert cost(operation) == 1, (name, calls)
-        rlock.acquire()
-        assert cost(rlock.acquire) == 0
         rlock.release()
         rlock.release()
     """)
 
 
 def test_ctrl_c_in_a_blocked_acquire_gives_back_what_is_granted_meanwhile(cluster_environment):
-    """Interrupted, a blocked acquire's request is still waiting at the scheduler or in the hub; a
-    release right then grants it after all. That grant must be given back: else the lock stays
-    held (its lease refreshed) by nobody, or the semaphore's token is gone."""
+    """Interrupted, a blocked acquire's request is still waiting in the hub; a release right then
+    grants it after all. That grant must be given back: else the lock stays held by nobody (its
+    lease kept by this live process), or the semaphore's token is gone."""
     _scenario(cluster_environment, """
         import os, signal, threading, time
 
@@ -156,7 +145,7 @@ def test_ctrl_c_in_a_blocked_acquire_gives_back_what_is_granted_meanwhile(cluste
             holder.start()
             holder.join()
             interrupted(lock.acquire)
-            lock.release()                        # (any thread of this process may release it)
+            lock.release()                        # (any thread of any process may release it)
             interrupted(sem.acquire)
             sem.release()
             time.sleep(0.5)                       # what the pending requests got, given back
@@ -166,7 +155,7 @@ def test_ctrl_c_in_a_blocked_acquire_gives_back_what_is_granted_meanwhile(cluste
     """)
 
 
-def test_an_object_whose_owner_dropped_it_raises_reference_error(cluster_environment):
+def test_objects_live_while_any_of_their_factory_s_is_held_then_go(cluster_environment):
     _scenario(cluster_environment, """
         import gc, pickle
 
@@ -174,10 +163,17 @@ def test_an_object_whose_owner_dropped_it_raises_reference_error(cluster_environ
         blob = pickle.dumps(q)
         del q
         gc.collect()
-        error = expect(ReferenceError, pickle.loads(blob).put, 1)
-        assert "dropped its last reference" in str(error)
-        keep.put(1)
-        assert keep.get() == 1
+        pickle.loads(blob).put(1)                        # alive: keep holds their space
+        assert pickle.loads(blob).get(timeout=10) == 1
+        del keep
+        gc.collect()                                     # the last of them: the hub goes
+        expect(conveyor.OwnerGoneError, pickle.loads(blob).put, 1)
+    """)
+
+
+def test_a_dead_holder_s_lock_is_freed_after_its_lease(cluster_environment):
+    _scenario(cluster_environment, """
+        check_a_dead_holder_s_lock_is_freed_after_its_lease(ctx)
     """)
 
 
@@ -189,14 +185,13 @@ def test_the_hubs_worker_killed_fails_its_objects_with_owner_gone_not_a_hang():
 
         q, d, lock = ctx.Queue(), ctx.dict(a=1), ctx.Lock()
         q.put(1)
-        client = distributed.Client(q._hub._address, set_as_default=False)
-        worker = q._hub._pickled[1]                        # where Dask keeps the hub actor
+        hub = q._space.transport
+        client = distributed.Client(hub._address, set_as_default=False)
+        worker = hub._pickled[1]                           # where Dask keeps the hub actor
         os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
         started = time.monotonic()
-        for call in (lambda: q.get(timeout=5), lambda: d["a"]):
+        for call in (lambda: q.get(timeout=5), lambda: d["a"], lambda: lock.acquire(timeout=5)):
             expect(conveyor.OwnerGoneError, call)          # also a ConnectionError
         assert time.monotonic() - started < 15            # (not Dask's 30 s of trying to reconnect)
-        assert lock.acquire(timeout=30)                    # the scheduler's objects live on
-        lock.release()
         client.close()
     """)

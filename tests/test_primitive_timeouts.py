@@ -173,71 +173,42 @@ def test_process_event_set_then_clear_wakes_a_waiter_in_another_process():
 # -- Dask and Ray: checked before any call to the hub ------------------------------------------------
 
 class _NoHub:
-    """Stands for a hub: any call is a failure of the test (the timeout should have been refused)."""
+    """Stands for a hub's space: any call is a failure of the test (the timeout should have been refused)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, *args: object, **kwargs: object) -> object:
+    def call(self, *args: object, **kwargs: object) -> object:
         self.calls.append(repr(args[:3]))
         raise AssertionError(f"reached the hub: {args[:3]}")
 
 
-class _OwnedLock:
-    def _is_owned(self) -> bool:
-        return True
-
-
 def _unbound(cls: type, hub: _NoHub, **attributes: object) -> object:
     made = cls.__new__(cls)
-    for name, value in attributes.items():
+    for name, value in {"_space": hub, "_key": "none", **attributes}.items():
         object.__setattr__(made, name, value)
-    object.__setattr__(made, "_call", hub)
     return made
 
 
 @pytest.mark.parametrize("too_long", TOO_LONG)
-def test_dask_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hub(too_long):
-    pytest.importorskip("distributed")
-    from conveyor._backends.dask import queues as dask_queues
-    from conveyor._backends.dask import sync as dask_sync
+def test_cluster_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hub(too_long):
+    """The cluster primitives are one set of clients for every engine (``_shared/hub``)."""
+    from conveyor._backends._shared.hub import data, sync
 
     hub = _NoHub()
+    lock = _unbound(sync.RLock, hub, _lease=10.0)
     calls = {
-        "Lock.acquire": lambda: _unbound(dask_sync.DaskLock, hub).acquire(timeout=too_long),
-        "RLock.acquire": lambda: _unbound(dask_sync.DaskRLock, hub, _owner_thread=None).acquire(timeout=too_long),
-        "Event.wait": lambda: _unbound(dask_sync.DaskEvent, hub).wait(too_long),
-        "Semaphore.acquire": lambda: _unbound(dask_sync.DaskSemaphore, hub).acquire(timeout=too_long),
-        "Condition.wait": lambda: _unbound(dask_sync.DaskCondition, hub, _lock=_OwnedLock()).wait(too_long),
-        "Barrier.wait": lambda: _unbound(dask_sync.DaskBarrier, hub, _timeout=None, _action=None).wait(too_long),
-        "Barrier default": lambda: _unbound(dask_sync.DaskBarrier, hub, _timeout=too_long, _action=None).wait(),
-        "Queue.put": lambda: _unbound(dask_queues.DaskQueue, hub).put(1, timeout=too_long),
-        "Queue.get": lambda: _unbound(dask_queues.DaskQueue, hub).get(timeout=too_long),
-        "Queue.put_many": lambda: _unbound(dask_queues.DaskQueue, hub).put_many([1], timeout=too_long),
-        "Queue.get_many": lambda: _unbound(dask_queues.DaskQueue, hub).get_many(1, timeout=too_long),
-    }
-    assert not_refused(calls) == {}
-    assert hub.calls == []
-
-
-@pytest.mark.parametrize("too_long", TOO_LONG)
-def test_ray_primitives_refuse_a_timeout_over_timeout_max_before_calling_the_hub(too_long, monkeypatch):
-    pytest.importorskip("ray")
-    from conveyor._backends.ray import primitives as rp
-
-    hub = _NoHub()
-    monkeypatch.setattr(rp, "_call", hub)
-    where = {"_hub_name": "none", "_key": "none"}
-    calls = {
-        "Lock.acquire": lambda: _unbound(rp.RayLock, hub, **where).acquire(timeout=too_long),
-        "RLock.acquire": lambda: _unbound(rp.RayRLock, hub, **where).acquire(timeout=too_long),
-        "Semaphore.acquire": lambda: _unbound(rp.RaySemaphore, hub, **where).acquire(timeout=too_long),
-        "Event.wait": lambda: _unbound(rp.RayEvent, hub, **where).wait(too_long),
-        "Condition.wait": lambda: _unbound(rp.RayCondition, hub, _lock=_OwnedLock(), **where).wait(too_long),
-        "Barrier.wait": lambda: _unbound(rp.RayBarrier, hub, _timeout=None, _action=None, **where).wait(too_long),
-        "Queue.put": lambda: _unbound(rp.RayQueue, hub, maxsize=0, **where).put(1, timeout=too_long),
-        "Queue.get": lambda: _unbound(rp.RayQueue, hub, maxsize=0, **where).get(timeout=too_long),
-        "Queue.get_many": lambda: _unbound(rp.RayQueue, hub, maxsize=0, **where).get_many(1, timeout=too_long),
+        "Lock.acquire": lambda: _unbound(sync.Lock, hub, _lease=10.0).acquire(timeout=too_long),
+        "RLock.acquire": lambda: lock.acquire(timeout=too_long),
+        "Event.wait": lambda: _unbound(sync.Event, hub).wait(too_long),
+        "Semaphore.acquire": lambda: _unbound(sync.Semaphore, hub).acquire(timeout=too_long),
+        "Condition.wait": lambda: _unbound(sync.Condition, hub, _lock=lock).wait(too_long),
+        "Barrier.wait": lambda: _unbound(sync.Barrier, hub, _timeout=None, _action=None).wait(too_long),
+        "Barrier default": lambda: _unbound(sync.Barrier, hub, _timeout=too_long, _action=None).wait(),
+        "Queue.put": lambda: _unbound(data.Queue, hub, maxsize=0).put(1, timeout=too_long),
+        "Queue.get": lambda: _unbound(data.Queue, hub, maxsize=0).get(timeout=too_long),
+        "Queue.put_many": lambda: _unbound(data.Queue, hub, maxsize=0).put_many([1], timeout=too_long),
+        "Queue.get_many": lambda: _unbound(data.Queue, hub, maxsize=0).get_many(1, timeout=too_long),
     }
     assert not_refused(calls) == {}
     assert hub.calls == []

@@ -505,6 +505,10 @@ SCENARIOS = {
     # A second context after the first one's Ray was shut down: its factory must make its objects in a
     # hub of the new Ray (the new Ray numbers its jobs from the start again, so the hub's name once
     # pointed at the dead actor: "Can't find actor" from every factory call).
+    "dead_holder": """
+        check_a_dead_holder_s_lock_is_freed_after_its_lease(conveyor.context("ray"))
+        ray_pids()
+    """,
     "two_rounds": """
         import gc
         import ray

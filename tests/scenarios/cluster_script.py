@@ -48,4 +48,29 @@ def check_generator_stage_runs_on(backend):
     out = conveyor.Pipeline(range(6)).map(tagged, workers=2, backend=backend).run()
     assert sorted(value for _, value in out) == [x * 10 for x in range(6)], out
     assert os.getpid() not in {{pid for pid, _ in out}}, out
+
+def hold_and_die(lock, holding):
+    lock.acquire()
+    holding.set()
+    os.kill(os.getpid(), 9)
+
+def check_a_dead_holder_s_lock_is_freed_after_its_lease(ctx, lease=3.0):
+    # the dead-holder rule, the same on every engine: a lock whose holder's process dies is freed
+    # once the holder has been silent for the lock's lease (a live holder keeps it: see test_hub.py)
+    import time
+    import conveyor
+    os.environ["CONVEYOR_CLUSTER_LEASE"] = str(lease)   # read when a lock is made; it travels with it
+    lock, holding = ctx.Lock(), ctx.Event()
+    del os.environ["CONVEYOR_CLUSTER_LEASE"]
+    try:
+        with ctx.TaskGroup() as g:
+            g.spawn(hold_and_die, lock, holding)            # in a process of its own, SIGKILLed
+            assert holding.wait(60)
+            assert lock.locked()                            # held by a process that is dead or dying
+    except conveyor.ConveyorError as error:
+        assert "9" in str(error) or "SIGKILL" in str(error), error
+    began = time.monotonic()
+    assert lock.acquire(timeout=60), "the dead holder's lock was never freed"
+    assert time.monotonic() - began < 30
+    lock.release()
 """

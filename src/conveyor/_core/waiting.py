@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 TIMEOUT_MAX = threading.TIMEOUT_MAX
 
@@ -47,6 +47,23 @@ def queue_timeout(block: bool, timeout: float | None) -> float | None:
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
     return bounded_timeout(timeout)
+
+
+def slices(timeout: float | None, slice_seconds: float) -> Iterator[float]:
+    """The waits of one blocking call cut into slices: ``slice_seconds`` at a time for ever
+    (``None``), or until ``timeout`` has passed (a single wait of 0 for ``timeout=0``: try once).
+
+    A wait on something another process keeps is cut so that Ctrl-C is seen within a slice and a
+    waiter that dies leaves nothing waiting for long; the caller asks again after each slice."""
+    if timeout is None:
+        while True:
+            yield slice_seconds
+    end = time.monotonic() + timeout
+    left = timeout
+    while left > slice_seconds:
+        yield slice_seconds
+        left = end - time.monotonic()
+    yield max(0.0, left)
 
 
 def wait_for(wait: Callable[[float | None], Any], predicate: Callable[[], Any], timeout: float | None) -> Any:
