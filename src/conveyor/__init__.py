@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     )
     from conveyor._core.registry import available_backends, register_backend
     from conveyor._core.state import WorkerState, worker_state
+    from conveyor.async_result import AsyncResult
     from conveyor.context import Context, context, map
     from conveyor.group import TaskGroup, TaskHandle
     from conveyor.pipeline import Pipeline, StageFailure
-    from conveyor.pool import AsyncResult, Pool
+    from conveyor.pool import Pool
     from conveyor.sharing import Shared, shared
 
 __version__ = "0.1.0"
@@ -83,7 +84,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncResult": "conveyor.pool",
+    "AsyncResult": "conveyor.async_result",
     "available_backends": "conveyor._core.registry",
     "BackendUnavailableError": "conveyor._core.errors",
     "BrokenPoolError": "conveyor._core.errors",
