@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any, Callable
 
+    from conveyor._core.statistics import PoolStatistics
     from conveyor._core.stream import Stream
     from conveyor.abc import Backend
     from conveyor.group import TaskGroup
@@ -262,7 +263,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             self._primitives = self._backend.worker_primitives()
         return self._primitives
 
-    def TaskGroup(self) -> TaskGroup:
+    def TaskGroup(self) -> TaskGroup:  # noqa: N802 - a factory, named after what it makes
         """A :class:`conveyor.TaskGroup` on this pool's backend (its own threads or processes, not the
         pool's workers), with the pool's backend options: on a cluster, the pool's own cluster."""
         from conveyor.group import TaskGroup
@@ -279,12 +280,13 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     def capabilities(self) -> Any:
         return self._backend.capabilities
 
-    def statistics(self) -> dict[str, Any]:
-        """Counters: submitted == succeeded + failed + cancelled + in_flight, plus backend details."""
-        stats = self._stats.snapshot()
-        stats.update(backend=self.backend_name, workers=self.workers)
-        stats.update(self._backend.statistics())
-        return stats
+    def statistics(self) -> PoolStatistics:
+        """Counters: submitted == succeeded + failed + cancelled + in_flight, plus the backend's own
+        (a frozen :class:`~conveyor.PoolStatistics`, also readable as a mapping: ``stats["failed"]``)."""
+        from conveyor._core.statistics import PoolStatistics  # with the pool machinery, not at import
+
+        return PoolStatistics(**self._stats.snapshot(), backend=self.backend_name, workers=self.workers,
+                              backend_statistics=self._backend.statistics())
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -33,6 +33,7 @@ import inspect
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
+from conveyor._core.statistics import PipelineStatistics
 from conveyor.pipeline.run import Run
 from conveyor.pipeline.stages import (
     DEFAULT_MAXSIZE,
@@ -151,12 +152,14 @@ class Pipeline:
         """Items that failed in the last run (``errors="collect"``; with ``"raise"``, the one raised)."""
         return [] if self._last is None else list(self._last.failures)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> PipelineStatistics:
         """Per stage of the last (or current) run: items in and out, failures, busy seconds, how busy
         its workers were (``utilization``, 0-1) and how long it waited on the next stage
-        (``blocked_on_output``); ``bottleneck`` names the busiest stage."""
+        (``blocked_on_output``); ``bottleneck`` names the busiest stage. A frozen
+        :class:`~conveyor.PipelineStatistics` of :class:`~conveyor.StageStatistics`, also readable as
+        mappings (``stats["stages"][0]["items_in"]``)."""
         if self._last is None:
-            return {"stages": [], "bottleneck": None, "seconds": 0.0}
+            return PipelineStatistics()
         return self._last.statistics()
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from conveyor._core import config as _config
 from conveyor._core.errors import RemoteTraceback, ShutDown, TaskError
+from conveyor._core.statistics import PipelineStatistics, StageStatistics
 from conveyor._core.stream import Feed
 from conveyor.pipeline.stages import (
     DEFAULT_MAXSIZE,
@@ -206,7 +207,7 @@ class Run:
                 else:
                     send(result)
         finally:
-            counts.busy = pool.statistics().get("busy_seconds", 0.0)
+            counts.busy = pool.statistics().busy_seconds
             pool.shutdown(wait=True, cancel_futures=True, kill=self._stopping.is_set())
             if not self._stopping.is_set():
                 self._feed_after(index).end()
@@ -304,7 +305,7 @@ class Run:
         def stop_group() -> None:
             inbox.shutdown(immediate=True)
             outbox.shutdown(immediate=True)
-            for handle in handles:
+            for handle in list(handles):
                 handle.terminate()
 
         self._cleanups.append(stop_group)  # before spawning: a worker started is always stopped
@@ -405,27 +406,27 @@ class Run:
                 self._ended = time.perf_counter()
 
     # -- statistics --------------------------------------------------------------------------------
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> PipelineStatistics:
         ended = self._ended if self._ended is not None else time.perf_counter()
         elapsed = max(ended - self._started, 1e-9)
-        stages: list[dict[str, Any]] = []
+        stages: list[StageStatistics] = []
         for counts in self._stages:
             busy = counts.busy
             if counts.pool is not None and self._ended is None:
-                busy = counts.pool.statistics().get("busy_seconds", busy)
+                busy = counts.pool.statistics().busy_seconds
             workers = counts.workers or default_workers(counts.backend or _config.setting("backend"))
-            stages.append({
-                "name": counts.stage.name,
-                "kind": counts.stage.kind,
-                "backend": counts.backend,
-                "workers": workers,
-                "items_in": counts.items_in,
-                "items_out": counts.items_out,
-                "failed": counts.failed,
-                "dropped": counts.dropped,
-                "busy_seconds": round(busy, 6),
-                "utilization": round(min(1.0, busy / (elapsed * workers)), 3),
-                "blocked_on_output": round(counts.blocked, 6),
-            })
-        bottleneck = max(stages, key=lambda s: s["utilization"])["name"] if stages else None
-        return {"stages": stages, "bottleneck": bottleneck, "seconds": round(elapsed, 6)}
+            stages.append(StageStatistics(
+                name=counts.stage.name,
+                kind=counts.stage.kind,
+                backend=counts.backend,
+                workers=workers,
+                items_in=counts.items_in,
+                items_out=counts.items_out,
+                failed=counts.failed,
+                dropped=counts.dropped,
+                busy_seconds=round(busy, 6),
+                utilization=round(min(1.0, busy / (elapsed * workers)), 3),
+                blocked_on_output=round(counts.blocked, 6),
+            ))
+        bottleneck = max(stages, key=lambda s: s.utilization).name if stages else None
+        return PipelineStatistics(tuple(stages), bottleneck, round(elapsed, 6))

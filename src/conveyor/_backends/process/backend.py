@@ -51,6 +51,7 @@ from conveyor._core.errors import (
     PoolClosedError,
     WorkerRecycledWarning,
 )
+from conveyor._core.statistics import ProcessStatistics
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 TYPE_CHECKING = False
@@ -219,14 +220,15 @@ class ProcessBackend(Backend):
     def broken(self) -> BaseException | None:
         return self._broken
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ProcessStatistics:
         with self._lock:
-            stats: dict[str, Any] = dict(self._counters)
-            workers = list(self._workers)
-            stats.update(workers_alive=len(workers), queued_batches=len(self._pending),
-                         start_method=self.start_method,
-                         worker_pids=[worker.pid for worker in workers if not worker.doomed])
-        return stats
+            counters, workers = self._counters, list(self._workers)
+            return ProcessStatistics(
+                workers_started=counters["workers_started"], workers_crashed=counters["workers_crashed"],
+                workers_recycled_for_memory=counters["workers_recycled_for_memory"],
+                tasks_timed_out=counters["tasks_timed_out"], workers_alive=len(workers),
+                queued_batches=len(self._pending), start_method=self.start_method,
+                worker_pids=tuple(worker.pid for worker in workers if not worker.doomed))
 
     @classmethod
     def _fail_now(cls, batch: Batch, errors: dict[int, BaseException]) -> None:
@@ -244,7 +246,7 @@ class ProcessBackend(Backend):
     def _supervise(self) -> None:
         try:
             self._loop()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a bug here must fail the work, never hang it
             error = _errors.BrokenPoolError(f"the pool's supervisor failed: {exc!r}")
             error.__cause__ = exc
             self._break(error)

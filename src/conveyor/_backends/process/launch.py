@@ -42,7 +42,7 @@ def pickle_hook(fn: Any, args: tuple[Any, ...], what: str,
         return None
     try:
         return dumps((fn, tuple(args)))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001
         raise serialize.pickling_error(fn, exc, what) from exc
 
 

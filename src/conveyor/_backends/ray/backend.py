@@ -62,6 +62,7 @@ from conveyor._core.errors import (
     unsupported,
 )
 from conveyor._core.serialize import short_name
+from conveyor._core.statistics import RayStatistics
 from conveyor.abc import PRIMITIVES, Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
@@ -369,7 +370,7 @@ class RayBackend(Backend):
     def _report(batch: Batch, outcome: Outcome) -> None:
         try:
             batch.finish(outcome)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a user callback must not stop the collector
             logging.getLogger("conveyor").exception("reporting a finished batch raised")
 
     def _finished(self, running: Running, reply: Any = None, exc: BaseException | None = None) -> None:
@@ -570,7 +571,7 @@ class RayBackend(Backend):
         finally:
             self._ended.set()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> RayStatistics:
         with self._lock:
-            return {"workers_started": self._workers_started, "workers_lost": self._workers_lost,
-                    "ray_queued": len(self._queue), "ray_running": len(self._running)}
+            return RayStatistics(workers_started=self._workers_started, workers_lost=self._workers_lost,
+                                 ray_queued=len(self._queue), ray_running=len(self._running))
