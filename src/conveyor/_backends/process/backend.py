@@ -382,12 +382,7 @@ class ProcessBackend(Backend):
         batch = sent.batch
         sent.seq = next(self._seq)
         key = batch.function.key
-        blob = None
-        if key not in worker.functions:
-            blob = sent.function_blob
-            worker.functions[key] = None
-            if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
-                worker.functions.popitem(last=False)
+        blob = dispatch.function_blob_for(worker, sent)
         sent.stride = batches.stride(batch)
         header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
                                   batch.isolate, sent.stride, self._memory.released_by(worker, self._workers)))

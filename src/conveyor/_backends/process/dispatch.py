@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from conveyor._backends._shared.batches import Sent
+from conveyor._backends.process import protocol as p
 from conveyor._backends.process.handle import WorkerHandle
 
 PREFETCH_BYTES = 64 * 1024
@@ -58,3 +59,18 @@ def pick(workers: Iterable[WorkerHandle], sent: Sent,
             if depth == 0 and worker.ready:
                 break
     return best, spent
+
+
+def function_blob_for(worker: WorkerHandle, sent: Sent) -> bytes | None:
+    """The batch's pickled function if ``worker`` does not hold it yet, else None (it is sent by key).
+
+    The worker keeps the last ``FUNCTION_CACHE_SIZE`` functions it was sent, first in first out; this
+    mirror of its cache is updated as the batch goes out.
+    """
+    key = sent.batch.function.key
+    if key in worker.functions:
+        return None
+    worker.functions[key] = None
+    if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
+        worker.functions.popitem(last=False)
+    return sent.function_blob
