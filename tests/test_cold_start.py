@@ -130,6 +130,7 @@ def test_the_fork_server_preload_needs_no_executor_machinery():
                                            "conveyor._core.stdlib_errors", "conveyor._backends.process.sync",
                                            "conveyor._backends.process.segments",
                                            "conveyor._backends.process.channel", "conveyor._backends.process.backend",
+                                           "conveyor._backends.process.shared_queue",
                                            "multiprocessing.shared_memory",
                                            "psutil", "numpy")
                          if name in sys.modules])

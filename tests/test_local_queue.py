@@ -19,7 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import conveyor
 from conftest import bounded
 from conveyor._backends._shared.queues import LocalLifoQueue, LocalPriorityQueue, LocalQueue
-from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
+from conveyor._backends.process.channel import ProcessQueue
+from conveyor._backends.process.ordered_queues import ProcessLifoQueue, ProcessPriorityQueue
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -186,10 +186,10 @@ def test_ordered_queues_match_the_stdlib_through_many_compactions(kind):
     import queue
     import random
 
-    from conveyor._backends.process import channel
+    from conveyor._backends.process import ordered_queues
 
     rng = random.Random(7)
-    ours = getattr(channel, f"Process{kind}")(capacity=4096)
+    ours = getattr(ordered_queues, f"Process{kind}")(capacity=4096)
     reference = getattr(queue, kind)()
     for _ in range(3000):
         if reference.qsize() < 40 and (reference.empty() or rng.random() < 0.55):

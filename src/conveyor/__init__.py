@@ -33,10 +33,21 @@ if TYPE_CHECKING:
     )
     from conveyor._core.registry import available_backends, register_backend
     from conveyor._core.state import WorkerState, worker_state
+    from conveyor._core.statistics import (
+        BackendStatistics,
+        DaskStatistics,
+        PipelineStatistics,
+        PoolStatistics,
+        ProcessStatistics,
+        RayStatistics,
+        StageStatistics,
+        ThreadStatistics,
+    )
+    from conveyor.async_result import AsyncResult
     from conveyor.context import Context, context, map
     from conveyor.group import TaskGroup, TaskHandle
     from conveyor.pipeline import Pipeline, StageFailure
-    from conveyor.pool import AsyncResult, Pool
+    from conveyor.pool import Pool
     from conveyor.sharing import Shared, shared
 
 __version__ = "0.1.0"
@@ -44,17 +55,23 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "BackendStatistics",
     "BackendUnavailableError",
     "BrokenPoolError",
     "Context",
     "ConveyorError",
+    "DaskStatistics",
     "InitializerError",
     "OwnerDiedError",
     "OwnerGoneError",
     "PicklingError",
     "Pipeline",
+    "PipelineStatistics",
     "Pool",
     "PoolClosedError",
+    "PoolStatistics",
+    "ProcessStatistics",
+    "RayStatistics",
     "RemoteError",
     "RemoteTraceback",
     "ResultTimeoutError",
@@ -62,11 +79,13 @@ __all__ = [
     "Shared",
     "ShutDown",
     "StageFailure",
+    "StageStatistics",
     "TaskCancelledError",
     "TaskError",
     "TaskGroup",
     "TaskHandle",
     "TaskTimeoutError",
+    "ThreadStatistics",
     "UnpicklingError",
     "UnsupportedError",
     "WorkerCrashedError",
@@ -83,22 +102,28 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncResult": "conveyor.pool",
+    "AsyncResult": "conveyor.async_result",
     "available_backends": "conveyor._core.registry",
+    "BackendStatistics": "conveyor._core.statistics",
     "BackendUnavailableError": "conveyor._core.errors",
     "BrokenPoolError": "conveyor._core.errors",
     "config": "conveyor._core.config",
     "Context": "conveyor.context",
     "context": "conveyor.context",
     "ConveyorError": "conveyor._core.errors",
+    "DaskStatistics": "conveyor._core.statistics",
     "InitializerError": "conveyor._core.errors",
     "map": "conveyor.context",
     "OwnerDiedError": "conveyor._core.errors",
     "OwnerGoneError": "conveyor._core.errors",
     "PicklingError": "conveyor._core.errors",
     "Pipeline": "conveyor.pipeline",
+    "PipelineStatistics": "conveyor._core.statistics",
     "Pool": "conveyor.pool",
     "PoolClosedError": "conveyor._core.errors",
+    "PoolStatistics": "conveyor._core.statistics",
+    "ProcessStatistics": "conveyor._core.statistics",
+    "RayStatistics": "conveyor._core.statistics",
     "register_backend": "conveyor._core.registry",
     "RemoteError": "conveyor._core.errors",
     "RemoteTraceback": "conveyor._core.errors",
@@ -108,11 +133,13 @@ _LAZY = {
     "shared": "conveyor.sharing",
     "ShutDown": "conveyor._core.errors",
     "StageFailure": "conveyor.pipeline",
+    "StageStatistics": "conveyor._core.statistics",
     "TaskCancelledError": "conveyor._core.errors",
     "TaskError": "conveyor._core.errors",
     "TaskGroup": "conveyor.group",
     "TaskHandle": "conveyor.group",
     "TaskTimeoutError": "conveyor._core.errors",
+    "ThreadStatistics": "conveyor._core.statistics",
     "UnpicklingError": "conveyor._core.errors",
     "UnsupportedError": "conveyor._core.errors",
     "worker_state": "conveyor._core.state",

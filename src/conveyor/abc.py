@@ -29,6 +29,7 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 from conveyor._core.chunking import too_short_to_time
 from conveyor._core.errors import unsupported
+from conveyor._core.statistics import BackendStatistics
 
 __all__ = ["PRIMITIVES", "Backend", "BackendConfig", "Batch", "BatchOwner", "CallKind", "Capabilities", "Outcome",
            "PrimitiveFactory", "SpawnedTask", "TaskFunction"]
@@ -382,9 +383,10 @@ class Backend(abc.ABC):
         """The reason this backend cannot run work any more, or None."""
         return None
 
-    def statistics(self) -> dict[str, Any]:
-        """Backend-specific counters (worker restarts, ...)."""
-        return {}
+    def statistics(self) -> BackendStatistics:
+        """Backend-specific counters (worker restarts, ...): a subclass of
+        :class:`~conveyor.BackendStatistics` of the backend's own; the base has none."""
+        return BackendStatistics()
 
 
 class SpawnedTask(abc.ABC):

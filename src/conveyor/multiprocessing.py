@@ -17,12 +17,13 @@ Queues, locks and processes are conveyor's too, from :func:`conveyor.context`; t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from multiprocessing import TimeoutError, cpu_count, freeze_support
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from conveyor._core.config import start_method_of
 from conveyor._core.errors import PoolClosedError
-from conveyor.pool import AsyncResult
+from conveyor.async_result import AsyncResult
 from conveyor.pool import Pool as _ConveyorPool
 
 __all__ = ["AsyncResult", "Pool", "ThreadPool", "TimeoutError", "cpu_count", "freeze_support"]

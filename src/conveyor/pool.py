@@ -18,12 +18,15 @@ import weakref
 
 from conveyor._core import config as _config
 from conveyor._core import forkserver
+from conveyor.async_result import AsyncResult
 from conveyor.primitives import PrimitiveFactories
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before the fork server starts
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Iterator, Optional
+    from collections.abc import Iterable, Iterator
+    from typing import Any, Callable
 
+    from conveyor._core.statistics import PoolStatistics
     from conveyor._core.stream import Stream
     from conveyor.abc import Backend
     from conveyor.group import TaskGroup
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 # server then boots on another core while this process imports the rest (docs/architecture.md,
 # "Start-up cost").
 
-__all__ = ["AsyncResult", "POOL_KEYWORDS", "Pool", "default_workers"]
+__all__ = ["POOL_KEYWORDS", "Pool", "default_workers"]
 
 POOL_KEYWORDS = ("workers", "backend", "initializer", "initargs", "finalizer", "finalargs", "chunksize",
                  "task_timeout", "retries", "max_tasks_per_worker", "max_memory_per_worker", "start_method",
@@ -115,47 +118,6 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return min(len(iterable) for iterable in iterables)  # type: ignore[arg-type]
     except (TypeError, OverflowError):  # no len(), or one too large for it (range(2**64)): unknown
         return None
-
-
-class AsyncResult:
-    """The ``multiprocessing`` style handle returned by ``apply_async`` / ``map_async``.
-
-    As in ``multiprocessing``, the callbacks have run by the time the result is ready: code that
-    waits for it (``wait()``, ``get()``) may rely on what the callback did.
-    """
-
-    def __init__(self, future: concurrent.futures.Future[Any], callback: Callable[[Any], Any] | None = None,
-                 error_callback: Callable[[BaseException], Any] | None = None) -> None:
-        self._future = future
-        self._settled = threading.Event()
-        future.add_done_callback(functools.partial(_settle, self._settled, callback, error_callback))
-
-    @property
-    def future(self) -> concurrent.futures.Future[Any]:
-        return self._future
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The result, or the task's exception raised here.
-
-        Raises:
-            ResultTimeoutError: not ready within ``timeout`` (also a ``multiprocessing.TimeoutError``).
-        """
-        if not self._settled.wait(timeout):
-            from conveyor._core.errors import ResultTimeoutError
-
-            raise ResultTimeoutError(f"result not ready within {timeout}s")
-        return self._future.result()
-
-    def wait(self, timeout: float | None = None) -> None:
-        self._settled.wait(timeout)
-
-    def ready(self) -> bool:
-        return self._settled.is_set()
-
-    def successful(self) -> bool:
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return not self._future.cancelled() and self._future.exception() is None
 
 
 class Pool(concurrent.futures.Executor, PrimitiveFactories):
@@ -318,12 +280,13 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
     def capabilities(self) -> Any:
         return self._backend.capabilities
 
-    def statistics(self) -> dict[str, Any]:
-        """Counters: submitted == succeeded + failed + cancelled + in_flight, plus backend details."""
-        stats = self._stats.snapshot()
-        stats.update(backend=self.backend_name, workers=self.workers)
-        stats.update(self._backend.statistics())
-        return stats
+    def statistics(self) -> PoolStatistics:
+        """Counters: submitted == succeeded + failed + cancelled + in_flight, plus the backend's own
+        (a frozen :class:`~conveyor.PoolStatistics`, also readable as a mapping: ``stats["failed"]``)."""
+        from conveyor._core.statistics import PoolStatistics  # with the pool machinery, not at import
+
+        return PoolStatistics(**self._stats.snapshot(), backend=self.backend_name, workers=self.workers,
+                              backend_statistics=self._backend.statistics())
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -590,24 +553,3 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
             self.shutdown(wait=True)
         else:
             self.shutdown(wait=True, kill=True)
-
-
-def _settle(settled: threading.Event, callback: Optional[Callable[[Any], Any]],
-            error_callback: Optional[Callable[[BaseException], Any]],
-            future: concurrent.futures.Future[Any]) -> None:
-    """Run the callback that fits the outcome, then mark the result ready (``multiprocessing``'s order).
-
-    A callback's exception is logged by ``concurrent.futures`` (logger ``concurrent.futures``); the
-    result is ready all the same.
-    """
-    try:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is None:
-            if callback is not None:
-                callback(future.result())
-        elif error_callback is not None:
-            error_callback(error)
-    finally:
-        settled.set()

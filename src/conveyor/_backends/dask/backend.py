@@ -38,6 +38,7 @@ from conveyor._core.errors import (
     WorkerCrashedError,
     unsupported,
 )
+from conveyor._core.statistics import DaskStatistics
 from conveyor.abc import PRIMITIVES, Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
@@ -359,12 +360,12 @@ class DaskBackend(Backend):
             if self._cluster is not None:
                 self._cluster.close()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> DaskStatistics:
         """``workers_started``: the Dask workers this pool's initializer/finalizer hooks were on."""
         with self._lock:
             closed = self._closed
             waiting = len(self._waiting)
         if not closed:
             self._workers_seen.update(self._client.scheduler_info()["workers"])
-        return {"scheduler": self._address, "dask_workers_seen": len(self._workers_seen),
-                "workers_started": len(self._workers_seen), "queued_batches": waiting}
+        return DaskStatistics(scheduler=self._address, dask_workers_seen=len(self._workers_seen),
+                              workers_started=len(self._workers_seen), queued_batches=waiting)

@@ -26,6 +26,7 @@ from conveyor._backends.local.primitives import LocalPrimitives
 from conveyor._backends.local.tasks import ThreadTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor._core.state import enter_worker_thread
+from conveyor._core.statistics import ThreadStatistics
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 _WATCH_SECONDS = 0.02
@@ -278,7 +279,7 @@ class ThreadBackend(Backend):
     def broken(self) -> BaseException | None:
         return self._broken
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ThreadStatistics:
         with self._cv:
-            return {"workers_alive": len(self._workers), "workers_replaced": self._replaced,
-                    "queued_batches": len(self._queue)}
+            return ThreadStatistics(workers_alive=len(self._workers), workers_replaced=self._replaced,
+                                    queued_batches=len(self._queue))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-import multiprocessing
 import os
 import signal
 import threading
@@ -35,75 +34,34 @@ import time
 import warnings
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Callable
+from typing import Any
 
-from conveyor._backends._shared import batches, inherited
+from conveyor._backends._shared import batches
 from conveyor._backends._shared.batches import Sent
-from conveyor._backends._shared.lifetime import STARTUP_FAILURES_BEFORE_BROKEN
 from conveyor._backends._shared.spawned import spawn_process
+from conveyor._backends.process import dispatch, failures
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.handle import WorkerHandle
-from conveyor._backends.process.worker import worker_main
+from conveyor._backends.process.launch import WorkerLauncher, import_primitives_before_fork
+from conveyor._backends.process.memory import SegmentLedger
 from conveyor._core import errors as _errors
-from conveyor._core import forkserver, serialize, shm
+from conveyor._core import serialize, shm
 from conveyor._core.config import default_start_method
 from conveyor._core.errors import (
     PoolClosedError,
-    TaskTimeoutError,
-    WorkerCrashedError,
     WorkerRecycledWarning,
-    describe_exit,
 )
+from conveyor._core.statistics import ProcessStatistics
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # imported when first used: a pool that makes no primitive never loads them
     from conveyor._backends.process.primitives import ProcessPrimitives
 
-PREFETCH_BYTES = 64 * 1024
-"""A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
-so sending it can never block the supervisor)."""
-PREFETCH_BEHIND_SECONDS = 0.05
-"""...and only behind a batch expected to finish within this long."""
 KILL_GRACE_SECONDS = 1.0
 """After SIGTERM, a worker gets this long before SIGKILL."""
 _IDLE_TICK = 1.0
 _TIMEOUT_TICK = 0.02
-
-
-def import_primitives_before_fork() -> None:
-    """Import the process primitives' modules now, before this process forks a worker.
-
-    A child forked while another thread holds an import lock inherits it held, and would hang the first
-    time it unpickles a primitive (importing its module). Only fork children inherit locks: under
-    forkserver and spawn the primitives are imported when first used, and a short program that uses
-    none never pays for them (nor does the fork server, which preloads the worker).
-    """
-    import conveyor._backends.process.primitives  # noqa: F401
-
-
-def _ends_soon(sent: Sent) -> bool:
-    """Whether a batch in a worker is known to be short: its calls have been measured, and all of
-    them together take less than ``PREFETCH_BEHIND_SECONDS``. Only then is another batch queued
-    behind it (a batch queued behind a long call, such as a consumer loop, would wait for it while
-    other workers sit idle)."""
-    per_call = sent.batch.function.seconds_per_call
-    return per_call is not None and per_call * len(sent.positions) < PREFETCH_BEHIND_SECONDS
-
-
-def _pickle_hook(fn: Any, args: tuple[Any, ...], what: str,
-                 dumps: Callable[[Any], bytes] = serialize.dumps) -> bytes | None:
-    """The initializer or finalizer with its arguments, pickled once for every worker (None: no hook).
-
-    Raises:
-        PicklingError: here, in the caller, naming what could not be pickled.
-    """
-    if fn is None:
-        return None
-    try:
-        return dumps((fn, tuple(args)))
-    except BaseException as exc:  # noqa: BLE001
-        raise serialize.pickling_error(fn, exc, what) from exc
 
 
 class ProcessBackend(Backend):
@@ -128,23 +86,9 @@ class ProcessBackend(Backend):
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         method = config.start_method or default_start_method()
-        if method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start method {method!r} is not available here; choose one of "
-                             f"{', '.join(multiprocessing.get_all_start_methods())}")
+        self._shared_memory = bool(shm.available() and config.options.get("shared_memory", True))
+        self._launcher = WorkerLauncher(config, method, self._shared_memory)
         self.start_method = method
-        self._ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            self._ctx.set_forkserver_preload(forkserver.preload())
-        elif method == "fork":
-            import_primitives_before_fork()
-        # Connections in the hooks travel as descriptor numbers: a fork worker keeps those (inherited.py).
-        passed = inherited.PassedFiles()
-        dumps = passed.dumps if method == "fork" else serialize.dumps
-        self._initializer_blob = _pickle_hook(config.initializer, config.initargs, "the initializer or its initargs",
-                                              dumps)
-        self._finalizer_blob = _pickle_hook(config.finalizer, config.finalargs, "the finalizer or its finalargs",
-                                            dumps)
-        self._passed_files = frozenset(passed.files)
         self._lock = threading.Lock()
         self._pending: collections.deque[Sent] = collections.deque()
         self._workers: list[WorkerHandle] = []
@@ -161,8 +105,6 @@ class ProcessBackend(Backend):
         os.set_blocking(self._wake_w, False)
         self._arena: shm.Arena | None = None
         self._kept: list[Any] = []  # closed once the supervisor is done (keep_until_finished)
-        self._results_released: collections.deque[tuple[int, str]] = collections.deque()
-        self._shared_memory = bool(shm.available() and config.options.get("shared_memory", True))
         if shm.available():
             # The stdlib's resource tracker removes segments left when this process is killed: started
             # now, so that every worker shares it (workers make segments for large results, and tasks
@@ -171,6 +113,7 @@ class ProcessBackend(Backend):
         if self._shared_memory:
             # Large inputs and results go through shared memory (bulk.py).
             self._arena = shm.Arena(f"conveyor-{os.getpid()}")
+        self._memory = SegmentLedger(self._arena)
         self._next_exit_poll = 0.0  # when the supervisor next asks waitpid about every worker (_loop)
         self._supervisor = threading.Thread(target=self._supervise, name="conveyor-process-supervisor",
                                             daemon=True)
@@ -277,14 +220,15 @@ class ProcessBackend(Backend):
     def broken(self) -> BaseException | None:
         return self._broken
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ProcessStatistics:
         with self._lock:
-            stats: dict[str, Any] = dict(self._counters)
-            workers = list(self._workers)
-            stats.update(workers_alive=len(workers), queued_batches=len(self._pending),
-                         start_method=self.start_method,
-                         worker_pids=[worker.pid for worker in workers if not worker.doomed])
-        return stats
+            counters, workers = self._counters, list(self._workers)
+            return ProcessStatistics(
+                workers_started=counters["workers_started"], workers_crashed=counters["workers_crashed"],
+                workers_recycled_for_memory=counters["workers_recycled_for_memory"],
+                tasks_timed_out=counters["tasks_timed_out"], workers_alive=len(workers),
+                queued_batches=len(self._pending), start_method=self.start_method,
+                worker_pids=tuple(worker.pid for worker in workers if not worker.doomed))
 
     @classmethod
     def _fail_now(cls, batch: Batch, errors: dict[int, BaseException]) -> None:
@@ -396,28 +340,8 @@ class ProcessBackend(Backend):
                 self._send_exit(worker)
 
     def _spawn(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        slot = self._ctx.RawArray("d", p.SLOT_SIZE)
-        slot[p.SLOT_POSITION] = p.PHASE_IDLE
-        forked = self.start_method == "fork"
-        # A parent-death signal fires when the forking *thread* ends: ask for it only from threads that
-        # live as long as the pool (the supervisor) or the program (the main thread). A worker forked
-        # by another thread (Pool() made in a short-lived thread) watches its owner's pid instead.
         lasting = threading.current_thread() in (self._supervisor, threading.main_thread())
-        # get_context(a str) is typed BaseContext, which has no Process; every context it returns has.
-        process = self._ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(child_conn, slot, os.getpid(), self.start_method != "forkserver" and lasting,
-                  self._initializer_blob,
-                  self.config.max_memory_per_worker, self._finalizer_blob, self._shared_memory, forked),
-            name="conveyor-worker",
-            daemon=False,
-        )
-        process.start()
-        if forked:
-            inherited.tell_child(parent_conn, process, self._passed_files)  # what it keeps of what it inherited
-        child_conn.close()
-        self._workers.append(WorkerHandle(process, parent_conn, slot))
+        self._workers.append(self._launcher.start(lasting))
         self._counters["workers_started"] += 1
 
     def _retire(self, worker: WorkerHandle) -> None:
@@ -435,31 +359,10 @@ class ProcessBackend(Backend):
             # Keep the connection object alive until the process is reaped (its sentinel is watched).
 
     def _pick(self, sent: Sent) -> WorkerHandle | None:
-        limit = self.config.max_tasks_per_worker
-        best: WorkerHandle | None = None
-        for worker in self._workers:
-            if not worker.available:
-                continue
-            if limit is not None and worker.dispatched + len(sent.positions) > limit:
-                self._retire(worker)
-                continue
-            depth = len(worker.inflight)
-            if depth >= 2:
-                continue
-            if depth == 1 and not _ends_soon(worker.inflight[0]):
-                continue  # never queue behind a call that may run for long: an idle worker may come
-            if depth == 1 or not worker.ready:
-                # The worker is not reading now: send only what fits in the pipe's buffer.
-                size = len(sent.payload)
-                if sent.batch.function.key not in worker.functions:
-                    size += len(sent.function_blob)
-                if size > PREFETCH_BYTES or (depth == 1 and not worker.ready):
-                    continue
-            if best is None or depth < len(best.inflight):
-                best = worker
-                if depth == 0 and worker.ready:
-                    break
-        return best
+        worker, spent = dispatch.pick(self._workers, sent, self.config.max_tasks_per_worker)
+        for each in spent:
+            self._retire(each)
+        return worker
 
     def _dispatch(self) -> None:
         while True:
@@ -479,19 +382,11 @@ class ProcessBackend(Backend):
         batch = sent.batch
         sent.seq = next(self._seq)
         key = batch.function.key
-        blob = None
-        if key not in worker.functions:
-            blob = sent.function_blob
-            worker.functions[key] = None
-            if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
-                worker.functions.popitem(last=False)
+        blob = dispatch.function_blob_for(worker, sent)
         sent.stride = batches.stride(batch)
         header = serialize.dumps((p.RUN, sent.seq, key, blob, int(batch.kind), batch.timeout is not None,
-                                  batch.isolate, sent.stride, self._released_by(worker)))
-        if sent.leases:
-            for lease in sent.leases:
-                lease.hold()
-            worker.leases[sent.seq] = sent.leases
+                                  batch.isolate, sent.stride, self._memory.released_by(worker, self._workers)))
+        self._memory.hold(worker, sent.seq, sent.leases)
         worker.inflight.append(sent)
         worker.dispatched += len(sent.positions)
         try:
@@ -499,41 +394,6 @@ class ProcessBackend(Backend):
             worker.conn.send_bytes(sent.payload)
         except OSError:
             pass  # the worker is dying; its sentinel will report what it held
-
-    # -- shared memory (bulk.py) ---------------------------------------------------------------------
-    def _released_by(self, worker: WorkerHandle) -> tuple[list[str], list[str]]:
-        """(the worker's result segments the caller no longer maps: it may reuse them, input
-        segments removed since its last batch: it drops its cached mappings of them)."""
-        while self._results_released:
-            pid, name = self._results_released.popleft()
-            for other in self._workers:
-                if other.pid == pid:
-                    other.released.append(name)
-        if self._arena is not None:
-            while self._arena.destroyed:
-                name = self._arena.destroyed.popleft()
-                for other in self._workers:
-                    other.forget.append(name)
-        released, worker.released = worker.released, []
-        forget, worker.forget = worker.forget, []
-        return released, forget
-
-    def _result_dropped(self, pid: int, name: str) -> None:
-        """A result's mapping was collected (any thread, even inside a garbage collection that holds
-        our lock: so only an atomic append here)."""
-        self._results_released.append((pid, name))
-
-    def _unhold(self, worker: WorkerHandle, seq: int, kept: Any = ()) -> None:
-        for lease in worker.leases.pop(seq, ()):
-            lease.unhold(kept=lease.segment.name in kept)
-
-    def _forget_worker_memory(self, worker: WorkerHandle) -> None:
-        """A worker is gone: its mappings with it. Its inputs' segments are free again; its own
-        result segments are removed (the caller's mappings of them stay valid)."""
-        for seq in list(worker.leases):
-            self._unhold(worker, seq)
-        if shm.available():  # its result segments, and whatever its tasks made and did not remove
-            shm.unlink_prefix(f"conveyor-{os.getpid()}w{worker.pid}-")
 
     # -- results -----------------------------------------------------------------------------------
     def _drain(self, worker: WorkerHandle) -> None:
@@ -565,7 +425,7 @@ class ProcessBackend(Backend):
 
     def _complete(self, worker: WorkerHandle, header: tuple[Any, ...], values_blob: bytes) -> None:
         _, seq, busy, isolated, encoded_errors, undecodable, ran, over_memory, kept, segment = header
-        self._unhold(worker, seq, kept)
+        self._memory.unhold(worker, seq, kept)
         if not worker.inflight or worker.inflight[0].seq != seq:
             if segment is not None:
                 worker.released.append(segment[0])  # already reported (killed for a timeout)
@@ -573,7 +433,7 @@ class ProcessBackend(Backend):
         sent = worker.inflight.popleft()
         if over_memory:
             self._recycle_for_memory(worker, over_memory)
-        on_release = functools.partial(self._result_dropped, worker.pid)
+        on_release = functools.partial(self._memory.result_dropped, worker.pid)
         outcome = batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable, values_blob, ran,
                                        segment, on_release)
         self._finish(sent.batch, outcome.values, outcome.errors, lost=outcome.lost, suspects=outcome.suspects,
@@ -606,7 +466,7 @@ class ProcessBackend(Backend):
 
     def _skipped(self, worker: WorkerHandle, seq: int) -> None:
         """A worker skipped a cancelled batch: its inputs are cancelled, never run."""
-        self._unhold(worker, seq)
+        self._memory.unhold(worker, seq)
         if not worker.inflight or worker.inflight[0].seq != seq:
             return
         sent = worker.inflight.popleft()
@@ -641,7 +501,7 @@ class ProcessBackend(Backend):
         worker.process.join(5)
         exitcode = worker.process.exitcode
         self._workers.remove(worker)
-        self._forget_worker_memory(worker)
+        self._memory.forget_worker(worker)
         worker.conn.close()
         try:
             worker.process.close()
@@ -652,55 +512,17 @@ class ProcessBackend(Backend):
         self._counters["workers_crashed"] += 1
         if not worker.ready and self._broken is None:
             self._startup_failures += 1
-            _, how = describe_exit(exitcode)
-            if self.config.initializer is not None:
-                # Most likely the initializer itself: retrying would only crash again, forever.
-                self._break(_errors.InitializerError(
-                    f"worker process {worker.pid} {how} while running the initializer "
-                    f"{serialize.short_name(self.config.initializer)}; the pool cannot run tasks"))
-            elif self._startup_failures >= STARTUP_FAILURES_BEFORE_BROKEN:
-                self._break(_errors.BrokenPoolError(
-                    f"{self._startup_failures} worker processes in a row {how} before they were ready "
-                    f"(start method {self.start_method!r}); the pool cannot run tasks"))
+            error = failures.startup_error(worker, exitcode, self.config, self._startup_failures,
+                                           self.start_method)
+            if error is not None:
+                self._break(error)
         self._report_crash(worker, exitcode)
 
     def _report_crash(self, worker: WorkerHandle, exitcode: int | None) -> None:
         """Fail the input a dead worker was running; hand everything else it held back to the core."""
-        slot = worker.slot
-        seq, position = slot[p.SLOT_SEQ], slot[p.SLOT_POSITION]
-        inflight = list(worker.inflight)
-        worker.inflight.clear()
-        for sent in inflight:
-            batch = sent.batch
-            errors = dict(sent.errors)
-            lost = list(sent.positions)
-            suspects: list[int] = []
-            if sent.seq == seq and position != p.PHASE_IDLE:
-                if position >= 0:
-                    start = int(position)
-                    window = list(sent.positions[start:start + sent.stride])
-                    where = ""
-                else:
-                    window = lost
-                    where = (" while unpickling its input" if position == p.PHASE_DECODE
-                             else " while pickling its result")
-                if len(window) == 1:
-                    culprit = window[0]
-                    errors[culprit] = self._crash_error(worker, exitcode, batch, culprit, where)
-                else:
-                    suspects = window  # one of these did it: each runs again alone to find out
-                taken = set(window)
-                lost = [position for position in lost if position not in taken]
-            self._finish(batch, [None] * len(batch), errors, lost=lost, suspects=suspects)
-
-    @staticmethod
-    def _crash_error(worker: WorkerHandle, exitcode: int | None, batch: Batch, position: int,
-                     where: str) -> WorkerCrashedError:
-        error = WorkerCrashedError(pid=worker.pid, exitcode=exitcode, task_index=batch.indices[position],
-                                   task_input=batches.describe_input(batch, position))
-        if where:
-            error.args = (error.args[0] + where,)
-        return error
+        for report in failures.after_crash(worker, exitcode):
+            self._finish(report.batch, [None] * len(report.batch), report.errors, lost=report.lost,
+                         suspects=report.suspects)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -710,44 +532,30 @@ class ProcessBackend(Backend):
                     worker.signal(signal.SIGKILL)
                     worker.kill_at = None
                 continue
-            if worker.doomed or not worker.inflight:
+            found = failures.overdue(worker, now)
+            if found is None:
                 continue
-            sent = worker.inflight[0]
-            timeout = sent.batch.timeout
-            if timeout is None:
-                continue
-            slot = worker.slot
-            position = slot[p.SLOT_POSITION]
-            started = slot[p.SLOT_STARTED]
-            if slot[p.SLOT_SEQ] != sent.seq or position < 0 or slot[p.SLOT_POSITION] != position:
-                continue
-            elapsed = now - started
-            if elapsed <= timeout:
-                continue
+            sent, culprit, error = found
             self._counters["tasks_timed_out"] += 1
-            culprit = sent.positions[int(position)]
-            batch = sent.batch
-            error = TaskTimeoutError(
-                f"task #{batch.indices[culprit]} with input {batches.describe_input(batch, culprit)} ran for "
-                f"{elapsed:.2f}s, over its task_timeout of {timeout}s; worker {worker.pid} was killed "
-                "and replaced")
             self._doom(worker, {id(sent): (culprit, error)})
 
     def _doom(self, worker: WorkerHandle, culprits: dict[int, tuple[int, BaseException]]) -> None:
         """Kill a worker (SIGTERM, SIGKILL after a grace period) and report its work now."""
+        inflight = self._disown(worker, signal.SIGTERM)
+        for report in failures.reports_of(inflight, culprits):
+            self._finish(report.batch, [None] * len(report.batch), report.errors, lost=report.lost)
+
+    @staticmethod
+    def _disown(worker: WorkerHandle, signum: int) -> list[Sent]:
+        """Mark a worker as being killed, signal it (SIGKILL follows a SIGTERM after a grace period),
+        and hand back what it held, to be reported now."""
         worker.doomed = True
         inflight = list(worker.inflight)
         worker.inflight.clear()
-        worker.signal(signal.SIGTERM)
-        worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
-        for sent in inflight:
-            errors = dict(sent.errors)
-            lost = list(sent.positions)
-            if id(sent) in culprits:
-                culprit, error = culprits[id(sent)]
-                lost.remove(culprit)
-                errors[culprit] = error
-            self._finish(sent.batch, [None] * len(sent.batch), errors, lost=lost)
+        worker.signal(signum)
+        if signum == signal.SIGTERM:
+            worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
+        return inflight
 
     def _break(self, error: BaseException) -> None:
         with self._lock:
@@ -759,11 +567,7 @@ class ProcessBackend(Backend):
             self._fail_now(sent.batch, dict.fromkeys(range(len(sent.batch)), self._broken))
         for worker in list(self._workers):
             if not worker.doomed:
-                inflight = list(worker.inflight)
-                worker.inflight.clear()
-                worker.doomed = True
-                worker.signal(signal.SIGKILL)
-                for sent in inflight:
+                for sent in self._disown(worker, signal.SIGKILL):
                     self._finish(sent.batch, [None] * len(sent.batch),
                                  dict.fromkeys(range(len(sent.batch)), self._broken))
 
@@ -773,12 +577,7 @@ class ProcessBackend(Backend):
         for worker in list(self._workers):
             if worker.doomed:
                 continue
-            inflight = list(worker.inflight)
-            worker.inflight.clear()
-            worker.doomed = True
-            worker.signal(signal.SIGTERM)
-            worker.kill_at = time.monotonic() + KILL_GRACE_SECONDS
-            for sent in inflight:
+            for sent in self._disown(worker, signal.SIGTERM):
                 self._finish(sent.batch, [None] * len(sent.batch), dict.fromkeys(range(len(sent.batch)), error))
 
     def _kill_all_now(self) -> None:
@@ -787,7 +586,7 @@ class ProcessBackend(Backend):
             worker.signal(signal.SIGKILL)
         for worker in self._workers:
             worker.process.join(5)
-            self._forget_worker_memory(worker)
+            self._memory.forget_worker(worker)
             worker.conn.close()
             try:
                 worker.process.close()

@@ -6,8 +6,9 @@ import sys
 from typing import Any
 
 from conveyor._backends.process import pthreads
-from conveyor._backends.process.channel import ProcessLifoQueue, ProcessPriorityQueue, ProcessQueue
+from conveyor._backends.process.channel import ProcessQueue
 from conveyor._backends.process.condition import ProcessBarrier, ProcessCondition
+from conveyor._backends.process.ordered_queues import ProcessLifoQueue, ProcessPriorityQueue
 from conveyor._backends.process.pipe import make_pipe
 from conveyor._backends.process.sync import (
     ProcessBoundedSemaphore,

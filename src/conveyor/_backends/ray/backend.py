@@ -50,7 +50,6 @@ from typing import Any
 
 from conveyor._backends._shared import batches
 from conveyor._backends._shared.cluster_worker import function_key
-from conveyor._backends._shared.inline import timeout_error
 from conveyor._backends._shared.lifetime import STARTUP_FAILURES_BEFORE_BROKEN
 from conveyor._backends.ray.worker import INIT_FAILED, PoolWorker
 from conveyor._core import serialize
@@ -60,10 +59,10 @@ from conveyor._core.errors import (
     InitializerError,
     PoolClosedError,
     TaskCancelledError,
-    WorkerCrashedError,
     unsupported,
 )
 from conveyor._core.serialize import short_name
+from conveyor._core.statistics import RayStatistics
 from conveyor.abc import PRIMITIVES, Backend, BackendConfig, Batch, Capabilities, Outcome
 
 try:
@@ -72,6 +71,8 @@ try:
 except ImportError as exc:  # the registry turns this into BackendUnavailableError with the install hint
     raise ImportError(f"ray is not installed ({exc})") from exc
 
+from conveyor._backends.ray import outcomes  # noqa: E402 - needs ray
+from conveyor._backends.ray.handle import Running, WorkerActor, end_actor  # noqa: E402 - needs ray
 from conveyor._backends.ray.primitives import RayPrimitives  # noqa: E402 - needs ray
 from conveyor._backends.ray.session import (  # noqa: E402 - needs ray
     Session,
@@ -79,11 +80,6 @@ from conveyor._backends.ray.session import (  # noqa: E402 - needs ray
     configured_address,
     open_session,
 )
-
-_CRASHES = tuple(getattr(ray.exceptions, name) for name in (
-    "RayActorError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
-    if hasattr(ray.exceptions, name))
-"""A call failed because the process or machine running it went away (not because of its inputs)."""
 
 _WATCH_SECONDS = 0.05
 """How often the timer thread looks at deadlines, and how long a shutdown waits between checks."""
@@ -103,66 +99,6 @@ cluster's nodes; ``ray_options`` replaces or adds to these (``num_cpus``, ``num_
 
 _STOP_SECONDS = 60.0
 """How long a worker's finalizer may run at shutdown before the worker is ended anyway."""
-
-
-class _Worker:
-    """The caller's view of one worker actor: its handle, how many tasks it has run, and the
-    reference that resolves once its initializer has run (the worker is then *ready*)."""
-
-    __slots__ = ("actor", "ready_ref", "tasks")
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-        self.ready_ref = actor.ready.remote()  # the actor's first call: after its __init__, before any batch
-        self.tasks = 0
-
-    def was_ready(self) -> bool:
-        """Whether it got through its start (a worker that dies before is a failed start, not a
-        crash of the batch it was given)."""
-        try:
-            ray.get(self.ready_ref, timeout=0)
-        except Exception:  # noqa: BLE001 - not yet, or it died before
-            return False
-        return True
-
-
-class _Running:
-    """A batch handed to a worker: its encoded form, the worker, the call's reference (a generator
-    for a timed batch), and for a timed batch the input that runs (a position among those sent) and
-    since when."""
-
-    __slots__ = ("sent", "worker", "ref", "position", "started")
-
-    def __init__(self, sent: batches.Sent, worker: _Worker) -> None:
-        self.sent = sent
-        self.worker = worker
-        self.ref: Any = None
-        self.position: int | None = None
-        self.started = 0.0
-
-
-def _fail_all(sent: batches.Sent, error: BaseException) -> Outcome:
-    positions = range(len(sent.batch))
-    return Outcome([None] * len(sent.batch), {**dict.fromkeys(positions, error), **sent.errors})
-
-
-def _crash_error(batch: Batch, position: int, exc: BaseException) -> WorkerCrashedError:
-    index = batch.indices[position]
-    text = str(exc).strip()
-    error = WorkerCrashedError(
-        f"the Ray worker running task #{index} with input {batches.describe_input(batch, position)} died "
-        f"({type(exc).__name__}: {text.splitlines()[0] if text else 'no details'})",
-        task_index=index, task_input=batches.describe_input(batch, position))
-    error.__cause__ = exc
-    return error
-
-
-def _end(actor: Any) -> None:
-    """End a worker's process now (SIGKILL: no exit hook runs)."""
-    try:
-        ray.kill(actor, no_restart=True)
-    except Exception:  # noqa: BLE001 - already gone, or Ray is down
-        pass
 
 
 _live: weakref.WeakSet[RayBackend] = weakref.WeakSet()
@@ -203,15 +139,15 @@ class RayBackend(Backend):
         self._new_actor = lambda: actor_class.remote(hooks)
         self._lock = threading.Lock()
         self._queue: collections.deque[batches.Sent] = collections.deque()
-        self._workers: list[_Worker] = []       # every live worker, busy or idle
-        self._idle: list[_Worker] = []
+        self._workers: list[WorkerActor] = []       # every live worker, busy or idle
+        self._idle: list[WorkerActor] = []
         self._workers_started = 0
         self._workers_lost = 0
         self._startup_failures = 0              # workers in a row that died before they were ready
         self._retiring: list[threading.Thread] = []
         self._dispatching = 0                   # batches off the queue, not yet running
-        self._running: dict[int, _Running] = {}
-        self._timed: dict[int, _Running] = {}   # the running batches with a task_timeout
+        self._running: dict[int, Running] = {}
+        self._timed: dict[int, Running] = {}   # the running batches with a task_timeout
         self._functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False   # shutdown was called: drain, then close
@@ -302,7 +238,7 @@ class RayBackend(Backend):
                     self._functions.popitem(last=False)
         return stored
 
-    def _take_worker(self, size: int) -> _Worker | None:
+    def _take_worker(self, size: int) -> WorkerActor | None:
         """An idle worker that may still run ``size`` tasks, else a new one if the pool has fewer than
         ``workers``; None if all are busy. An idle worker that would go over ``max_tasks_per_worker``
         is retired. Called with the lock held (starting an actor does not wait for its process)."""
@@ -315,7 +251,7 @@ class RayBackend(Backend):
             self._retire_later([worker])
         if len(self._workers) >= self.config.workers:
             return None
-        worker = _Worker(self._new_actor())
+        worker = WorkerActor(self._new_actor())
         self._workers.append(worker)
         self._workers_started += 1
         return worker
@@ -338,20 +274,20 @@ class RayBackend(Backend):
                     self._dispatching -= 1
                 self._check_drained()
 
-    def _dispatch(self, sent: batches.Sent, worker: _Worker) -> None:
+    def _dispatch(self, sent: batches.Sent, worker: WorkerActor) -> None:
         """Claim a batch, then call its worker; a kill may come in at any point."""
         batch = sent.batch
         if not batch.claim():
             self._release(worker)
             return
-        running = _Running(sent, worker)
+        running = Running(sent, worker)
         with self._lock:
             killed = self._killed
             if not killed:
                 self._running[id(running)] = running
         if killed:
             self._release(worker)
-            self._report(batch, _fail_all(sent, TaskCancelledError("the pool was shut down with kill=True")))
+            self._report(batch, outcomes.fail_all(sent, TaskCancelledError("the pool was shut down with kill=True")))
             return
         timed = batch.timeout is not None
         try:
@@ -361,7 +297,7 @@ class RayBackend(Backend):
         except BaseException as exc:  # noqa: BLE001 - Ray refused the call: its inputs fail
             if self._forget(running):
                 self._release(worker)
-                self._report(batch, _fail_all(sent, exc))
+                self._report(batch, outcomes.fail_all(sent, exc))
             return
         with self._lock:
             running.ref = ref
@@ -376,13 +312,13 @@ class RayBackend(Backend):
         elif not timed:
             ref.future().add_done_callback(lambda future, running=running: self._events.put((running, future)))
 
-    def _forget(self, running: _Running) -> bool:
+    def _forget(self, running: Running) -> bool:
         """Take a batch off the running set; False if someone else (a kill) already did."""
         with self._lock:
             self._timed.pop(id(running), None)
             return self._running.pop(id(running), None) is not None
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerActor) -> None:
         """A worker finished a batch: idle again, or retired if it has run its ``max_tasks_per_worker``."""
         limit = self.config.max_tasks_per_worker
         with self._lock:
@@ -394,7 +330,7 @@ class RayBackend(Backend):
             self._workers.remove(worker)
             self._retire_later([worker])
 
-    def _lose(self, worker: _Worker) -> None:
+    def _lose(self, worker: WorkerActor) -> None:
         """A worker died or is killed (timeout, kill): end its process; the next batch starts another."""
         with self._lock:
             if worker not in self._workers:
@@ -403,16 +339,16 @@ class RayBackend(Backend):
             if worker in self._idle:
                 self._idle.remove(worker)
             self._workers_lost += 1
-        _end(worker.actor)
+        end_actor(worker.actor)
 
-    def _retire_later(self, workers: list[_Worker]) -> None:
+    def _retire_later(self, workers: list[WorkerActor]) -> None:
         """Retire workers in a thread of their own (their finalizer may take a while); the pool's close
         waits for it. Called with the lock held."""
         thread = threading.Thread(target=self._retire, args=(workers,), name="conveyor-ray-retire", daemon=True)
         self._retiring.append(thread)
         thread.start()
 
-    def _retire(self, workers: list[_Worker]) -> None:
+    def _retire(self, workers: list[WorkerActor]) -> None:
         """The normal end of workers: their finalizer (each in its own process), then their end."""
         if self._finalizer is not None and workers and ray.is_initialized():
             refs = [worker.actor.stop.remote(self._finalizer) for worker in workers]
@@ -421,7 +357,7 @@ class RayBackend(Backend):
             except Exception:  # noqa: BLE001 - Ray is down: the workers are gone with it
                 pass
         for worker in workers:
-            _end(worker.actor)
+            end_actor(worker.actor)
 
     def _check_drained(self) -> None:
         """Nothing queued or running: a graceful shutdown may close. Checked only after a batch's
@@ -437,7 +373,7 @@ class RayBackend(Backend):
         except BaseException:  # noqa: BLE001 - a user callback must not stop the collector
             logging.getLogger("conveyor").exception("reporting a finished batch raised")
 
-    def _finished(self, running: _Running, reply: Any = None, exc: BaseException | None = None) -> None:
+    def _finished(self, running: Running, reply: Any = None, exc: BaseException | None = None) -> None:
         """A worker's call ended, with a reply or an exception: report the batch, free the worker."""
         worker, sent = running.worker, running.sent
         if exc is None:
@@ -446,13 +382,13 @@ class RayBackend(Backend):
             self._release(worker)
             self._complete(sent, reply)
             return
-        if not isinstance(exc, _CRASHES):
+        if not isinstance(exc, outcomes.CRASHES):
             self._release(worker)
-            self._report(sent.batch, self._task_failed(sent, exc))
+            self._report(sent.batch, outcomes.task_failed(sent, exc))
             return
         self._lose(worker)
         broken = None if worker.was_ready() else self._failed_start(exc)
-        self._report(sent.batch, _fail_all(sent, broken) if broken else self._task_failed(sent, exc))
+        self._report(sent.batch, outcomes.fail_all(sent, broken) if broken else outcomes.task_failed(sent, exc))
 
     def _failed_start(self, exc: BaseException) -> BaseException | None:
         """A worker died before it was ready: with an initializer, that is the initializer (running it
@@ -513,11 +449,11 @@ class RayBackend(Backend):
                 timeout = running.sent.batch.timeout or 0.0
                 if running.position is not None and now - running.started > timeout and self._forget(running):
                     self._lose(running.worker)
-                    self._report(running.sent.batch, self._timed_out(running, now - running.started))
+                    self._report(running.sent.batch, outcomes.timed_out(running.sent, running.position or 0, now - running.started))
             self._pump()
             self._check_drained()
 
-    def _read_messages(self, running: _Running) -> None:
+    def _read_messages(self, running: Running) -> None:
         """Read what a timed batch's generator has so far: the positions of the inputs it started
         (the last one runs now), and at the end the reply or the call's failure."""
         generator = running.ref
@@ -530,9 +466,9 @@ class RayBackend(Backend):
                 return
             except BaseException as exc:  # noqa: BLE001 - the call as a whole failed
                 if self._forget(running):
-                    if running.position is not None and isinstance(exc, _CRASHES):
+                    if running.position is not None and isinstance(exc, outcomes.CRASHES):
                         self._lose(running.worker)
-                        self._report(running.sent.batch, self._timed_crash(running, exc))
+                        self._report(running.sent.batch, outcomes.timed_crash(running.sent, running.position or 0, exc))
                     else:
                         self._finished(running, exc=exc)
                 return
@@ -542,22 +478,6 @@ class RayBackend(Backend):
                 return
             running.position, running.started = message, time.monotonic()
 
-    def _timed_out(self, running: _Running, elapsed: float) -> Outcome:
-        """The input that overran fails with TaskTimeoutError; the others of its batch run again."""
-        sent, position = running.sent, running.sent.positions[running.position or 0]
-        lost = [p for p in sent.positions if p != position]
-        return Outcome([None] * len(sent.batch), {**sent.errors, position: timeout_error(sent.batch, position, elapsed)},
-                       lost=lost)
-
-    @staticmethod
-    def _timed_crash(running: _Running, exc: BaseException) -> Outcome:
-        """A timed batch's worker died: the input it was running is known, so it alone fails."""
-        sent = running.sent
-        position = sent.positions[running.position or 0]
-        lost = [p for p in sent.positions if p != position]
-        return Outcome([None] * len(sent.batch), {**sent.errors, position: _crash_error(sent.batch, position, exc)},
-                       lost=lost)
-
     def _complete(self, sent: batches.Sent, reply: tuple[Any, ...]) -> None:
         if reply[0] == INIT_FAILED:
             cause = serialize.loads_exception(reply[1])
@@ -565,30 +485,11 @@ class RayBackend(Backend):
                                      "the pool cannot run tasks")
             error.__cause__ = cause
             self._break(error)
-            self._report(sent.batch, _fail_all(sent, error))
+            self._report(sent.batch, outcomes.fail_all(sent, error))
             return
         _, busy, isolated, encoded_errors, undecodable, values_blob = reply
         self._report(sent.batch, batches.decode_reply(sent, busy, isolated, encoded_errors, undecodable,
                                                       values_blob, len(sent.positions)))
-
-    @staticmethod
-    def _task_failed(sent: batches.Sent, exc: BaseException) -> Outcome:
-        """The call failed as a whole: its worker died, its result was lost, or Ray failed it."""
-        batch = sent.batch
-        positions = list(sent.positions)
-        if isinstance(exc, ray.exceptions.ObjectLostError):
-            return Outcome([None] * len(batch), dict(sent.errors), lost=positions)  # ran, result gone
-        if len(positions) > 1:
-            return Outcome([None] * len(batch), dict(sent.errors), suspects=positions)  # find the culprit
-        position = positions[0]
-        error: BaseException
-        if isinstance(exc, _CRASHES):
-            error = _crash_error(batch, position, exc)
-        elif isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
-            error = exc.cause
-        else:
-            error = exc
-        return Outcome([None] * len(batch), {**sent.errors, position: error})
 
     def _break(self, error: BaseException) -> None:
         """The pool cannot run tasks: fail what waits, refuse what comes."""
@@ -597,7 +498,7 @@ class RayBackend(Backend):
             waiting, self._queue = self._queue, collections.deque()
         for sent in waiting:
             if sent.batch.claim():
-                self._report(sent.batch, _fail_all(sent, error))
+                self._report(sent.batch, outcomes.fail_all(sent, error))
         self._check_drained()
 
     def broken(self) -> BaseException | None:
@@ -615,7 +516,7 @@ class RayBackend(Backend):
         with self._lock:
             self._stopping = True
             dropped: list[batches.Sent] = []
-            killed: list[_Running] = []
+            killed: list[Running] = []
             if cancel_pending or kill:
                 self._refusing = True
                 dropped = list(self._queue)
@@ -630,7 +531,7 @@ class RayBackend(Backend):
         stop = TaskCancelledError("the pool was shut down with kill=True while this task ran")
         for running in killed:
             self._lose(running.worker)
-            self._report(running.sent.batch, _fail_all(running.sent, stop))
+            self._report(running.sent.batch, outcomes.fail_all(running.sent, stop))
         self._check_drained()
         if not wait:
             threading.Thread(target=self._close_when_drained, name="conveyor-ray-close", daemon=True).start()
@@ -670,7 +571,7 @@ class RayBackend(Backend):
         finally:
             self._ended.set()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> RayStatistics:
         with self._lock:
-            return {"workers_started": self._workers_started, "workers_lost": self._workers_lost,
-                    "ray_queued": len(self._queue), "ray_running": len(self._running)}
+            return RayStatistics(workers_started=self._workers_started, workers_lost=self._workers_lost,
+                                 ray_queued=len(self._queue), ray_running=len(self._running))

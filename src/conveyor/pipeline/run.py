@@ -1,313 +1,38 @@
-"""Pipelines: producer → consumer stages on mixed backends, joined by bounded feeds, that always finish.
+"""One execution of a pipeline: the feeds, each stage's pool or workers, the runner threads, and the
+single way to stop them all.
 
-::
-
-    source ──pump thread──► feed ──► stage 1 runner: pool.imap(fn₁, feed) ──► feed ──► stage 2 ... ──► output ──► you
-                    (bounded)             │ workers: threads or processes        (bounded)
-                                          ▼
-                              failures, counts, busy time ──► statistics(), errors
-
-Each stage owns a pool on its own backend and a runner thread in the caller's process that streams
-the stage's input feed through the pool (lazily, a bounded window in flight) and puts the results in
-the next stage's feed. A full feed blocks the runner that feeds it: that is the backpressure, and it
-bounds memory by the feeds' ``maxsize`` plus each pool's window, whatever the length of the source.
-Feeds are polled by the pools' streams without blocking, so results flow on as soon as they exist.
-
-Stopping is one path for every cause (the consumer breaks or drops the iterator, a stage fails,
-Ctrl-C): close every feed (blocked ``put``s raise, streams see their end), shut every pool down with
-``kill=True`` (running tasks are cancelled, worker processes killed), then join the runners. So a
-pipeline finishes within seconds whatever its stages were doing, and leaves no process behind.
-
-A stage function may be a generator function that takes an iterator: it then runs once per worker
-over that worker's share of the items (for state kept open per worker: a connection, a model).
+The builder (``conveyor.pipeline.Pipeline``) only declares stages; each iteration makes a ``Run``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import queue
-import reprlib
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import BrokenExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from conveyor._core import config as _config
-from conveyor._core import serialize
 from conveyor._core.errors import RemoteTraceback, ShutDown, TaskError
+from conveyor._core.statistics import PipelineStatistics, StageStatistics
 from conveyor._core.stream import Feed
+from conveyor.pipeline.stages import (
+    DEFAULT_MAXSIZE,
+    END_GRACE_SECONDS,
+    STOP_SECONDS,
+    Stage,
+    StageFailure,
+    short_repr,
+)
+from conveyor.pipeline.work import Apply, Dropped, ItemFailed, Many, each_worker
 from conveyor.pool import Pool, default_workers
 
-__all__ = ["Pipeline", "StageFailure"]
 
-DEFAULT_MAXSIZE = 64
-"""Items that may wait in front of a stage (and at the output) when the stage sets no ``maxsize``."""
-STOP_SECONDS = 5.0
-"""How long stopping waits for a stage's runner to finish before leaving it (a daemon thread)."""
-_END_GRACE_SECONDS = 0.5
-"""After the output has ended, how long the runners may take to finish before the rest is stopped."""
-_ERROR_MODES = ("raise", "collect")
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 120
-
-
-@dataclasses.dataclass(frozen=True)
-class StageFailure:
-    """One item that failed in a stage.
-
-    Attributes:
-        stage: the stage's name.
-        item: the input that failed, when known (None when the worker died with it unreported).
-        item_repr: a short repr of that input (also known from a crash report).
-        error: the exception, with the worker's traceback as ``__cause__``.
-    """
-
-    stage: str
-    item: Any
-    item_repr: str | None
-    error: BaseException
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stage:
-    kind: str                       # map | filter | flat_map | batch | each
-    fn: Callable[..., Any] | None
-    name: str
-    workers: int | None = None
-    backend: str | None = None
-    maxsize: int | None = None
-    ordered: bool = True
-    task_timeout: float | None = None
-    retries: int = 0
-    chunksize: int | None = None
-    on_start: Callable[[], Any] | None = None
-    on_stop: Callable[[], Any] | None = None
-    errors: str | None = None
-    size: int = 0                   # batch
-
-
-# -- what runs in a worker ------------------------------------------------------------------------------
-class _Dropped:
-    """A filter said no (travels back instead of the item)."""
-
-    __slots__ = ()
-
-
-class _Many:
-    """A flat_map's outputs for one input."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: list[Any]) -> None:
-        self.values = values
-
-
-class _ItemFailed(Exception):
-    """The stage function raised on ``item``. Raised, not returned, so the stage's pool gives it the
-    ``retries`` and ``task_timeout`` that ``Pool.imap`` gives a raise (each attempt its own time limit);
-    it carries its input, known even when results come back out of order."""
-
-    def __init__(self, item: Any, error: BaseException) -> None:
-        super().__init__(_short.repr(item), error)  # a short text: a traceback repeats it, the item may be huge
-        self.item = item
-        self.error = error
-
-    def __reduce__(self) -> Any:
-        return (_rebuild_failed, (self.item, serialize.dumps_exception(self.error)))
-
-
-def _rebuild_failed(item: Any, blob: bytes) -> _ItemFailed:
-    return _ItemFailed(item, serialize.loads_exception(blob))
-
-
-class _Apply:
-    """Runs one stage function on one item in a worker; the item's own failure is raised as
-    :class:`_ItemFailed`, with its input, for the pool to retry like any task's."""
-
-    __slots__ = ("kind", "fn")
-
-    def __init__(self, kind: str, fn: Callable[..., Any]) -> None:
-        self.kind = kind
-        self.fn = fn
-
-    def __call__(self, item: Any) -> Any:
-        try:
-            if self.kind == "map":
-                return self.fn(item)
-            if self.kind == "filter":
-                return item if self.fn(item) else _Dropped()
-            return _Many(list(self.fn(item)))
-        except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
-            raise _ItemFailed(item, exc) from None
-
-
-def _each_worker(fn: Callable[[Iterator[Any]], Iterable[Any]], inbox: Any, outbox: Any,
-                 on_start: Callable[[], Any] | None, on_stop: Callable[[], Any] | None) -> float:
-    """A worker of a generator stage on processes: ``fn`` over its share of ``inbox``, into ``outbox``.
-    Returns its busy seconds: the time in ``fn``, not waiting for input or for room in ``outbox``."""
-    if on_start is not None:
-        on_start()
-    waited = [0.0]
-    started = time.perf_counter()
-    try:
-        for value in fn(_drain(inbox, waited)):
-            blocked = time.perf_counter()
-            outbox.put(value)
-            waited[0] += time.perf_counter() - blocked
-    finally:
-        if on_stop is not None:
-            on_stop()
-    return max(0.0, time.perf_counter() - started - waited[0])
-
-
-def _drain(q: Any, waited: list[float]) -> Iterator[Any]:
-    while True:
-        blocked = time.perf_counter()
-        try:
-            item = q.get()
-        except ShutDown:
-            return
-        finally:
-            waited[0] += time.perf_counter() - blocked
-        yield item
-
-
-# -- the builder ------------------------------------------------------------------------------------------
-class Pipeline:
-    """Stages of work from a source to you: ``Pipeline(urls).map(download, backend="thread").map(parse)``.
-
-    Each method returns a new pipeline with one more stage (the original is unchanged, so a prefix can
-    be reused). Iterating runs it lazily; :meth:`run` collects or sinks everything.
-
-    Args:
-        source: any iterable, consumed lazily by a thread of its own (infinite sources work).
-        errors: ``"raise"`` (default): the first failure stops every stage and is raised to the
-            consumer, as its own type, with a note naming the stage and the input; ``"collect"``:
-            failed items are left out, recorded in :attr:`errors`, and the rest goes on.
-        maxsize: items that may wait at the output for the consumer (default ``DEFAULT_MAXSIZE``).
-
-    Stage options (keyword-only, for :meth:`map`, :meth:`filter`, :meth:`flat_map`):
-        workers: the stage's workers (default: the backend's default).
-        backend: ``"thread"``, ``"process"``, ``"serial"``, ... (default: conveyor's default).
-        maxsize: items that may wait in front of the stage: the backpressure (default ``DEFAULT_MAXSIZE``).
-        ordered: keep input order (default True); False passes results on as they finish.
-        task_timeout, retries, chunksize: as for :meth:`Pool.imap <conveyor.Pool.imap>`.
-        on_start, on_stop: called in each worker when it starts and when it ends normally.
-        errors: this stage's error mode, overriding the pipeline's.
-        name: the stage's name in errors and statistics (default: the function's name).
-    """
-
-    def __init__(self, source: Iterable[Any], *, errors: str = "raise", maxsize: int | None = None) -> None:
-        iter(source)  # not iterable: fail here, not in a thread
-        _check_errors_mode(errors)
-        _check_positive("maxsize", maxsize)
-        self._source = source
-        self._errors = errors
-        self._maxsize = maxsize or DEFAULT_MAXSIZE
-        self._stages: tuple[_Stage, ...] = ()
-        self._last: _Run | None = None
-
-    def _with(self, stage: _Stage) -> Pipeline:
-        if any(existing.name == stage.name for existing in self._stages):
-            stage = dataclasses.replace(stage, name=f"{stage.name}#{len(self._stages) + 1}")
-        other = object.__new__(Pipeline)
-        other.__dict__.update(self.__dict__)
-        other._stages = (*self._stages, stage)
-        other._last = None
-        return other
-
-    def _stage(self, kind: str, fn: Callable[..., Any], *, workers: int | None = None, backend: str | None = None,
-               maxsize: int | None = None, ordered: bool = True, task_timeout: float | None = None,
-               retries: int = 0, chunksize: int | None = None, on_start: Callable[[], Any] | None = None,
-               on_stop: Callable[[], Any] | None = None, errors: str | None = None,
-               name: str | None = None) -> Pipeline:
-        if not callable(fn):
-            raise TypeError(f"a stage needs a callable, got {fn!r}")
-        for option, value in (("workers", workers), ("maxsize", maxsize), ("chunksize", chunksize)):
-            _check_positive(option, value)
-        if task_timeout is not None and task_timeout <= 0:
-            raise ValueError(f"task_timeout must be > 0, got {task_timeout!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries!r}")
-        if errors is not None:
-            _check_errors_mode(errors)
-        if kind == "map" and inspect.isgeneratorfunction(fn):
-            kind = "each"
-        stage_name: str = name if name else getattr(fn, "__name__", kind)
-        return self._with(_Stage(kind, fn, stage_name, workers, backend, maxsize,
-                                 ordered, task_timeout, retries, chunksize, on_start, on_stop, errors))
-
-    def map(self, fn: Callable[..., Any], **options: Any) -> Pipeline:
-        """``fn(item)`` for every item. A generator function ``fn(items)`` instead runs once per worker
-        over an iterator of that worker's share of the items, and what it yields goes on (unordered
-        when there are several workers)."""
-        return self._stage("map", fn, **options)
-
-    def filter(self, predicate: Callable[[Any], Any], **options: Any) -> Pipeline:
-        """Keep the items for which ``predicate(item)`` is true."""
-        return self._stage("filter", predicate, **options)
-
-    def flat_map(self, fn: Callable[[Any], Iterable[Any]], **options: Any) -> Pipeline:
-        """Every value of the iterable ``fn(item)`` goes on, in order."""
-        return self._stage("flat_map", fn, **options)
-
-    def batch(self, size: int, *, maxsize: int | None = None, name: str | None = None) -> Pipeline:
-        """Lists of up to ``size`` consecutive items (the last one may be shorter)."""
-        _check_positive("size", size)
-        _check_positive("maxsize", maxsize)
-        return self._with(_Stage("batch", None, name or f"batch({size})", maxsize=maxsize, size=size))
-
-    # -- running ----------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Any]:
-        run = _Run(self._source, self._stages, self._errors, self._maxsize)
-        self._last = run
-        return run.results()
-
-    def run(self, sink: Callable[[Any], Any] | None = None) -> Any:
-        """Run to the end: the outputs as a list, or, with ``sink``, call it on each output (in this
-        thread) and return how many there were."""
-        if sink is None:
-            return list(self)
-        count = 0
-        for item in self:
-            sink(item)
-            count += 1
-        return count
-
-    @property
-    def errors(self) -> list[StageFailure]:
-        """Items that failed in the last run (``errors="collect"``; with ``"raise"``, the one raised)."""
-        return [] if self._last is None else list(self._last.failures)
-
-    def statistics(self) -> dict[str, Any]:
-        """Per stage of the last (or current) run: items in and out, failures, busy seconds, how busy
-        its workers were (``utilization``, 0-1) and how long it waited on the next stage
-        (``blocked_on_output``); ``bottleneck`` names the busiest stage."""
-        if self._last is None:
-            return {"stages": [], "bottleneck": None, "seconds": 0.0}
-        return self._last.statistics()
-
-    def __repr__(self) -> str:
-        names = " → ".join(stage.name for stage in self._stages) or "(no stages)"
-        return f"<conveyor.Pipeline {names}>"
-
-
-def _check_errors_mode(errors: str) -> None:
-    if errors not in _ERROR_MODES:
-        raise ValueError(f"errors must be one of {', '.join(map(repr, _ERROR_MODES))}, got {errors!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-# -- one run ------------------------------------------------------------------------------------------------
-class _StageRun:
+class StageRun:
     """Counters of one stage in one run."""
 
-    def __init__(self, stage: _Stage, inbox: Feed) -> None:
+    def __init__(self, stage: Stage, inbox: Feed) -> None:
         self.stage = stage
         self.inbox = inbox
         self.pool: Pool | None = None
@@ -324,13 +49,13 @@ class _StageRun:
         self.blocked = 0.0
 
 
-class _Run:
+class Run:
     """One execution of a pipeline: feeds, pools, runner threads, and the single way to stop them."""
 
-    def __init__(self, source: Iterable[Any], stages: tuple[_Stage, ...], errors: str, maxsize: int) -> None:
+    def __init__(self, source: Iterable[Any], stages: tuple[Stage, ...], errors: str, maxsize: int) -> None:
         self._source = source
         self._errors = errors
-        self._stages = [_StageRun(stage, Feed(stage.maxsize or DEFAULT_MAXSIZE)) for stage in stages]
+        self._stages = [StageRun(stage, Feed(stage.maxsize or DEFAULT_MAXSIZE)) for stage in stages]
         self._output = Feed(maxsize)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -392,7 +117,7 @@ class _Run:
         finally:
             # After a normal end, something may still run: what fed a generator stage that returned
             # without reading all its input. Nothing will read what it makes: stop it as well.
-            self._stop(kill=not finished or not self._joined(_END_GRACE_SECONDS))
+            self._stop(kill=not finished or not self._joined(END_GRACE_SECONDS))
         self._ended = time.perf_counter()
         if self._fatal is not None:
             raise self._fatal
@@ -448,7 +173,7 @@ class _Run:
         try:
             mapper = pool.imap if stage.ordered else pool.imap_unordered
             try:
-                results = mapper(_Apply(stage.kind, stage.fn), counts.inbox,
+                results = mapper(Apply(stage.kind, stage.fn), counts.inbox,
                                  chunksize=stage.chunksize)
             except Exception as exc:  # noqa: BLE001 - the pool broke at once (an on_start that raised)
                 self._failed(counts, None, None, exc, fatal=True)
@@ -458,10 +183,10 @@ class _Run:
                     result = next(results)
                 except StopIteration:
                     break
-                except _ItemFailed as failure:  # the function raised on this item, on its last attempt
+                except ItemFailed as failure:  # the function raised on this item, on its last attempt
                     if self._stopping.is_set():
                         break
-                    self._failed(counts, failure.item, _short.repr(failure.item), failure.error)
+                    self._failed(counts, failure.item, short_repr(failure.item), failure.error)
                     continue
                 except Exception as exc:  # noqa: BLE001 - a crash, timeout or unpicklable item, or the stop
                     if self._stopping.is_set():
@@ -474,15 +199,15 @@ class _Run:
                     self._failed(counts, None, getattr(exc, "task_input", None), exc,
                                  fatal=getattr(results, "_closed", False) or broken)
                     continue
-                if isinstance(result, _Dropped):
+                if isinstance(result, Dropped):
                     counts.dropped += 1
-                elif isinstance(result, _Many):
+                elif isinstance(result, Many):
                     for value in result.values:
                         send(value)
                 else:
                     send(result)
         finally:
-            counts.busy = pool.statistics().get("busy_seconds", 0.0)
+            counts.busy = pool.statistics().busy_seconds
             pool.shutdown(wait=True, cancel_futures=True, kill=self._stopping.is_set())
             if not self._stopping.is_set():
                 self._feed_after(index).end()
@@ -586,7 +311,7 @@ class _Run:
         self._cleanups.append(stop_group)  # before spawning: a worker started is always stopped
         try:
             for number in range(workers):
-                handles.append(group.spawn(_each_worker, stage.fn, inbox, outbox, stage.on_start, stage.on_stop,
+                handles.append(group.spawn(each_worker, stage.fn, inbox, outbox, stage.on_start, stage.on_stop,
                                            name=f"{stage.name}-{number}"))
         except BaseException as exc:
             stop_group()
@@ -631,7 +356,7 @@ class _Run:
         self._thread(f"{stage.name}-out", collect)
 
     # -- failures and stopping ---------------------------------------------------------------------
-    def _failed(self, counts: _StageRun, item: Any, item_repr: str | None, error: BaseException,
+    def _failed(self, counts: StageRun, item: Any, item_repr: str | None, error: BaseException,
                 fatal: bool = False) -> None:
         """Record a failure of the stage; ``fatal``: not one item's (a generator stage, a pool that
         cannot start), so it stops the pipeline whatever the error mode."""
@@ -681,27 +406,27 @@ class _Run:
                 self._ended = time.perf_counter()
 
     # -- statistics --------------------------------------------------------------------------------
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> PipelineStatistics:
         ended = self._ended if self._ended is not None else time.perf_counter()
         elapsed = max(ended - self._started, 1e-9)
-        stages: list[dict[str, Any]] = []
+        stages: list[StageStatistics] = []
         for counts in self._stages:
             busy = counts.busy
             if counts.pool is not None and self._ended is None:
-                busy = counts.pool.statistics().get("busy_seconds", busy)
+                busy = counts.pool.statistics().busy_seconds
             workers = counts.workers or default_workers(counts.backend or _config.setting("backend"))
-            stages.append({
-                "name": counts.stage.name,
-                "kind": counts.stage.kind,
-                "backend": counts.backend,
-                "workers": workers,
-                "items_in": counts.items_in,
-                "items_out": counts.items_out,
-                "failed": counts.failed,
-                "dropped": counts.dropped,
-                "busy_seconds": round(busy, 6),
-                "utilization": round(min(1.0, busy / (elapsed * workers)), 3),
-                "blocked_on_output": round(counts.blocked, 6),
-            })
-        bottleneck = max(stages, key=lambda s: s["utilization"])["name"] if stages else None
-        return {"stages": stages, "bottleneck": bottleneck, "seconds": round(elapsed, 6)}
+            stages.append(StageStatistics(
+                name=counts.stage.name,
+                kind=counts.stage.kind,
+                backend=counts.backend,
+                workers=workers,
+                items_in=counts.items_in,
+                items_out=counts.items_out,
+                failed=counts.failed,
+                dropped=counts.dropped,
+                busy_seconds=round(busy, 6),
+                utilization=round(min(1.0, busy / (elapsed * workers)), 3),
+                blocked_on_output=round(counts.blocked, 6),
+            ))
+        bottleneck = max(stages, key=lambda s: s.utilization).name if stages else None
+        return PipelineStatistics(tuple(stages), bottleneck, round(elapsed, 6))
