@@ -74,3 +74,12 @@ class LocalPrimitives:
 
     def Namespace(self, **attributes: Any) -> types.SimpleNamespace:  # noqa: N802
         return types.SimpleNamespace(**attributes)
+
+
+class InProcess:
+    """What a backend whose workers share this process (serial, thread) makes primitives with: the
+    stdlib's threading objects and conveyor's local queues."""
+
+    @classmethod
+    def primitives(cls, config: Any) -> LocalPrimitives:
+        return LocalPrimitives()

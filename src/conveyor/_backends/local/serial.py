@@ -11,19 +11,15 @@ import threading
 from typing import Any
 
 from conveyor._backends._shared.inline import BatchRun, run_finalizer
-from conveyor._backends.local.primitives import LocalPrimitives
+from conveyor._backends.local.primitives import InProcess
 from conveyor._backends.local.tasks import InlineTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
 
-class SerialBackend(Backend):
+class SerialBackend(InProcess, Backend):
     name = "serial"
     capabilities = Capabilities(in_background=False)
-
-    @classmethod
-    def primitives(cls, config: BackendConfig) -> LocalPrimitives:
-        return LocalPrimitives()
 
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,

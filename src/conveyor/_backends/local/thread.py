@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from conveyor._backends._shared.inline import BatchRun, run_finalizer, timeout_error
-from conveyor._backends.local.primitives import LocalPrimitives
+from conveyor._backends.local.primitives import InProcess
 from conveyor._backends.local.tasks import ThreadTask
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor._core.state import enter_worker_thread
@@ -91,7 +91,7 @@ class _Worker:
                 return
 
 
-class ThreadBackend(Backend):
+class ThreadBackend(InProcess, Backend):
     name = "thread"
     option_names = frozenset({"thread_name_prefix"})
     """``thread_name_prefix``: a pool's worker threads are named ``{prefix}_0``, ``{prefix}_1``... (as
@@ -103,10 +103,6 @@ class ThreadBackend(Backend):
     def default_workers(cls, cores: int) -> int:
         """More threads than cores (as ``ThreadPoolExecutor``): threads mostly wait on I/O."""
         return min(32, cores + 4)
-
-    @classmethod
-    def primitives(cls, config: BackendConfig) -> LocalPrimitives:
-        return LocalPrimitives()
 
     @classmethod
     def spawn(cls, config: BackendConfig, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str,

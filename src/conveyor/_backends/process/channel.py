@@ -16,7 +16,6 @@ from conveyor._backends.process.segments import STATE_OFFSET
 from conveyor._backends.process.shared_queue import (
     BATCH_BYTES,
     COUNT,
-    GETTERS,
     HEADER,
     LIVE,
     MAXSIZE,
@@ -173,9 +172,7 @@ class ProcessQueue(SharedQueue):
         taken: list[tuple[bytes, bool]] = []
         self._acquire()
         try:
-            if not words[COUNT]:
-                self._wait(self._not_empty, GETTERS, lambda: words[COUNT] > 0, block, deadline,
-                           _stdlib_queue.Empty)
+            self._until_items(block, deadline)
             head, tail, used, count, unfinished = LIVE.unpack_from(self._view, STATE_OFFSET)
             size = 0
             while count and len(taken) < max_items and size < BATCH_BYTES:
@@ -200,9 +197,7 @@ class ProcessQueue(SharedQueue):
             self._spin_for_items()
         self._acquire()
         try:
-            if not words[COUNT]:
-                self._wait(self._not_empty, GETTERS, lambda: words[COUNT] > 0, block,
-                           self._deadline(block, timeout), _stdlib_queue.Empty)
+            self._until_items(block, self._deadline(block, timeout))
             head, tail, used, count, unfinished = LIVE.unpack_from(self._view, STATE_OFFSET)
             head, used, payload, by_reference = self._read(head, used)
             if count == 1:

@@ -15,7 +15,6 @@ from conveyor._backends.process.segments import STATE_OFFSET
 from conveyor._backends.process.shared_queue import (
     COUNT,
     DEFAULT_CAPACITY,
-    GETTERS,
     HEADER,
     LIVE,
     MAXSIZE,
@@ -161,9 +160,7 @@ class IndexedQueue(SharedQueue):
         taken: list[tuple[int, bytes]] = []
         self._acquire()
         try:
-            if not words[COUNT]:
-                self._wait(self._not_empty, GETTERS, lambda: words[COUNT] > 0, block, deadline,
-                           _stdlib_queue.Empty)
+            self._until_items(block, deadline)
             while words[COUNT] and len(taken) < max_items:
                 top, active, live, count, unfinished = LIVE.unpack_from(self._view, STATE_OFFSET)
                 changes: dict[int, int] = {}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue as _stdlib_queue
 import pickle
 import struct
 import time
@@ -208,6 +209,12 @@ class SharedQueue(SegmentBacked):
                 words[counter] -= 1
             if words[JOURNAL_LEN]:
                 self._recover()  # woke holding a mutex whose previous owner died mid-commit
+
+    def _until_items(self, block: bool, deadline: float | None) -> None:
+        """With the mutex held: wait for an item to take (``queue.Empty`` in time, ShutDown)."""
+        words = self._words
+        if not words[COUNT]:
+            self._wait(self._not_empty, GETTERS, lambda: words[COUNT] > 0, block, deadline, _stdlib_queue.Empty)
 
     def _spin_for_items(self) -> None:
         """Before sleeping on an empty queue: yield a few times, watching the count without the lock.
