@@ -65,7 +65,7 @@ def test_crash_matrix_row(backend, method, place):
         assert result["accounting_ok"], (where, result)
         if place == "initializer":
             assert result["resubmit_error"]["type"] == want, (where, result)
-            assert result["resubmit_seconds"] < 0.5, (where, result)
+            assert result["resubmit_seconds"] < bounded(0.5), (where, result)  # a broken pool says so at once
             continue
         assert result["map_error"]["type"] == want, (where, result)
         assert result["map_seconds"] < bounded(ERROR_SECONDS), (where, result)
