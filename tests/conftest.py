@@ -15,7 +15,8 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import psutil
 import pytest

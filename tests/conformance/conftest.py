@@ -19,6 +19,7 @@ autouse fixture.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -59,6 +60,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kind" in metafunc.fixturenames:
         every = [kind for backend in chosen for kind in kinds(backend)]
         metafunc.parametrize("kind", every, ids=every)
+
+
+@pytest.fixture
+def prelude(request: pytest.FixtureRequest) -> str:
+    """Python code that a fresh interpreter started by a test runs first (a line of its own, at the
+    top of a script): it imports the ``--backend-plugin`` modules, so that a plugin's backend exists
+    there too. Empty when there is no plugin."""
+    plugins = request.config.getoption("--backend-plugin")
+    if not plugins:
+        return ""
+    return f"import sys, importlib; sys.path[:0] = {sys.path!r}; [importlib.import_module(m) for m in {plugins!r}]"
+
+
+@pytest.fixture
+def conveyor_command(prelude: str) -> list[str]:
+    """The command that runs ``conveyor`` (``python -m conveyor``) in a fresh interpreter, with the plugins."""
+    if not prelude:
+        return [sys.executable, "-m", "conveyor"]
+    return [sys.executable, "-c", f"{prelude}; from conveyor.cli import main; raise SystemExit(main())"]
 
 
 @pytest.fixture

@@ -8,28 +8,27 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
 pytestmark = pytest.mark.timeout(90)
 
 
-def cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 60,
+def cli(command: list[str], *args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 60,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m conveyor ARGS`` in a subprocess, with text stdin, stdout and stderr.
+    """``python -m conveyor ARGS`` (``command``: see ``conveyor_command`` in conftest.py) in a subprocess,
+    with text stdin, stdout and stderr.
 
     ``env`` is added to this process's environment (a value of ``""`` removes the variable).
     """
     environment = None if env is None else {
         **{key: value for key, value in os.environ.items() if key not in env},
         **{key: value for key, value in env.items() if value}}
-    return subprocess.run([sys.executable, "-m", "conveyor", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=environment)
+    return subprocess.run([*command, *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env=environment, check=False)
 
 
 def results(proc: subprocess.CompletedProcess[str]) -> list[Any]:
@@ -37,15 +36,15 @@ def results(proc: subprocess.CompletedProcess[str]) -> list[Any]:
 
 
 # -- conveyor run: inputs and order ----------------------------------------------------------------
-def test_range_with_module_function_in_order(backend: str) -> None:
-    proc = cli("run", "--range", "0:200", "operator:neg", "--backend", backend, "--workers", "2")
+def test_range_with_module_function_in_order(backend: str, conveyor_command: list[str]) -> None:
+    proc = cli(conveyor_command, "run", "--range", "0:200", "operator:neg", "--backend", backend, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert results(proc) == [-i for i in range(200)]
 
 
 @pytest.mark.needs("in_background")  # a result comes out while the next line is awaited
-def test_live_stdin_result_comes_out_before_the_next_line(backend: str) -> None:
-    command = [sys.executable, "-m", "conveyor", "run", "--json", "operator:neg", "--backend", backend,
+def test_live_stdin_result_comes_out_before_the_next_line(backend: str, conveyor_command: list[str]) -> None:
+    command = [*conveyor_command, "run", "--json", "operator:neg", "--backend", backend,
                "--workers", "2", "--quiet"]
     lines: queue.Queue[str] = queue.Queue()
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:

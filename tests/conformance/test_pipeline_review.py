@@ -61,7 +61,7 @@ def test_a_source_that_raises_delivers_every_item_before_it(backend):
     pipe = conveyor.Pipeline(_failing_source(50)).map(_slow, workers=2, backend=backend).map(_ident, backend="thread")
     with pytest.raises(RuntimeError, match="source broke at 50") as raised:
         for value in pipe:
-            got.append(value)
+            got.append(value)  # noqa: PERF402 - what came before the raise
     assert got == list(range(50))
     assert any("source" in note for note in raised.value.__notes__)
 
@@ -97,7 +97,7 @@ def test_a_stage_error_without_an_input_does_not_claim_input_none(backend):
     """An error that belongs to no item (an ``on_start`` that raises) was noted as
     "failed on input None" (thread, process) or not attributed to any stage at all (serial)."""
     pipe = conveyor.Pipeline(range(10)).map(_ident, backend=backend, on_start=_broken_start, name="starter")
-    with pytest.raises(Exception) as raised:  # noqa: PT011 - InitializerError, whatever its wording
+    with pytest.raises(Exception) as raised:  # InitializerError, whatever its wording
         pipe.run()
     notes = getattr(raised.value, "__notes__", [])
     assert any("'starter'" in note for note in notes), notes
@@ -107,8 +107,7 @@ def test_a_stage_error_without_an_input_does_not_claim_input_none(backend):
 
 
 def _passthrough(items):
-    for item in items:
-        yield item
+    yield from items
 
 
 @pytest.mark.needs("in_background")

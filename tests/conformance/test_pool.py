@@ -457,9 +457,8 @@ def test_one_shot_map_context_and_config(backend):
     with ctx.Pool(2) as pool:
         assert pool.backend_name == backend
         assert pool.map(tasks.square, [3]) == [9]
-    with conveyor.config(backend=backend, workers=1):
-        with conveyor.Pool() as pool:
-            assert pool.backend_name == backend and pool.workers == 1
+    with conveyor.config(backend=backend, workers=1), conveyor.Pool() as pool:
+        assert pool.backend_name == backend and pool.workers == 1
     with pytest.raises(TypeError):
         conveyor.config(not_a_setting=1)
 
