@@ -55,11 +55,18 @@ def kinds(backend: str) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     needs = list(metafunc.definition.iter_markers("needs"))
     chosen = [b for b in chosen_backends(metafunc.config) if all(fits(b, marker) for marker in needs)]
-    if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", chosen, ids=chosen)
-    if "kind" in metafunc.fixturenames:
-        every = [kind for backend in chosen for kind in kinds(backend)]
-        metafunc.parametrize("kind", every, ids=every)
+    for name in ("backend", "kind"):
+        if name not in metafunc.fixturenames:
+            continue
+        values = chosen if name == "backend" else [kind for backend in chosen for kind in kinds(backend)]
+        if not values:  # one skipped instance that says why (rather than pytest's "empty parameter set")
+            wanted = "; ".join(", ".join([*m.args, *(f"primitives {sorted(p)}" for p in m.kwargs.values())])
+                               for m in needs)
+            skip = pytest.mark.skip(reason=f"no chosen backend ({', '.join(chosen_backends(metafunc.config))}) "
+                                           f"has what it needs: {wanted}")
+            metafunc.parametrize(name, [pytest.param(None, marks=skip)], ids=["none"])
+        else:
+            metafunc.parametrize(name, values, ids=values)
 
 
 @pytest.fixture
