@@ -186,9 +186,3 @@ def test_pool_primitives_work_as_task_arguments(backend):
         pool.submit(event.set).result(timeout=bounded(10))
         assert sorted(q.get_many(10)) == list(range(10))
         assert event.is_set()
-
-
-def _make_lock_in_worker(_):
-    lock = conveyor.context("process").Lock()
-    _make_lock_in_worker.keep = lock  # alive until the worker exits
-    return lock._segment.name
