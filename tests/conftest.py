@@ -1,4 +1,5 @@
-"""Test harness: per-test timeouts (pyproject), bounded waits, and an autouse leak check.
+"""Test harness: per-test timeouts (pyproject), bounded waits, an autouse leak check, and the choice of
+backends for the conformance suite (``--backend``, ``--backend-plugin``; see tests/conformance/).
 
 The leak check fails a test that leaves behind a child process (searched recursively), a thread, a
 file descriptor or a /dev/shm entry. The multiprocessing forkserver and resource tracker are long-lived
