@@ -32,6 +32,8 @@ from conftest import START_METHODS, capabilities, chosen_backends
 def fits(backend: str, marker: pytest.Mark) -> bool:
     """Whether ``backend`` declares everything a ``needs`` marker asks for."""
     declared = capabilities(backend)
+    if set(marker.kwargs) - {"primitives"}:
+        raise TypeError(f"needs() takes capability names and primitives=, not {sorted(marker.kwargs)}")
     for name in marker.args:
         negated = name.startswith("not ")
         value = getattr(declared, name.removeprefix("not ").strip())  # a misspelt field fails loudly
