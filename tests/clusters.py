@@ -1,8 +1,9 @@
-"""Small local clusters for the conformance suite, each in a process tree of its own.
+"""Small local clusters for the conformance suite (tests/conformance/), each in a process tree of its own.
 
-Used by test_cluster_conformance.py; also runnable by hand to run any part of the suite on an engine::
+Used by test_cluster_conformance.py; also runnable by hand to run any part of the suite on an engine
+(the nested pytest gets ``--backend <engine>``)::
 
-    python tests/clusters.py dask tests/test_primitives.py -x     # extra arguments go to pytest
+    python tests/clusters.py dask tests/conformance/test_primitives.py -x     # extra arguments go to pytest
 
 The cluster's workers get the tests folder on their ``PYTHONPATH``: tasks defined in test modules
 are pickled by reference, and on a cluster (as for any user) the workers must be able to import them.
@@ -16,8 +17,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 
@@ -50,13 +51,14 @@ CLUSTERS = {
 
 
 def clean_environment() -> dict[str, str]:
-    """This environment without any engine address or cluster mode inherited from a caller."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "RAY_", "CONVEYOR_TEST_CLUSTER"))}
+    """This environment without any engine address or choice of backends inherited from a caller."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "RAY_", "CONVEYOR_TEST_BACKEND"))}
 
 
 @contextlib.contextmanager
 def running_cluster(engine: str, wait_seconds: float = 60.0) -> Iterator[dict[str, str]]:
-    """Start a 2-worker cluster of ``engine``; yields the environment of a nested run in cluster mode.
+    """Start a 2-worker cluster of ``engine``; yields the environment of a nested run that reaches it
+    (the engine's own address setting: a pool or context of the engine attaches to the cluster).
     On exit the cluster is closed and every one of its processes is waited for (killed if need be);
     raises AssertionError if any had to be killed."""
     _, script = CLUSTERS[engine]
@@ -70,7 +72,7 @@ def running_cluster(engine: str, wait_seconds: float = 60.0) -> Iterator[dict[st
         if not reached_by:
             raise RuntimeError(f"the {engine} cluster did not start")
         members = cluster.children(recursive=True)
-        yield {**clean_environment(), "CONVEYOR_TEST_CLUSTER": engine, **json.loads(reached_by)}
+        yield {**clean_environment(), **json.loads(reached_by)}
     finally:
         with contextlib.suppress(psutil.NoSuchProcess):
             members += cluster.children(recursive=True)
@@ -87,14 +89,17 @@ def running_cluster(engine: str, wait_seconds: float = 60.0) -> Iterator[dict[st
         raise AssertionError(f"{engine} cluster processes left after it closed: {alive}")
 
 
-def nested_pytest(arguments: list[str]) -> list[str]:
-    """The command of a nested pytest run over ``arguments`` (never this suite's runner itself)."""
+def nested_pytest(engine: str, arguments: list[str]) -> list[str]:
+    """The command of a nested pytest run of the conformance suite on ``engine`` over ``arguments``
+    (never this suite's runner itself)."""
     return [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
-            "--rootdir", str(TESTS.parent), f"--ignore={TESTS / 'test_cluster_conformance.py'}", *arguments]
+            "--rootdir", str(TESTS.parent), f"--ignore={TESTS / 'test_cluster_conformance.py'}",
+            "--backend", engine, *arguments]
 
 
 if __name__ == "__main__":
     engine, *arguments = sys.argv[1:]
     with running_cluster(engine) as environment:
-        code = subprocess.call(nested_pytest(arguments or [str(TESTS)]), env=environment, cwd=TESTS.parent)
+        code = subprocess.call(nested_pytest(engine, arguments or [str(TESTS / "conformance")]), env=environment,
+                               cwd=TESTS.parent)
     sys.exit(code)

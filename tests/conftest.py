@@ -1,4 +1,5 @@
-"""Test harness: per-test timeouts (pyproject), bounded waits, and an autouse leak check.
+"""Test harness: per-test timeouts (pyproject), bounded waits, an autouse leak check, and the choice of
+backends for the conformance suite (``--backend``, ``--backend-plugin``; see tests/conformance/).
 
 The leak check fails a test that leaves behind a child process (searched recursively), a thread, a
 file descriptor or a /dev/shm entry. The multiprocessing forkserver and resource tracker are long-lived
@@ -8,13 +9,15 @@ helpers shared by the whole session, so they are started once up front and not c
 from __future__ import annotations
 
 import gc
+import importlib
 import multiprocessing
 import os
 import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import psutil
 import pytest
@@ -26,18 +29,27 @@ SLOWDOWN = float(os.environ.get("CONVEYOR_TEST_SLOWDOWN", "1"))
 
 LEAK_GRACE = 5.0 * SLOWDOWN
 
-CLUSTER = os.environ.get("CONVEYOR_TEST_CLUSTER") or None
-"""Cluster mode (set by test_cluster_conformance.py): every test parametrized over backends runs on
-this engine instead, against the running cluster that the engine's own setting names
-(``DASK_SCHEDULER_ADDRESS``, ``RAY_ADDRESS``); every other test is deselected."""
+DEFAULT_BACKENDS = "serial,thread,process"
+"""The backends the conformance suite (tests/conformance/) runs on unless ``--backend`` says otherwise."""
+
+CLUSTER: str | None = None
+"""The first chosen backend that runs on a cluster (``Capabilities.cross_host``), if any (set at
+configure time from ``--backend``): its engine client's process-wide threads are started once up
+front, and its engine's connection cache is not counted as our leak (see ``no_leaks``)."""
 
 
-def backends(*local: str) -> tuple[str, ...]:
-    """The backends a parametrized test runs on: ``local`` normally, the cluster in cluster mode."""
-    return (CLUSTER,) if CLUSTER else local
+def chosen_backends(config: pytest.Config) -> tuple[str, ...]:
+    """The backends named by ``--backend`` (or ``CONVEYOR_TEST_BACKEND``), in order."""
+    return tuple(name.strip() for name in config.getoption("--backend").split(",") if name.strip())
 
 
-BACKENDS = backends("serial", "thread", "process")
+def capabilities(backend: str) -> Any:
+    """What ``backend`` declares (its ``conveyor.abc.Capabilities``)."""
+    from conveyor._core.registry import backend_class
+
+    return backend_class(backend).capabilities
+
+
 START_METHODS = tuple(m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods())
 
 
@@ -45,10 +57,9 @@ def requires(backend: str, capability: str, why: str) -> None:
     """Skip unless ``backend`` has ``capability`` (a field of ``conveyor.abc.Capabilities``), saying why.
 
     Expectations follow what a backend declares, not its name, so a third-party backend that declares
-    the same capabilities is held to the same tests."""
-    from conveyor._core.registry import backend_class
-
-    if not getattr(backend_class(backend).capabilities, capability):
+    the same capabilities is held to the same tests. (To leave a backend out at collection time
+    instead, mark the test ``@pytest.mark.needs(...)``: see tests/conformance/conftest.py.)"""
+    if not getattr(capabilities(backend), capability):
         pytest.skip(f"{backend} lacks {capability}: {why}")
 
 
@@ -109,7 +120,7 @@ def _fds() -> set[int]:
 
 
 def _engine_sockets(fds: set[int]) -> set[int]:
-    """Among ``fds``, the sockets connected to a process of the Ray cluster (in Ray cluster mode).
+    """Among ``fds``, the sockets connected to a process of the Ray cluster (when Ray is the chosen backend).
 
     Ray's core worker keeps a connection to every worker process it has called (a pool's worker
     actors, the primitives' hub) and closes it in its own time, after the process has gone; that is
@@ -203,6 +214,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--all-start-methods", action="store_true", default=bool(os.environ.get("CONVEYOR_TEST_ALL_START_METHODS")),
         help="also run the tests marked all_start_methods (CPython's suites under every start method; "
              "or set CONVEYOR_TEST_ALL_START_METHODS=1)")
+    parser.addoption(
+        "--backend", default=os.environ.get("CONVEYOR_TEST_BACKEND") or DEFAULT_BACKENDS, metavar="NAME[,NAME...]",
+        help=f"the backends the conformance suite (tests/conformance/) runs on (default: {DEFAULT_BACKENDS}; "
+             "or set CONVEYOR_TEST_BACKEND)")
+    parser.addoption(
+        "--backend-plugin", action="append", metavar="MODULE",
+        default=[m for m in os.environ.get("CONVEYOR_TEST_BACKEND_PLUGIN", "").split(",") if m],
+        help="a module imported before the run, which registers a third-party backend with "
+             "conveyor.register_backend() (repeatable; or set CONVEYOR_TEST_BACKEND_PLUGIN)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CLUSTER
+    for module in config.getoption("--backend-plugin"):
+        importlib.import_module(module)
+    chosen = chosen_backends(config)
+    if not chosen:
+        raise pytest.UsageError("--backend names no backend")
+    for name in chosen:
+        try:
+            declared = capabilities(name)
+        except conveyor.BackendUnavailableError as error:
+            raise pytest.UsageError(f"--backend {name}: {error}") from None
+        if CLUSTER is None and declared.cross_host:
+            CLUSTER = name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -211,20 +247,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("all_start_methods"):
                 item.add_marker(skip)
-    if CLUSTER is None:
-        return
-    keep, drop = [], []
-    for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        (keep if CLUSTER in params.values() else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_helpers() -> Iterator[None]:
-    """Start the forkserver and resource tracker once (in cluster mode: the engine client's
+    """Start the forkserver and resource tracker once (on a cluster backend: the engine client's
     process-wide threads), so that no test is blamed for them."""
     if CLUSTER is not None:
         with conveyor.Pool(1, backend=CLUSTER) as pool:
@@ -281,30 +308,6 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         problems.append(f"/dev/shm entries left: {sorted(extra_shm)}")
     if problems:
         pytest.fail("leak check: " + "; ".join(problems), pytrace=False)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_pool(backend: str) -> Iterator[Callable[..., conveyor.Pool]]:
-    """Pools for the current backend, shut down (and their accounting checked) after the test."""
-    pools: list[conveyor.Pool] = []
-
-    def make(workers: int = 2, **options: Any) -> conveyor.Pool:
-        pool = conveyor.Pool(workers, backend=options.pop("backend", backend), **options)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.shutdown(wait=True, kill=True)
-    for pool in pools:
-        stats = pool.statistics()
-        assert stats["in_flight"] == 0, stats
-        assert stats["submitted"] == stats["succeeded"] + stats["failed"] + stats["cancelled"], stats
 
 
 PY = sys.executable

@@ -125,15 +125,3 @@ def test_the_next_call_of_a_function_known_to_be_tiny_sends_no_probes():
         sizes.clear()
         assert pool.map(square, range(10), chunksize=3) == [x * x for x in range(10)]
         assert sizes == [3, 3, 3, 1]  # a fixed chunk size is used as it is
-
-
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_a_list_tuple_or_range_is_sliced_into_batches_with_the_results_of_any_iterable(backend):
-    with conveyor.Pool(2, backend=backend) as pool:
-        expected = [x * x for x in range(5_003)]
-        for make in (list, tuple, lambda r: r, iter):
-            assert pool.map(tasks.square, make(range(5_003))) == expected
-            assert list(pool.imap(tasks.square, make(range(5_003)), chunksize=7)) == expected
-        assert pool.starmap(tasks.add, [(1, 2), (3, 4)] * 3) == [3, 7] * 3
-        assert pool.map(tasks.square, range(0, 40, 3)) == [x * x for x in range(0, 40, 3)]
-        assert pool.map(tasks.square, []) == [] and pool.map(tasks.square, ()) == []

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 import conveyor
-from conftest import backends
 from conveyor._core.config import default_start_method
 from conveyor.cli import main
 from conveyor.pool import default_workers
@@ -55,11 +54,6 @@ def write_job(tmp_path: Path, source: str, name: str = "job.py") -> Path:
 
 
 # -- conveyor run: inputs and order ----------------------------------------------------------------
-@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
-def test_range_with_module_function_in_order(backend: str) -> None:
-    proc = cli("run", "--range", "0:200", "operator:neg", "--backend", backend, "--workers", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert results(proc) == [-i for i in range(200)]
 
 
 def test_range_with_step_and_fixed_chunksize() -> None:
@@ -188,29 +182,6 @@ def test_stdin_is_streamed_not_read_to_the_end_first() -> None:
     assert proc.returncode == 0
     assert [json.loads(first)] + [json.loads(lines.get_nowait()) for _ in range(lines.qsize())] == \
         [-i for i in range(1, 41)]
-
-
-@pytest.mark.parametrize("backend", backends("thread", "process"))
-def test_live_stdin_result_comes_out_before_the_next_line(backend: str) -> None:
-    command = [sys.executable, "-m", "conveyor", "run", "--json", "operator:neg", "--backend", backend,
-               "--workers", "2", "--quiet"]
-    lines: queue.Queue[str] = queue.Queue()
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
-        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])  # type: ignore
-        reader.start()
-        try:
-            proc.stdin.write("7\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            first = lines.get(timeout=30)  # one line, and stdin stays open: its result comes out anyway
-            proc.stdin.write("8\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            second = lines.get(timeout=30)
-        finally:
-            proc.stdin.close()  # type: ignore[union-attr]
-            reader.join(timeout=30)
-        assert proc.wait(timeout=30) == 0
-    assert (first, second) == ("-7\n", "-8\n")
-    assert lines.empty()
 
 
 def test_failure_on_live_stdin_ends_the_command_while_stdin_stays_open(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """What the conformance suite cannot show of the Dask primitives: the hub's objects used from tasks
 (containers, LIFO and priority queues, ``task_done``/``join``, arrays), how many calls an operation
 costs, Ctrl-C during a blocked acquire, a holder killed while it holds a lock, and the errors when
-an object's factory or the hub's worker is gone.
-(The stdlib semantics themselves are checked by test_primitives.py and test_primitive_models.py in
-cluster mode: ``python tests/clusters.py dask tests/test_primitives.py``.)
+an object's factory or the hub's worker is gone. (The stdlib semantics themselves are checked by
+the conformance suite on Dask: ``python tests/clusters.py dask tests/conformance/test_primitives.py``;
+the hub without an engine by test_hub.py.)
 
 Every scenario runs as a script of its own (a Dask client keeps process-wide threads) against one
 2-worker cluster for the module, started in a process tree of its own (tests/clusters.py).

@@ -1,10 +1,11 @@
 """TaskGroup on Dask, what only Dask has: a task is a process started by a worker, outside its slots.
 
-tests/test_group.py runs on Dask in cluster mode (``python tests/clusters.py dask tests/test_group.py``);
-these run in every mode, on a cluster in a process tree of their own (so that the leak check still
-sees a task process left behind: it is our descendant), and check what that suite cannot: where the
-task's process runs, that stopping it leaves its worker and the other tasks alone, that a task not yet
-started is dropped without ever running, and what a worker's death does to its task.
+tests/conformance/test_group.py runs on Dask in test_cluster_conformance.py (by hand: ``python
+tests/clusters.py dask tests/conformance/test_group.py``); these run in every run, on a cluster in a
+process tree of their own (so that the leak check still sees a task process left behind: it is our
+descendant), and check what that suite cannot: where the task's process runs, that stopping it leaves
+its worker and the other tasks alone, that a task not yet started is dropped without ever running, and
+what a worker's death does to its task.
 """
 
 from __future__ import annotations

@@ -330,19 +330,6 @@ def test_worker_state_from_the_initializer(method):
         assert set(pool.map(t.state_value, range(8))) == {"model"}
 
 
-@pytest.mark.parametrize("backend", ["thread", "serial"])
-def test_shared_and_state_on_in_process_backends(backend):
-    table = np.arange(4.0 * 10).reshape(4, 10)
-    with conveyor.Pool(2, backend=backend, shared=table, initializer=t.set_state, initargs=(3,)) as pool:
-        assert pool.map(t.shared_total, range(4)) == pytest.approx(list(table.sum(axis=1)))
-        assert set(pool.map(t.state_value, range(4))) == {3}
-        counts = pool.SharedArray(2, "int64")
-        pool.starmap(t.add_to_shared, [(counts, 0, 10)] * 4)
-        assert counts.array.tolist() == [40, 0]
-    with conveyor.Pool(2, backend=backend, shared={"rows": table}) as pool:  # an object with .get
-        assert pool.submit(t.shared_keys).result() == ["rows"]
-
-
 # -- cleanup after real faults ----------------------------------------------------------------------
 def test_worker_killed_while_holding_large_data(method):
     a = big_array()

@@ -1,4 +1,5 @@
-"""The worker finalizer (``Pool(finalizer=..., finalargs=...)``), the counterpart of the initializer.
+"""The worker finalizer on one engine each: recycling, kills, timeouts, logging, the serial and thread
+backends' rules (every backend's part is in conformance/test_finalizer.py).
 
 Each finalizer here appends ``pid thread-name text`` to a file, so a test can count which workers ran
 it. A worker runs it when it ends normally (graceful shutdown, recycling); a killed process does not.
@@ -6,7 +7,6 @@ it. A worker runs it when it ends normally (graceful shutdown, recycling); a kil
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -44,25 +44,6 @@ def _check_once_per_worker(pool: conveyor.Pool, path: Path) -> list[list[str]]:
     if pool.backend_name == "thread":
         assert all(name.startswith("conveyor-thread-") for _, name, *_ in lines), lines
     return lines
-
-
-def test_finalizer_runs_once_in_each_worker_on_graceful_shutdown(backend, tmp_path):
-    path = tmp_path / "final"
-    with conveyor.Pool(2, backend=backend, finalizer=tasks.append_line, finalargs=(str(path), "bye")) as pool:
-        assert pool.map(tasks.square, range(20)) == [x * x for x in range(20)]
-        assert _lines(path) == []  # not before the end
-    lines = _check_once_per_worker(pool, path)
-    assert len(lines) == (1 if backend == "serial" else 2)
-    assert all(text == ["bye"] for _, _, *text in lines)
-
-
-def test_close_and_join_run_the_finalizer(backend, tmp_path):
-    path = tmp_path / "final"
-    pool = conveyor.Pool(2, backend=backend, finalizer=tasks.append_line, finalargs=(str(path),))
-    pool.map(tasks.square, range(4))
-    pool.close()
-    pool.join()
-    _check_once_per_worker(pool, path)
 
 
 @pytest.mark.parametrize("backend", ("thread", "process"))  # recycling: local backends (clusters refuse it)
@@ -103,19 +84,6 @@ def test_a_process_worker_killed_for_its_timeout_does_not_run_the_finalizer(tmp_
     assert len(_lines(path)) == started - 1  # all but the killed one
 
 
-def test_a_raising_finalizer_does_not_break_shutdown(backend, tmp_path, caplog):
-    path = tmp_path / "final"
-    with caplog.at_level(logging.WARNING, logger="conveyor"), \
-            conveyor.Pool(2, backend=backend, finalizer=tasks.append_line_then_raise,
-                          finalargs=(str(path),)) as pool:
-        assert pool.map(tasks.square, range(4)) == [0, 1, 4, 9]
-    _check_once_per_worker(pool, path)
-    if not pool._backend.capabilities.needs_pickle:  # the workers are threads of this process: logged here
-        warnings = [r for r in caplog.records if "finalizer" in r.getMessage()]
-        assert len(warnings) == len(_lines(path))
-        assert all("finalizer is broken" in repr(r.exc_info[1]) for r in warnings)
-
-
 def test_a_raising_finalizer_is_logged_on_the_worker_stderr(tmp_path, capfd):
     # spawn: the worker's stderr is this process's (captured) stderr.
     path = tmp_path / "final"
@@ -153,11 +121,6 @@ def test_an_unpicklable_finalizer_fails_at_construction():
         conveyor.Pool(1, backend="process", finalizer=_Unpicklable())
     with pytest.raises(conveyor.PicklingError, match="finalargs"):
         conveyor.Pool(1, backend="process", finalizer=tasks.append_line, finalargs=(_Unpicklable(),))
-
-
-def test_a_finalizer_must_be_callable(backend):
-    with pytest.raises(TypeError, match="finalizer must be callable"):
-        conveyor.Pool(1, backend=backend, finalizer="not a function")
 
 
 def test_serial_runs_the_finalizer_once_unless_the_initializer_failed(tmp_path):

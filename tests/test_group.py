@@ -1,4 +1,5 @@
-"""TaskGroup: scoped threads and processes, on every backend (and processes under every start method).
+"""TaskGroup: what is specific to one backend (signals, crashes, start methods, the serial and thread
+backends' own rules). What every backend must pass is in conformance/test_group.py.
 
 Task functions defined here travel by value (cloudpickle), so child processes do not import this test
 module; exception types come from ``tasks`` so they keep their identity across processes.
@@ -6,7 +7,6 @@ module; exception types come from ``tasks`` so they keep their identity across p
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
@@ -19,20 +19,11 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import START_METHODS, backends, bounded, wait_until
+from conftest import START_METHODS, bounded, wait_until
 from test_signals import Scenario, _interrupt
 
 pytestmark = pytest.mark.timeout(60)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-KINDS = backends("serial", "thread", *(f"process-{method}" for method in START_METHODS))
-LIVE = backends("thread", "process")  # backends whose tasks run concurrently with the block
-
-
-def own_process(kind: str) -> bool:
-    """Whether each task runs in a process of its own: on processes, and on Dask and Ray (a process
-    started by a worker or an actor, with the process backend's exit codes and remote tracebacks)."""
-    return kind.startswith(("process", "dask", "ray"))
 
 
 def make_context(kind: str) -> conveyor.Context:
@@ -41,13 +32,6 @@ def make_context(kind: str) -> conveyor.Context:
 
 
 # -- task functions --------------------------------------------------------------------------------
-def describe(a, b=0, *, c=0):
-    """Who ran the call, and with what."""
-    if multiprocessing.parent_process() is not None:
-        name = multiprocessing.current_process().name
-    else:
-        name = threading.current_thread().name
-    return {"sum": a + b + c, "pid": os.getpid(), "name": name}
 
 
 def sleep_loop(seconds=60.0):
@@ -63,11 +47,6 @@ def fail_after(seconds, message="boom"):
     raise tasks.CustomError(7, message)
 
 
-def wait_for_event(event):
-    event.wait()
-    return "released"
-
-
 def ignore_sigterm(ready):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ready.set()
@@ -79,12 +58,6 @@ def produce(q, count):
         q.put(i)
     q.shutdown()
     return count
-
-
-def produce_then_fail(q, count):
-    for i in range(count):
-        q.put(i)
-    raise tasks.CustomError(3, "producer broke")
 
 
 def consume(q):
@@ -108,89 +81,10 @@ def stubborn(stop):
     return "stopped"
 
 
-def fail_at_barrier(barrier, error):
-    barrier.wait()
-    raise error
-
-
 # -- results and attributes, everywhere ------------------------------------------------------------
-@pytest.mark.parametrize("kind", KINDS)
-def test_results_names_pids_and_exit_codes(kind):
-    ctx = make_context(kind)
-    with ctx.TaskGroup() as g:
-        first = g.spawn(describe, 1, 2, c=3, name="first")
-        second = g.spawn(describe, 10, name="second")
-    for task, total in ((first, 6), (second, 10)):
-        info = task.result()
-        assert info["sum"] == total
-        if kind != "serial":  # serial runs the call in the caller's own thread
-            assert task.name == info["name"]
-        assert task.pid == info["pid"]
-        assert task.exitcode == 0
-        assert not task.is_alive()
-        assert task.done()
-        assert task.join(0.01) is None
-    if own_process(kind):
-        assert first.pid != os.getpid() and first.pid != second.pid
-    else:
-        assert first.pid == os.getpid()
-    assert first.name == "first" and second.name == "second"
-    assert g.tasks == (first, second) and g.errors == []
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_lambdas_closures_and_default_names(kind):
-    offset = 100
-    ctx = make_context(kind)
-    with ctx.TaskGroup() as g:
-        task = g.spawn(lambda x: x + offset, 1)
-        named = g.spawn(tasks.square, 5)
-    assert task.result() == 101 and named.result() == 25
-    assert task.name == "<lambda>" and named.name == "square"
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_an_exception_is_raised_at_exit_with_its_type(kind):
-    ctx = make_context(kind)
-    with pytest.raises(tasks.CustomError) as caught, ctx.TaskGroup() as g:
-        task = g.spawn(fail_after, 0.0)
-    assert caught.value.code == 7
-    assert g.errors == [caught.value]
-    assert task.exitcode == 1
-    with pytest.raises(tasks.CustomError):
-        task.result()
-    if own_process(kind):
-        assert isinstance(caught.value.__cause__, conveyor.RemoteTraceback)
-        assert "fail_after" in str(caught.value.__cause__)
-
-
-@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
-def test_top_level_pool_and_context_groups(backend):
-    with conveyor.TaskGroup(backend) as g:
-        a = g.spawn(tasks.add, 1, 2)
-    with conveyor.Pool(1, backend=backend) as pool, pool.TaskGroup() as g2:
-        b = g2.spawn(tasks.add, 3, 4)
-    with conveyor.config(backend=backend), conveyor.TaskGroup() as g3:
-        c = g3.spawn(tasks.add, 5, 6)
-    assert (a.result(), b.result(), c.result()) == (3, 7, 11)
-    assert g.backend == g2.backend == g3.backend == backend
 
 
 # -- a running task --------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", LIVE)
-def test_running_task_is_alive_and_join_times_out(backend):
-    ctx = conveyor.context(backend)
-    event = ctx.Event()
-    with ctx.TaskGroup() as g:
-        task = g.spawn(wait_for_event, event)
-        assert task.join(0.2) is None
-        assert task.is_alive() and task.exitcode is None and not task.done()
-        with pytest.raises(conveyor.ResultTimeoutError):
-            task.result(timeout=0.1)
-        event.set()
-        task.join(bounded(30))
-        assert not task.is_alive()
-    assert task.result() == "released" and task.exitcode == 0
 
 
 # -- failure cancels the others --------------------------------------------------------------------
@@ -213,19 +107,6 @@ def test_failure_cancels_a_long_sibling_and_is_raised_at_exit(kind):
         assert sibling.exitcode == 1
 
 
-@pytest.mark.parametrize("backend", LIVE)
-def test_failure_cancels_siblings_while_the_block_still_runs(backend):
-    ctx = conveyor.context(backend)
-    with pytest.raises(tasks.CustomError), ctx.TaskGroup() as g:
-        sibling = g.spawn(sleep_loop, 60)
-        failing = g.spawn(fail_after, 0.1)
-        # The block goes on; the group noticed the failure by itself and cancelled the sibling.
-        assert wait_until(lambda: not sibling.is_alive(), 10)
-        assert failing.done()
-        with pytest.raises(conveyor.PoolClosedError, match="cancelling"):
-            g.spawn(sleep_loop, 60)  # refused; the block's exit raises the task's failure instead
-
-
 def test_serial_runs_each_task_at_spawn_and_refuses_after_a_failure():
     ctx = conveyor.context("serial")
     order = []
@@ -235,33 +116,6 @@ def test_serial_runs_each_task_at_spawn_and_refuses_after_a_failure():
         g.spawn(fail_after, 0)
         g.spawn(order.append, "never")  # raises PoolClosedError: the group is cancelling
     assert order == ["a"]
-
-
-@pytest.mark.parametrize("backend", LIVE)
-def test_failed_producer_cancels_a_consumer_blocked_on_the_queue(backend):
-    ctx = conveyor.context(backend)
-    q = ctx.Queue(maxsize=4)
-    with pytest.raises(tasks.CustomError, match="producer broke"), ctx.TaskGroup() as g:
-        consumer = g.spawn(consume, q, name="consumer")
-        g.spawn(produce_then_fail, q, 10, name="producer")
-    with pytest.raises(conveyor.TaskCancelledError):
-        consumer.result()
-
-
-@pytest.mark.parametrize("error", [KeyError, KeyboardInterrupt])
-@pytest.mark.parametrize("backend", LIVE)
-def test_the_block_s_exception_wins_and_cancels_every_task(backend, error):
-    ctx = conveyor.context(backend)
-    start = time.monotonic()
-    with pytest.raises(error), ctx.TaskGroup() as g:
-        running = [g.spawn(sleep_loop, 60) for _ in range(2)]
-        raise error("from the block")
-    assert time.monotonic() - start < bounded(5)
-    assert g.errors == []
-    for task in running:
-        assert not task.is_alive()
-        with pytest.raises(conveyor.TaskCancelledError):
-            task.result()
 
 
 def test_ctrl_c_while_waiting_wins_over_the_block_s_exception():
@@ -282,19 +136,6 @@ def test_ctrl_c_while_waiting_wins_over_the_block_s_exception():
         timer.join()
     task.join(bounded(5))
     assert task.result() == "stopped"
-
-
-@pytest.mark.parametrize("backend", LIVE)
-def test_several_failures_first_is_raised_and_others_are_kept(backend):
-    ctx = conveyor.context(backend)
-    barrier = ctx.Barrier(2)
-    with pytest.raises((ValueError, KeyError)) as caught, ctx.TaskGroup() as g:
-        g.spawn(fail_at_barrier, barrier, ValueError("one"))
-        g.spawn(fail_at_barrier, barrier, KeyError("two"))
-    assert g.errors[0] is caught.value
-    assert {type(error) for error in g.errors} <= {ValueError, KeyError}
-    if len(g.errors) == 2 and sys.version_info >= (3, 11):  # both failed before either was cancelled
-        assert "1 other task(s) failed too" in caught.value.__notes__[-1]
 
 
 # -- crashes and terminate() -----------------------------------------------------------------------
@@ -318,22 +159,6 @@ def test_a_child_exiting_without_reporting_raises_worker_crashed():
         task = g.spawn(tasks.crash, 0, "exit")
     assert caught.value.exitcode == 7 and caught.value.signal_name is None
     assert task.exitcode == 7
-
-
-@pytest.mark.parametrize("backend", LIVE)
-def test_terminate_cancels_one_task_without_failing_the_group(backend):
-    ctx = conveyor.context(backend)
-    with ctx.TaskGroup() as g:
-        victim = g.spawn(sleep_loop, 60)
-        other = g.spawn(tasks.add, 1, 1)
-        time.sleep(0.1)
-        victim.terminate()
-        victim.join(bounded(10))
-        assert not victim.is_alive()
-    assert g.errors == [] and other.result() == 2
-    with pytest.raises(conveyor.TaskCancelledError):
-        victim.result()
-    assert victim.exitcode == (-signal.SIGTERM if own_process(backend) else 1)
 
 
 def test_terminate_interrupts_a_thread_blocked_on_a_conveyor_queue():
@@ -387,20 +212,6 @@ def test_unpicklable_argument_raises_pickling_error_at_spawn():
 def test_unpicklable_result_fails_that_task():
     with pytest.raises(conveyor.PicklingError, match="result"), conveyor.context("process").TaskGroup() as g:
         g.spawn(tasks.return_lock, None)
-
-
-@pytest.mark.parametrize("backend", backends("serial", "thread", "process"))
-def test_spawn_outside_the_block_is_refused(backend):
-    group = conveyor.TaskGroup(backend)
-    with pytest.raises(conveyor.PoolClosedError, match="enter"):
-        group.spawn(tasks.square, 2)
-    with group as g:
-        g.spawn(tasks.square, 2)
-    with pytest.raises(conveyor.PoolClosedError, match="exited"):
-        g.spawn(tasks.square, 3)
-    with pytest.raises(conveyor.PoolClosedError), group:
-        pass
-    assert isinstance(conveyor.PoolClosedError("x"), RuntimeError)
 
 
 # -- producer / consumer ---------------------------------------------------------------------------
@@ -511,28 +322,6 @@ def test_tasks_die_with_their_parent(tmp_path, method, where):
     finally:
         scenario.kill()
         scenario.close()
-
-
-def _serve_forever():
-    while True:
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize("backend", LIVE)
-def test_system_exit_from_a_sigterm_handler_while_waiting_stops_the_tasks(backend):
-    """Only KeyboardInterrupt used to cancel the tasks when the block's wait was interrupted: a
-    SystemExit (the usual SIGTERM handler) left them running, and the interpreter hung at exit."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-    try:
-        timer.start()
-        with pytest.raises(SystemExit), conveyor.context(backend).TaskGroup() as g:
-            task = g.spawn(_serve_forever)
-    finally:
-        timer.join()
-        signal.signal(signal.SIGTERM, previous)
-    task.join(bounded(10))
-    assert not task.is_alive()
 
 
 @pytest.mark.parametrize("method", [m for m in START_METHODS if m == "fork"])

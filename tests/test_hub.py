@@ -2,7 +2,7 @@
 
 Dask and Ray run the same hub (``_shared/hub/core.py``) and the same clients; only the transport
 differs. Here the transport is in-process (``hub_loopback.py``), so these tests check everything
-but the engine: the Hypothesis models of test_primitive_models.py against the hub's semantics, the
+but the engine: the Hypothesis models of conformance/test_primitive_models.py against the hub's semantics, the
 dead-holder rule (a lock whose holder goes silent is freed after its lease, and a live holder keeps
 its lock however long it holds it), Ctrl-C giving back what a pending call took, the lifetime of a
 factory's objects, and the cost of an operation in round trips. The engines' own tests
@@ -21,7 +21,7 @@ import pytest
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 import conveyor
-import test_primitive_models as models
+from conformance import test_primitive_models as models
 from conftest import bounded, wait_until
 from conveyor._backends._shared.hub import space as hub_space
 from hub_loopback import LoopbackHub, LoopbackPrimitives

@@ -19,14 +19,6 @@ def test_pool_keywords_are_exactly_the_signature_of_pool() -> None:
     assert set(POOL_KEYWORDS) == parameters
 
 
-@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
-@pytest.mark.parametrize(("typo", "meant"), [("task_timout", "task_timeout"), ("progres", "progress"),
-                                              ("max_task_per_worker", "max_tasks_per_worker")])
-def test_a_misspelt_option_names_the_closest_known_one(backend: str, typo: str, meant: str) -> None:
-    with pytest.raises(TypeError, match=rf"unexpected keyword argument '{typo}': did you mean {meant}\?"):
-        conveyor.Pool(1, backend=backend, **{typo: 1})
-
-
 @pytest.mark.parametrize(("stdlib", "ours"), [("processes", "workers"), ("max_workers", "workers"),
                                               ("maxtasksperchild", "max_tasks_per_worker"),
                                               ("max_tasks_per_child", "max_tasks_per_worker"),

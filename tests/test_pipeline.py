@@ -1,6 +1,6 @@
-"""Pipelines on every backend combination: results, order, generator stages, per-worker hooks, errors
-raised or collected, a stage worker killed, the consumer stopping early, a failing source, an infinite
-source with a bounded consumer, Ctrl-C, and statistics."""
+"""Pipelines on every combination of the local backends (a stage on each): results, order, errors raised
+or collected, a stage worker killed, the consumer stopping early, a failing source, an infinite source
+with a bounded consumer, Ctrl-C, and statistics. Single-backend pipelines: conformance/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 import conveyor
 from conveyor._core.chunking import MAX_UNSIZED
-from conftest import backends, bounded
+from conftest import bounded
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -54,12 +54,6 @@ def test_map_filter_flat_map_batch_keep_order_on_every_combination(backends):
     assert stats["stages"][2]["dropped"] == 100
 
 
-@pytest.mark.parametrize("backend", backends("thread", "process"))
-def test_unordered_stages_lose_and_duplicate_nothing(backend):
-    pipe = conveyor.Pipeline(range(500)).map(lambda x: x * x, workers=4, backend=backend, ordered=False)
-    assert sorted(pipe) == [x * x for x in range(500)]
-
-
 def test_a_pipeline_can_be_run_again_and_extended_without_changing_the_original():
     base = conveyor.Pipeline(range(5)).map(lambda x: x + 1, backend="thread")
     longer = base.map(lambda x: x * 10, backend="thread")
@@ -68,39 +62,6 @@ def test_a_pipeline_can_be_run_again_and_extended_without_changing_the_original(
     assert base.run() == [1, 2, 3, 4, 5]
     total = []
     assert longer.run(sink=total.append) == 5 and total == [10, 20, 30, 40, 50]
-
-
-_OPENED = []
-
-
-def _connect():
-    _OPENED.append(os.getpid())
-
-
-def _uses_connection(x):
-    return (x, bool(_OPENED))
-
-
-def _per_worker(items):
-    connection = {"pid": os.getpid(), "used": 0}     # state kept open for all of this worker's items
-    for item in items:
-        connection["used"] += 1
-        yield (item, connection["pid"])
-
-
-@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
-def test_generator_stages_run_once_per_worker_over_an_iterator(backend):
-    workers = 1 if backend == "serial" else 2
-    out = conveyor.Pipeline(range(200)).map(_per_worker, workers=workers, backend=backend).run()
-    assert sorted(item for item, _ in out) == list(range(200))
-    if backend == "process":
-        assert os.getpid() not in {pid for _, pid in out}
-
-
-@pytest.mark.parametrize("backend", backends("thread", "process"))
-def test_on_start_runs_in_each_worker_before_its_items(backend):
-    out = conveyor.Pipeline(range(20)).map(_uses_connection, workers=2, backend=backend, on_start=_connect).run()
-    assert all(opened for _, opened in out)
 
 
 def _fail_on_13(x):
@@ -295,30 +256,6 @@ def test_ctrl_c_stops_every_stage_and_leaves_no_process():
         proc.stdout.close()
 
 
-def _write_line(path, text):
-    with open(path, "a") as file:
-        file.write(text + "\n")
-
-
-@pytest.mark.parametrize("backend", backends("thread", "process", "serial"))
-@pytest.mark.parametrize("generator", [False, True], ids=["function", "generator"])
-def test_on_start_and_on_stop_run_once_per_worker(tmp_path, backend, generator):
-    log = tmp_path / "log"
-    fn = _per_worker if generator else (lambda x: (x, os.getpid()))
-    workers = 1 if backend == "serial" else 2
-    out = conveyor.Pipeline(range(50)).map(
-        fn, workers=workers, backend=backend,
-        on_start=lambda: _write_line(log, f"start {os.getpid()}"),
-        on_stop=lambda: _write_line(log, f"stop {os.getpid()}")).run()
-    assert sorted(item for item, _ in out) == list(range(50))
-    events = [line.split() for line in log.read_text().splitlines()]
-    starts = sorted(pid for event, pid in events if event == "start")
-    stops = sorted(pid for event, pid in events if event == "stop")
-    assert starts == stops and 1 <= len(starts) <= workers
-    if backend == "process":
-        assert str(os.getpid()) not in starts
-
-
 def _hang_on_3(x):
     if x == 3:
         time.sleep(60)
@@ -349,20 +286,3 @@ def _die_first_time(args):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return x
-
-
-def _raise_first_time(args):
-    x, folder = args
-    marker = os.path.join(folder, f"raised-{x}")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        raise OSError(f"first try of {x} fails")
-    return x
-
-
-@pytest.mark.parametrize("backend", backends("thread", "process"))
-def test_a_stage_with_retries_tries_a_raising_item_again(tmp_path, backend):
-    items = [(x, str(tmp_path)) for x in range(6)]
-    assert conveyor.Pipeline(items).map(_raise_first_time, backend=backend, retries=1).run() == list(range(6))
-    with pytest.raises(OSError, match="first try"):   # without retries, the first failure is final
-        conveyor.Pipeline([(9, str(tmp_path))]).map(_raise_first_time, backend=backend).run()

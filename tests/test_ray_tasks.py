@@ -1,11 +1,11 @@
 """TaskGroup on Ray, what only Ray has: a task is a process started by an actor of its own.
 
-tests/test_group.py runs on Ray in cluster mode (``python tests/clusters.py ray tests/test_group.py``);
-these run in every mode, on a Ray in a process tree of their own (so that the leak check still sees a
-task process or actor left behind: they are our descendants), and check what that suite cannot: where
-the task's process runs, that more tasks than CPUs run at once, that stopping one leaves the others
-alone, that a task stopped before it started never runs, and what the death of its actor or of the
-program that spawned it does to a task.
+tests/conformance/test_group.py runs on Ray in test_cluster_conformance.py (by hand: ``python
+tests/clusters.py ray tests/conformance/test_group.py``); these run in every run, on a Ray in a process
+tree of their own (so that the leak check still sees a task process or actor left behind: they are our
+descendants), and check what that suite cannot: where the task's process runs, that more tasks than CPUs
+run at once, that stopping one leaves the others alone, that a task stopped before it started never
+runs, and what the death of its actor or of the program that spawned it does to a task.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The conformance suite: what every backend must pass (see README.md)."""
