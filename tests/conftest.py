@@ -25,7 +25,9 @@ import pytest
 import conveyor
 
 SLOWDOWN = float(os.environ.get("CONVEYOR_TEST_SLOWDOWN", "1"))
-"""Scale every bounded wait in the tests (set >1 on a slow or loaded machine)."""
+"""The one slow-machine factor: every bounded wait in the tests (``bounded()``, ``wait_until()``, the
+leak check's grace) and every test's time limit are multiplied by it (set it above 1 on a slow or
+loaded machine)."""
 
 LEAK_GRACE = 5.0 * SLOWDOWN
 
@@ -242,6 +244,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SLOWDOWN != 1:  # every test's own time limit scales with the waits in it
+        default = float(config.getini("timeout") or 0)
+        for item in items:
+            marker = item.get_closest_marker("timeout")
+            seconds = float(marker.args[0]) if marker is not None and marker.args else default
+            if seconds:
+                item.add_marker(pytest.mark.timeout(seconds * SLOWDOWN), append=False)
     if not config.getoption("--all-start-methods"):
         skip = pytest.mark.skip(reason="under every start method only with --all-start-methods")
         for item in items:
