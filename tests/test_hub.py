@@ -168,3 +168,17 @@ def test_an_operation_is_one_round_trip(factory, hub):
                             ("release", lock.release), ("rlock", rlock.acquire), ("rlock again", rlock.acquire),
                             ("semaphore", sem.acquire), ("release", sem.release)]:
         assert cost(operation) == 1, name
+
+
+def test_the_hub_forgets_silent_callers_that_hold_nothing(factory, hub, monkeypatch):
+    """Every task process of a long run calls the hub once: it must not remember them all."""
+    monkeypatch.setenv("CONVEYOR_CLUSTER_LEASE", "3600")
+    lock = factory.Lock()
+    lock._space.call(lock._key, "acquire", ("an-old-holder:1", 3600.0, 1))  # silent, but holding
+    long_ago = time.monotonic() - 3600
+    hub.hub._heard.update({f"finished-task-{n}": long_ago for n in range(300)})
+    hub.hub._heard["an-old-holder"] = long_ago + 1
+    hub.hub._next_expiry_check = 0.0
+    assert lock.locked()                                   # any call looks
+    assert "an-old-holder" in hub.hub._heard and lock.locked()
+    assert not any(process.startswith("finished-task-") for process in hub.hub._heard)

@@ -36,6 +36,9 @@ OK, LATER, ERROR, GONE = "ok", "later", "error", "gone"
 EXPIRY_CHECK_SECONDS = 0.5
 """How often (at most) the hub looks for locks whose holder's lease ran out."""
 
+FORGET_AFTER_PROCESSES, FORGET_AFTER_SECONDS = 256, 600.0
+"""Past this many callers, those silent this long that hold no lock are forgotten."""
+
 
 class Hub:
     """Objects by key, their waiters, and the liveness of the processes that hold locks."""
@@ -110,12 +113,18 @@ class Hub:
         if now < self._next_expiry_check:
             return
         self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
+        holders = set()
         for key, state in self._objects.items():
             if isinstance(state, LockState) and state.depth and state.owner is not None:
-                heard = self._heard.setdefault(process_of(state.owner), now)
-                if now - heard > state.lease:
+                holder = process_of(state.owner)
+                if now - self._heard.setdefault(holder, now) > state.lease:
                     state.free()
                     self._changed(key)
+                else:
+                    holders.add(holder)
+        if len(self._heard) > FORGET_AFTER_PROCESSES:  # every task process of a long run calls once
+            self._heard = {process: heard for process, heard in self._heard.items()
+                           if process in holders or now - heard < FORGET_AFTER_SECONDS}
 
     async def _next_change(self, key: str, seconds: float) -> bool:
         """Wait until the object changes (True) or ``seconds`` pass (False)."""
