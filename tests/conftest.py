@@ -81,6 +81,36 @@ def wait_until(predicate: Callable[[], bool], seconds: float, interval: float = 
         time.sleep(interval)
 
 
+def workers_started(pool: Any) -> int:
+    """How many workers ``pool`` ever started (each of which should run its finalizer once, if not
+    killed), read from its statistics."""
+    stats = pool.statistics()
+    if "workers_started" in stats:  # workers of their own, counted by the backend
+        return stats["workers_started"]
+    if "workers_replaced" in stats:  # a fixed set of workers, replaced when recycled
+        return pool.workers + stats["workers_replaced"]
+    return 1  # the caller's thread (tasks run inside submit), once
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in another thread, joined before returning; its result, or its exception re-raised."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller
+            box["error"] = error
+
+    thread = threading.Thread(target=run, name="test-helper")
+    thread.start()
+    thread.join(bounded(10))
+    assert not thread.is_alive(), "the helper thread hung"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def _is_session_helper(proc: psutil.Process) -> bool:
     try:
         text = " ".join(proc.cmdline())

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conveyor import ShutDown
+
 
 def square(x: int) -> int:
     return x * x
@@ -109,6 +111,20 @@ def spin(seconds: float) -> int:
     return n
 
 
+def sleep_loop(seconds: float = 60.0) -> str:
+    """A long task that stays in Python code (so a thread can be interrupted too)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+    return "finished"
+
+
+def fail_after(seconds: float, message: str = "boom") -> None:
+    """Sleep, then raise ``CustomError(7, message)``: a task that fails while its siblings still run."""
+    time.sleep(seconds)
+    raise CustomError(7, message)
+
+
 def ignore_sigterm_and_sleep(seconds: float) -> str:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(seconds)
@@ -156,6 +172,24 @@ def identity(x: Any) -> Any:
 _state: dict[str, Any] = {}
 
 
+def slow_identity(x: Any) -> Any:
+    """``x``, after 20 ms: a stage slow enough that the items before it queue up."""
+    time.sleep(0.02)
+    return x
+
+
+def consume_until_shutdown(q: Any) -> tuple[int, int]:
+    """Take numbers from ``q`` until it is shut down; how many there were and their sum."""
+    count = total = 0
+    while True:
+        try:
+            item = q.get()
+        except ShutDown:
+            return count, total
+        count += 1
+        total += item
+
+
 def remember(value: Any) -> None:
     _state["value"] = value
 
@@ -184,6 +218,12 @@ def append_line(path: str, text: str = "") -> None:
     """Append ``pid thread-name text`` to a file: a worker finalizer that leaves a trace."""
     with open(path, "a") as file:
         file.write(f"{os.getpid()} {threading.current_thread().name} {text}\n")
+
+
+def lines_appended(path: str | Path) -> list[list[str]]:
+    """What ``append_line`` wrote (none if nothing), each line split into ``[pid, thread name, text...]``."""
+    path = Path(path)
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def append_line_then_raise(path: str) -> None:

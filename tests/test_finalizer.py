@@ -1,9 +1,6 @@
-"""The worker finalizer on one engine each: recycling, kills, timeouts, logging, the serial and thread
-backends' rules (every backend's part is in conformance/test_finalizer.py).
-
-Each finalizer here appends ``pid thread-name text`` to a file, so a test can count which workers ran
-it. A worker runs it when it ends normally (graceful shutdown, recycling); a killed process does not.
-"""
+"""The worker finalizer where one engine behaves its own way: recycling, kills, timeouts, logging, and
+the serial and thread backends' rules. What every backend must do is in conformance/test_finalizer.py;
+both use ``tasks.append_line``, whose lines name the worker that ran the finalizer."""
 
 from __future__ import annotations
 
@@ -15,28 +12,15 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import bounded, wait_until
+from conftest import bounded, wait_until, workers_started
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _lines(path: Path) -> list[list[str]]:
-    """The finalizer's lines, each split into ``[pid, thread name, text...]``."""
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _workers_started(pool: conveyor.Pool) -> int:
-    """How many workers this pool ever started (each of which should finalize once, if not killed)."""
-    stats = pool.statistics()
-    if pool.backend_name == "thread":
-        return pool.workers + stats["workers_replaced"]
-    return stats.get("workers_started", 1)  # serial: the caller's thread, once
-
-
 def _check_once_per_worker(pool: conveyor.Pool, path: Path) -> list[list[str]]:
     """One line per worker started, each from a different worker, in the worker itself."""
-    lines = _lines(path)
-    assert len(lines) == _workers_started(pool), lines
+    lines = tasks.lines_appended(path)
+    assert len(lines) == workers_started(pool), lines
     workers = {(pid, name) for pid, name, *_ in lines}
     assert len(workers) == len(lines), lines
     if pool.backend_name == "process":
@@ -55,7 +39,7 @@ def test_each_recycled_worker_runs_the_finalizer(backend, tmp_path):
         if backend == "process":
             assert len(set(pids)) == 3
             # Recycled workers finalize as they go, before the pool is shut down.
-            assert wait_until(lambda: len(_lines(path)) >= 2, 10)
+            assert wait_until(lambda: len(tasks.lines_appended(path)) >= 2, 10)
     lines = _check_once_per_worker(pool, path)
     assert len(lines) >= 3  # a fourth worker may have started before the shutdown
 
@@ -69,7 +53,7 @@ def test_killed_process_workers_do_not_run_the_finalizer(tmp_path):
     pool.shutdown(wait=True, kill=True)
     with pytest.raises(conveyor.TaskCancelledError):
         future.result(timeout=bounded(10))
-    assert _lines(path) == []
+    assert tasks.lines_appended(path) == []
 
 
 def test_a_process_worker_killed_for_its_timeout_does_not_run_the_finalizer(tmp_path):
@@ -81,7 +65,7 @@ def test_a_process_worker_killed_for_its_timeout_does_not_run_the_finalizer(tmp_
         assert pool.submit(tasks.square, 3).result(timeout=bounded(30)) == 9
     started = pool.statistics()["workers_started"]
     assert started >= 2
-    assert len(_lines(path)) == started - 1  # all but the killed one
+    assert len(tasks.lines_appended(path)) == started - 1  # all but the killed one
 
 
 def test_a_raising_finalizer_is_logged_on_the_worker_stderr(tmp_path, capfd):
@@ -90,7 +74,7 @@ def test_a_raising_finalizer_is_logged_on_the_worker_stderr(tmp_path, capfd):
     with conveyor.Pool(1, backend="process", start_method="spawn", finalizer=tasks.append_line_then_raise,
                        finalargs=(str(path),)) as pool:
         assert pool.submit(tasks.square, 2).result(timeout=bounded(30)) == 4
-    assert len(_lines(path)) == 1
+    assert len(tasks.lines_appended(path)) == 1
     err = capfd.readouterr().err
     assert "the worker finalizer tasks.append_line_then_raise raised" in err
     assert "RuntimeError: finalizer is broken" in err
@@ -101,11 +85,11 @@ def test_shutdown_with_kill_stops_a_hanging_finalizer(tmp_path):
     pool = conveyor.Pool(1, backend="process", finalizer=tasks.append_line_then_sleep, finalargs=(str(path), 60))
     assert pool.submit(tasks.square, 2).result(timeout=bounded(30)) == 4
     pool.shutdown(wait=False)
-    assert wait_until(lambda: len(_lines(path)) == 1, 30)
+    assert wait_until(lambda: len(tasks.lines_appended(path)) == 1, 30)
     begin = time.monotonic()
     pool.shutdown(wait=True, kill=True)
     assert time.monotonic() - begin < bounded(10)
-    assert [text for _, _, *text in _lines(path)] == [["started"]]
+    assert [text for _, _, *text in tasks.lines_appended(path)] == [["started"]]
 
 
 class _Unpicklable:
@@ -128,11 +112,11 @@ def test_serial_runs_the_finalizer_once_unless_the_initializer_failed(tmp_path):
     pool = conveyor.Pool(backend="serial", finalizer=tasks.append_line, finalargs=(str(path),))
     pool.shutdown()
     pool.shutdown()
-    assert len(_lines(path)) == 1
+    assert len(tasks.lines_appended(path)) == 1
     broken = conveyor.Pool(backend="serial", initializer=tasks.init_fails, finalizer=tasks.append_line,
                            finalargs=(str(path),))
     broken.shutdown()
-    assert len(_lines(path)) == 1
+    assert len(tasks.lines_appended(path)) == 1
 
 
 def test_a_thread_whose_initializer_failed_does_not_run_the_finalizer(tmp_path):
@@ -142,7 +126,7 @@ def test_a_thread_whose_initializer_failed_does_not_run_the_finalizer(tmp_path):
     with pytest.raises(conveyor.InitializerError):
         pool.submit(tasks.square, 2).result(timeout=bounded(30))
     pool.shutdown()
-    assert _lines(path) == []
+    assert tasks.lines_appended(path) == []
 
 
 def test_context_passes_the_finalizer_to_its_pools(tmp_path):
@@ -150,4 +134,4 @@ def test_context_passes_the_finalizer_to_its_pools(tmp_path):
     ctx = conveyor.context("thread", finalizer=tasks.append_line, finalargs=(str(path),))
     with ctx.Pool(3) as pool:
         pool.map(tasks.square, range(6))
-    assert len(_lines(path)) == 3
+    assert len(tasks.lines_appended(path)) == 3

@@ -34,23 +34,10 @@ def make_context(kind: str) -> conveyor.Context:
 # -- task functions --------------------------------------------------------------------------------
 
 
-def sleep_loop(seconds=60.0):
-    """A long task that stays in Python code (so a thread can be interrupted too)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(0.02)
-    return "finished"
-
-
-def fail_after(seconds, message="boom"):
-    time.sleep(seconds)
-    raise tasks.CustomError(7, message)
-
-
 def ignore_sigterm(ready):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ready.set()
-    return sleep_loop(60)
+    return tasks.sleep_loop(60)
 
 
 def produce(q, count):
@@ -58,17 +45,6 @@ def produce(q, count):
         q.put(i)
     q.shutdown()
     return count
-
-
-def consume(q):
-    count = total = 0
-    while True:
-        try:
-            item = q.get()
-        except conveyor.ShutDown:
-            return count, total
-        count += 1
-        total += item
 
 
 def stubborn(stop):
@@ -93,8 +69,8 @@ def test_failure_cancels_a_long_sibling_and_is_raised_at_exit(kind):
     ctx = make_context(kind)
     start = time.monotonic()
     with pytest.raises(tasks.CustomError) as caught, ctx.TaskGroup() as g:
-        sibling = g.spawn(sleep_loop, 60, name="sibling")
-        g.spawn(fail_after, 0.3, name="failing")
+        sibling = g.spawn(tasks.sleep_loop, 60, name="sibling")
+        g.spawn(tasks.fail_after, 0.3, name="failing")
     assert time.monotonic() - start < bounded(10)  # not the sibling's 60 s
     assert caught.value.text == "boom" and g.errors == [caught.value]
     assert not sibling.is_alive()
@@ -113,7 +89,7 @@ def test_serial_runs_each_task_at_spawn_and_refuses_after_a_failure():
     with pytest.raises(tasks.CustomError), ctx.TaskGroup() as g:
         g.spawn(order.append, "a")
         assert order == ["a"]  # already ran, in the caller
-        g.spawn(fail_after, 0)
+        g.spawn(tasks.fail_after, 0)
         g.spawn(order.append, "never")  # raises PoolClosedError: the group is cancelling
     assert order == ["a"]
 
@@ -143,8 +119,8 @@ def test_ctrl_c_while_waiting_wins_over_the_block_s_exception():
 def test_a_killed_child_raises_worker_crashed_at_exit(method):
     ctx = conveyor.context("process", start_method=method)
     with pytest.raises(conveyor.WorkerCrashedError) as caught, ctx.TaskGroup() as g:
-        sibling = g.spawn(sleep_loop, 60, name="sibling")
-        victim = g.spawn(sleep_loop, 60, name="victim")
+        sibling = g.spawn(tasks.sleep_loop, 60, name="sibling")
+        victim = g.spawn(tasks.sleep_loop, 60, name="victim")
         time.sleep(0.2)
         os.kill(victim.pid, signal.SIGKILL)
     error = caught.value
@@ -165,7 +141,7 @@ def test_terminate_interrupts_a_thread_blocked_on_a_conveyor_queue():
     ctx = conveyor.context("thread")
     q = ctx.Queue()
     with ctx.TaskGroup() as g:
-        consumer = g.spawn(consume, q)
+        consumer = g.spawn(tasks.consume_until_shutdown, q)
         time.sleep(0.1)
         started = time.monotonic()
         consumer.terminate()
@@ -220,7 +196,7 @@ def test_producer_consumer_through_a_bounded_queue(kind):
     ctx = make_context(kind)
     q = ctx.Queue(maxsize=8)
     with ctx.TaskGroup() as g:
-        consumer = g.spawn(consume, q, name="consumer")
+        consumer = g.spawn(tasks.consume_until_shutdown, q, name="consumer")
         producer = g.spawn(produce, q, 500, name="producer")
     assert producer.result() == 500
     assert consumer.result() == (500, sum(range(500)))
@@ -231,7 +207,7 @@ def test_producer_consumer_on_serial_with_an_unbounded_queue():
     q = ctx.Queue()  # bounded, the producer would block forever: one thread runs everything
     with ctx.TaskGroup() as g:
         producer = g.spawn(produce, q, 50)
-        consumer = g.spawn(consume, q)
+        consumer = g.spawn(tasks.consume_until_shutdown, q)
     assert producer.result() == 50 and consumer.result() == (50, sum(range(50)))
 
 

@@ -11,21 +11,10 @@ import time
 import pytest
 
 import conveyor
+import tasks
 from conftest import bounded
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _ident(x):
-    return x
-
-
-def _slow(x):
-    time.sleep(0.02)
-    return x
-
-
-    # the autouse leak check finds no thread and no process left
 
 
 def _passthrough(items):
@@ -40,8 +29,8 @@ def test_an_idle_pipeline_waiting_on_a_slow_source_burns_no_cpu():
             yield value
 
     pipe = (conveyor.Pipeline(source())
-            .map(_ident, workers=4, backend="thread")
-            .map(_ident, workers=2, backend="process")
+            .map(tasks.identity, workers=4, backend="thread")
+            .map(tasks.identity, workers=2, backend="process")
             .batch(2)
             .map(_passthrough, backend="thread"))
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -67,9 +56,9 @@ def test_items_from_a_slow_source_are_not_held_back_by_lost_wake_ups():
                 raise AssertionError(f"item {value} was held back until the next one came")
 
     pipe = (conveyor.Pipeline(source())
-            .map(_ident, workers=3, backend="process")
-            .map(_ident, workers=3, backend="thread")
-            .map(_ident, backend="serial"))
+            .map(tasks.identity, workers=3, backend="process")
+            .map(tasks.identity, workers=3, backend="thread")
+            .map(tasks.identity, backend="serial"))
     got = []
     for value in pipe:
         got.append(value)
@@ -90,7 +79,7 @@ def _always_fails(x):
 
 
 def test_the_same_pipeline_iterated_concurrently_gives_each_run_everything():
-    pipe = conveyor.Pipeline(range(300)).map(_slow, workers=8, backend="thread").map(_ident, backend="process")
+    pipe = conveyor.Pipeline(range(300)).map(tasks.slow_identity, workers=8, backend="thread").map(tasks.identity, backend="process")
     results = {}
 
     def run(key):
@@ -113,7 +102,7 @@ def test_a_process_generator_stage_that_cannot_be_started_leaves_nothing_behind(
         yield from items
 
     with pytest.raises(Exception, match="pickle"):  # noqa: PT011
-        conveyor.Pipeline(range(10)).map(_ident, backend="thread").map(uses_a_lock, workers=2,
+        conveyor.Pipeline(range(10)).map(tasks.identity, backend="thread").map(uses_a_lock, workers=2,
                                                                       backend="process").run()
 
 

@@ -8,59 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import conveyor
-from conftest import START_METHODS, bounded
+from conftest import START_METHODS, bounded, in_thread
 
 pytestmark = pytest.mark.timeout(120)
-
-
-"""A timeout that must expire: long enough to go through the timed path, short enough to repeat."""
-
-
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in another thread, joined before returning; its result, or its exception re-raised."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller
-            box["error"] = error
-
-    thread = threading.Thread(target=run, name="model-helper")
-    thread.start()
-    thread.join(bounded(10))
-    assert not thread.is_alive(), "the helper thread hung"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-# -- Lock --------------------------------------------------------------------------------------------
-
-
-# -- RLock -------------------------------------------------------------------------------------------
-
-
-# -- Semaphore and BoundedSemaphore -------------------------------------------------------------------
-
-
-# -- Event -------------------------------------------------------------------------------------------
-
-
-# -- Condition ---------------------------------------------------------------------------------------
-
-
-# -- Barrier (one party) -----------------------------------------------------------------------------
-
-
-# -- Queue -------------------------------------------------------------------------------------------
 
 
 # -- many processes at once ---------------------------------------------------------------------------
@@ -253,7 +209,7 @@ def test_a_process_lock_can_be_released_by_another_thread_like_threading_lock():
     lock = conveyor.context("process").Lock()
     lock.acquire()
     try:
-        _in_thread(lock.release)
+        in_thread(lock.release)
         released = not lock.locked()
     except RuntimeError:
         released = False

@@ -16,30 +16,15 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import capabilities
+from conftest import capabilities, workers_started
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _lines(path: Path) -> list[list[str]]:
-    """The finalizer's lines, each split into ``[pid, thread name, text...]``."""
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _workers_started(pool: conveyor.Pool) -> int:
-    """How many workers this pool ever started (each of which should finalize once, if not killed)."""
-    stats = pool.statistics()
-    if "workers_started" in stats:  # workers of their own, counted by the backend
-        return stats["workers_started"]
-    if "workers_replaced" in stats:  # a fixed set of workers, replaced when recycled
-        return pool.workers + stats["workers_replaced"]
-    return 1  # the caller's thread (tasks run inside submit), once
-
-
 def _check_once_per_worker(pool: conveyor.Pool, path: Path) -> list[list[str]]:
     """One line per worker started, each from a different worker, in the worker itself."""
-    lines = _lines(path)
-    assert len(lines) == _workers_started(pool), lines
+    lines = tasks.lines_appended(path)
+    assert len(lines) == workers_started(pool), lines
     workers = {(pid, name) for pid, name, *_ in lines}
     assert len(workers) == len(lines), lines
     declared = pool.capabilities
@@ -55,7 +40,7 @@ def test_finalizer_runs_once_in_each_worker_on_graceful_shutdown(backend, tmp_pa
     path = tmp_path / "final"
     with conveyor.Pool(2, backend=backend, finalizer=tasks.append_line, finalargs=(str(path), "bye")) as pool:
         assert pool.map(tasks.square, range(20)) == [x * x for x in range(20)]
-        assert _lines(path) == []  # not before the end
+        assert tasks.lines_appended(path) == []  # not before the end
     lines = _check_once_per_worker(pool, path)
     assert len(lines) == (2 if capabilities(backend).in_background else 1)
     assert all(text == ["bye"] for _, _, *text in lines)
@@ -79,7 +64,7 @@ def test_a_raising_finalizer_does_not_break_shutdown(backend, tmp_path, caplog):
     _check_once_per_worker(pool, path)
     if not pool._backend.capabilities.needs_pickle:  # the workers are threads of this process: logged here
         warnings = [r for r in caplog.records if "finalizer" in r.getMessage()]
-        assert len(warnings) == len(_lines(path))
+        assert len(warnings) == len(tasks.lines_appended(path))
         assert all("finalizer is broken" in repr(r.exc_info[1]) for r in warnings)
 
 

@@ -52,19 +52,6 @@ def describe(a, b=0, *, c=0):
     return {"sum": a + b + c, "pid": os.getpid(), "name": name}
 
 
-def sleep_loop(seconds=60.0):
-    """A long task that stays in Python code (so a thread can be interrupted too)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(0.02)
-    return "finished"
-
-
-def fail_after(seconds, message="boom"):
-    time.sleep(seconds)
-    raise tasks.CustomError(7, message)
-
-
 def wait_for_event(event):
     event.wait()
     return "released"
@@ -74,17 +61,6 @@ def produce_then_fail(q, count):
     for i in range(count):
         q.put(i)
     raise tasks.CustomError(3, "producer broke")
-
-
-def consume(q):
-    count = total = 0
-    while True:
-        try:
-            item = q.get()
-        except conveyor.ShutDown:
-            return count, total
-        count += 1
-        total += item
 
 
 def fail_at_barrier(barrier, error):
@@ -129,7 +105,7 @@ def test_lambdas_closures_and_default_names(kind):
 def test_an_exception_is_raised_at_exit_with_its_type(kind):
     ctx = make_context(kind)
     with pytest.raises(tasks.CustomError) as caught, ctx.TaskGroup() as g:
-        task = g.spawn(fail_after, 0.0)
+        task = g.spawn(tasks.fail_after, 0.0)
     assert caught.value.code == 7
     assert g.errors == [caught.value]
     assert task.exitcode == 1
@@ -175,13 +151,13 @@ def test_running_task_is_alive_and_join_times_out(backend):
 def test_failure_cancels_siblings_while_the_block_still_runs(backend):
     ctx = conveyor.context(backend)
     with pytest.raises(tasks.CustomError), ctx.TaskGroup() as g:
-        sibling = g.spawn(sleep_loop, 60)
-        failing = g.spawn(fail_after, 0.1)
+        sibling = g.spawn(tasks.sleep_loop, 60)
+        failing = g.spawn(tasks.fail_after, 0.1)
         # The block goes on; the group noticed the failure by itself and cancelled the sibling.
         assert wait_until(lambda: not sibling.is_alive(), 10)
         assert failing.done()
         with pytest.raises(conveyor.PoolClosedError, match="cancelling"):
-            g.spawn(sleep_loop, 60)  # refused; the block's exit raises the task's failure instead
+            g.spawn(tasks.sleep_loop, 60)  # refused; the block's exit raises the task's failure instead
 
 
 @pytest.mark.needs("in_background")  # tasks run concurrently with the block
@@ -189,7 +165,7 @@ def test_failed_producer_cancels_a_consumer_blocked_on_the_queue(backend):
     ctx = conveyor.context(backend)
     q = ctx.Queue(maxsize=4)
     with pytest.raises(tasks.CustomError, match="producer broke"), ctx.TaskGroup() as g:
-        consumer = g.spawn(consume, q, name="consumer")
+        consumer = g.spawn(tasks.consume_until_shutdown, q, name="consumer")
         g.spawn(produce_then_fail, q, 10, name="producer")
     with pytest.raises(conveyor.TaskCancelledError):
         consumer.result()
@@ -201,7 +177,7 @@ def test_the_block_s_exception_wins_and_cancels_every_task(backend, error):
     ctx = conveyor.context(backend)
     start = time.monotonic()
     with pytest.raises(error), ctx.TaskGroup() as g:
-        running = [g.spawn(sleep_loop, 60) for _ in range(2)]
+        running = [g.spawn(tasks.sleep_loop, 60) for _ in range(2)]
         raise error("from the block")
     assert time.monotonic() - start < bounded(5)
     assert g.errors == []
@@ -231,7 +207,7 @@ def test_several_failures_first_is_raised_and_others_are_kept(backend):
 def test_terminate_cancels_one_task_without_failing_the_group(backend):
     ctx = conveyor.context(backend)
     with ctx.TaskGroup() as g:
-        victim = g.spawn(sleep_loop, 60)
+        victim = g.spawn(tasks.sleep_loop, 60)
         other = g.spawn(tasks.add, 1, 1)
         time.sleep(0.1)
         victim.terminate()

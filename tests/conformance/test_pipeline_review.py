@@ -10,18 +10,10 @@ import time
 import pytest
 
 import conveyor
+import tasks
 from conftest import bounded
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _ident(x):
-    return x
-
-
-def _slow(x):
-    time.sleep(0.02)
-    return x
 
 
 def _first_three(items):
@@ -35,7 +27,7 @@ def test_a_generator_stage_that_stops_reading_early_finishes_at_once_and_leaves_
     into its feed: the normal end used to join them for STOP_SECONDS (5 s) and then leave them
     (threads, and the upstream pool's workers) running forever."""
     pipe = (conveyor.Pipeline(range(10_000))
-            .map(_ident, workers=2, backend="process")
+            .map(tasks.identity, workers=2, backend="process")
             .map(_first_three, backend=backend))
     outputs = iter(pipe)
     assert [next(outputs) for _ in range(3)] == [0, 1, 2]
@@ -58,7 +50,7 @@ def test_a_source_that_raises_delivers_every_item_before_it(backend):
     """docs/pipelines.md: "An exception raised by the source itself always stops the pipeline: the items
     before it are delivered, then it is raised." They were dropped (the feeds closed at once)."""
     got = []
-    pipe = conveyor.Pipeline(_failing_source(50)).map(_slow, workers=2, backend=backend).map(_ident, backend="thread")
+    pipe = conveyor.Pipeline(_failing_source(50)).map(tasks.slow_identity, workers=2, backend=backend).map(tasks.identity, backend="thread")
     with pytest.raises(RuntimeError, match="source broke at 50") as raised:
         for value in pipe:
             got.append(value)  # noqa: PERF402 - what came before the raise
@@ -96,7 +88,7 @@ def _broken_start():
 def test_a_stage_error_without_an_input_does_not_claim_input_none(backend):
     """An error that belongs to no item (an ``on_start`` that raises) was noted as
     "failed on input None" (thread, process) or not attributed to any stage at all (serial)."""
-    pipe = conveyor.Pipeline(range(10)).map(_ident, backend=backend, on_start=_broken_start, name="starter")
+    pipe = conveyor.Pipeline(range(10)).map(tasks.identity, backend=backend, on_start=_broken_start, name="starter")
     with pytest.raises(Exception) as raised:  # InitializerError, whatever its wording
         pipe.run()
     notes = getattr(raised.value, "__notes__", [])
@@ -115,7 +107,7 @@ def test_a_generator_stage_waiting_on_its_input_is_not_busy(backend):
     """A generator stage's busy time was the wall time of its worker (waiting on input included), so a
     pass-through stage behind a slow one showed utilization 1.0 and could be named the bottleneck."""
     pipe = (conveyor.Pipeline(range(60))
-            .map(_slow, workers=1, backend="thread", name="slow")
+            .map(tasks.slow_identity, workers=1, backend="thread", name="slow")
             .map(_passthrough, workers=1, backend=backend, name="gen"))
     assert pipe.run() == list(range(60))
     stats = pipe.statistics()
@@ -125,7 +117,7 @@ def test_a_generator_stage_waiting_on_its_input_is_not_busy(backend):
 
 @pytest.mark.needs("in_background")
 def test_a_pipeline_as_the_source_of_another_stops_with_it(backend):
-    inner = conveyor.Pipeline(itertools.count()).map(_ident, workers=2, backend=backend)
+    inner = conveyor.Pipeline(itertools.count()).map(tasks.identity, workers=2, backend=backend)
     outer = conveyor.Pipeline(inner).map(lambda x: x * 2, backend="thread")
     got = []
     for value in outer:
@@ -143,7 +135,7 @@ def _on_start_raises():
 def test_a_stage_whose_workers_cannot_start_stops_even_an_endless_pipeline_in_collect_mode(backend):
     """A broken pool fails every item it is given: in collect mode each was recorded as one item's
     failure, so a finite pipeline gave [] and an endless one never finished."""
-    pipe = conveyor.Pipeline(itertools.count(), errors="collect").map(_ident, backend=backend, workers=2,
+    pipe = conveyor.Pipeline(itertools.count(), errors="collect").map(tasks.identity, backend=backend, workers=2,
                                                                       on_start=_on_start_raises)
     with pytest.raises(conveyor.InitializerError):
         pipe.run()

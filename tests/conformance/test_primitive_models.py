@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 )
 
 import conveyor
-from conftest import bounded
+from conftest import in_thread
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,25 +57,6 @@ ITEMS = st.one_of(
     st.tuples(st.integers(-5, 5), st.text(max_size=4)),
     st.lists(st.integers(), max_size=4),
 )
-
-
-def _in_thread(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in another thread, joined before returning; its result, or its exception re-raised."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as error:  # noqa: BLE001 - handed back to the caller
-            box["error"] = error
-
-    thread = threading.Thread(target=run, name="model-helper")
-    thread.start()
-    thread.join(bounded(10))
-    assert not thread.is_alive(), "the helper thread hung"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 def _try_and_release(lock: Any) -> bool:
@@ -186,7 +167,7 @@ class LockMachine(_Machine):
 
     @rule()
     def another_thread_tries(self) -> None:
-        assert _in_thread(lambda: _try_and_release(self.lock)) is (not self.held)
+        assert in_thread(lambda: _try_and_release(self.lock)) is (not self.held)
 
     @rule()
     def bad_arguments(self) -> None:
@@ -254,12 +235,12 @@ class RLockMachine(_Machine):
 
     @rule()
     def another_thread_tries(self) -> None:
-        assert _in_thread(lambda: _try_and_release(self.rlock)) is (self.depth == 0)
+        assert in_thread(lambda: _try_and_release(self.rlock)) is (self.depth == 0)
 
     @rule()
     def another_thread_cannot_release(self) -> None:
         with pytest.raises(RuntimeError):
-            _in_thread(self.rlock.release)
+            in_thread(self.rlock.release)
 
     @invariant()
     def matches_the_model(self) -> None:
@@ -383,7 +364,7 @@ class EventMachine(_Machine):
 
     @rule()
     def another_thread_sees_it(self) -> None:
-        assert _in_thread(lambda: self.event.wait(0)) is self.flag
+        assert in_thread(lambda: self.event.wait(0)) is self.flag
 
     @invariant()
     def matches_the_model(self) -> None:
@@ -458,7 +439,7 @@ class ConditionMachine(_Machine):
 
     @rule()
     def another_thread_tries_the_lock(self) -> None:
-        assert _in_thread(lambda: _try_and_release(self.cond)) is (self.depth == 0)
+        assert in_thread(lambda: _try_and_release(self.cond)) is (self.depth == 0)
 
     @invariant()
     def matches_the_model(self) -> None:
