@@ -379,6 +379,16 @@ class Backend(abc.ABC):
             kill: stop running batches now; they finish with ``TaskCancelledError``.
         """
 
+    def cancel_running(self, owner: BatchOwner) -> None:
+        """Stop the batches of ``owner`` that have started (the user cancelled their call: an awaiting
+        task was cancelled), where the backend can, and report them with ``TaskCancelledError``.
+
+        Called after the owner was closed, so its batches not yet started are refused when claimed.
+        A backend that declares ``cancel_running`` kills the workers that run them and starts others;
+        other calls' batches those workers held run again elsewhere. By default nothing: running
+        threads cannot be stopped, so their tasks run to the end and their results are dropped.
+        """
+
     def broken(self) -> BaseException | None:
         """The reason this backend cannot run work any more, or None."""
         return None

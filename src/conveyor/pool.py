@@ -18,6 +18,7 @@ import weakref
 
 from conveyor._core import config as _config
 from conveyor._core import forkserver
+from conveyor.aio import AsyncPoolMethods
 from conveyor.async_result import AsyncResult
 from conveyor.primitives import PrimitiveFactories
 
@@ -120,7 +121,7 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return None
 
 
-class Pool(concurrent.futures.Executor, PrimitiveFactories):
+class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
     """A pool of workers on one backend.
 
     Args:
@@ -307,6 +308,10 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
+        return self._submit_call(fn, args, kwargs)[0]
+
+    def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``(future, call)``: the call is what a cancelled ``arun`` stops."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
         self._check_open()
@@ -317,7 +322,7 @@ class Pool(concurrent.futures.Executor, PrimitiveFactories):
         call = SubmitCall(self._backend, TaskFunction(fn), CallKind.FULL, FutureDelivery(future), self._stats,
                           timeout=self._task_timeout, retries=self._retries, future=future)
         call.send([(args, kwargs)], [next(self._submit_index)])
-        return future
+        return future, call
 
     def apply(self, fn: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """Run one call and wait for its result."""

@@ -164,7 +164,7 @@ class _Segment:
         self.offset = 0
 
 
-class _NotYet(ResultTimeoutError):
+class NotYet(ResultTimeoutError):
     """``Stream.next(timeout)`` ran out of time; unlike the call's own timeout, the stream goes on."""
 
 
@@ -348,7 +348,7 @@ class Stream(Iterator[Any]):
             if self._patience is not None:
                 wait = min(wait, self._patience - time.monotonic())
                 if wait <= 0:
-                    raise _NotYet("the next result is not ready yet")
+                    raise NotYet("the next result is not ready yet")
             try:
                 delivery = self._inbox.get(timeout=wait)
             except queue.Empty:
@@ -391,7 +391,7 @@ class Stream(Iterator[Any]):
                 raise StopIteration  # closed by the consumer, a timeout or an interrupt: nothing more comes
             try:
                 self._current = self._next_segment()
-            except _NotYet:
+            except NotYet:
                 raise  # next(timeout) ran out: nothing was lost, the stream goes on
             except BaseException:
                 self.close()
@@ -441,6 +441,11 @@ class Stream(Iterator[Any]):
             self._keepalive = None          # a pool held only by this stream may now go
             if self._progress is not None:
                 self._progress.close()
+
+    @property
+    def call(self) -> Call:
+        """The core's record of this call (what its batches report to)."""
+        return self._call
 
     def __iter__(self) -> Stream:
         return self

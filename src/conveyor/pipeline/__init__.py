@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Callable
 
 from conveyor._core.statistics import PipelineStatistics
@@ -135,6 +135,18 @@ class Pipeline:
         run = Run(self._source, self._stages, self._errors, self._maxsize)
         self._last = run
         return run.results()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for item in pipeline``: the same run, awaited from an event loop without blocking
+        it. Leaving the loop (``break``, an exception, a cancelled task) stops every stage, as
+        leaving a ``for`` loop does; ``aclose()`` on the iterator stops it and waits until stopped."""
+        from conveyor._core.bridge import AsyncResults
+
+        run = Run(self._source, self._stages, self._errors, self._maxsize)
+        self._last = run
+        results = run.results()
+        return AsyncResults(lambda: next(results), finish=results.close, interrupt=run.stop_now,
+                            name="conveyor-pipeline-async")
 
     def run(self, sink: Callable[[Any], Any] | None = None) -> Any:
         """Run to the end: the outputs as a list, or, with ``sink``, call it on each output (in this

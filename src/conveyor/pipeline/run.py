@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import BrokenExecutor
 from typing import Any, Callable
 
@@ -106,7 +106,7 @@ class Run:
             self._fail_fatally(exc)
 
     # -- starting ----------------------------------------------------------------------------------
-    def results(self) -> Iterator[Any]:
+    def results(self) -> Generator[Any, None, None]:
         self._started = time.perf_counter()
         finished = False
         try:
@@ -376,6 +376,10 @@ class Run:
         with self._lock:
             if self._fatal is None and not self._stopping.is_set():
                 self._fatal = error
+        self._stop(kill=True, join=False)
+
+    def stop_now(self) -> None:
+        """From any thread: stop every stage (as a failure would), without waiting for them."""
         self._stop(kill=True, join=False)
 
     def _stop(self, kill: bool, join: bool = True) -> None:

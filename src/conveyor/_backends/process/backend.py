@@ -47,10 +47,7 @@ from conveyor._backends.process.memory import SegmentLedger
 from conveyor._core import errors as _errors
 from conveyor._core import serialize, shm
 from conveyor._core.config import default_start_method
-from conveyor._core.errors import (
-    PoolClosedError,
-    WorkerRecycledWarning,
-)
+from conveyor._core.errors import PoolClosedError, WorkerRecycledWarning
 from conveyor._core.statistics import ProcessStatistics
 from conveyor.abc import Backend, BackendConfig, Batch, Capabilities, Outcome, SpawnedTask
 
@@ -101,6 +98,7 @@ class ProcessBackend(Backend):
         self._counters = collections.Counter[str]()
         self._cancel_queued = False
         self._queued_cancelled = threading.Event()
+        self._cancelled_owners: list[Any] = []  # calls whose running batches are to be stopped
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._arena: shm.Arena | None = None
@@ -208,6 +206,13 @@ class ProcessBackend(Backend):
                     worker.signal(signal.SIGKILL)
                 raise
 
+    def cancel_running(self, owner: Any) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._cancelled_owners.append(owner)
+            self._wake()
+
     def keep_until_finished(self, resource: Any) -> None:
         """Close ``resource`` (a ``conveyor.Shared`` the workers' setup reads) once the last worker is
         gone, not before: a pool closed and dropped while its work drains still starts replacements."""
@@ -275,8 +280,10 @@ class ProcessBackend(Backend):
             if kill:
                 self._stop_everything()
             elif cancel_queued and not self._queued_cancelled.is_set():
-                self._cancel_queued_batches()
+                for worker in self._workers:  # what the workers hold unstarted is skipped, too
+                    dispatch.skip_unstarted(worker, lambda sent: True)
                 self._queued_cancelled.set()
+            self._stop_cancelled_calls()
             if self._arena is not None:
                 self._arena.run_later()  # inputs dropped by finalizers (bulk.Frozen) since the last turn
             self._maintain()
@@ -451,18 +458,23 @@ class ProcessBackend(Backend):
             f"({limit / 2**20:.0f} MiB): it is replaced by a fresh one", WorkerRecycledWarning, stacklevel=1)
         self._retire(worker)
 
-    def _cancel_queued_batches(self) -> None:
-        """Send CANCEL for every batch a worker holds but has not started (cancelling shutdown)."""
-        for worker in self._workers:
-            if worker.doomed or not worker.conn_open:
+    def _stop_cancelled_calls(self) -> None:
+        """``cancel_running``: kill each worker that runs a batch of a cancelled call (its other
+        batches run again elsewhere), and tell the others to skip such batches they hold unstarted."""
+        with self._lock:
+            owners, self._cancelled_owners = self._cancelled_owners, []
+        if not owners:
+            return
+        ids = {id(owner) for owner in owners}
+        for worker in list(self._workers):
+            started = worker.slot[p.SLOT_SEQ]
+            if worker.doomed or not any(s.seq == started and id(s.batch.owner) in ids for s in worker.inflight):
+                dispatch.skip_unstarted(worker, lambda sent: id(sent.batch.owner) in ids)
                 continue
-            for sent in worker.inflight:
-                if worker.slot[p.SLOT_SEQ] == sent.seq:
-                    continue  # started: it runs to the end
-                try:
-                    worker.conn.send_bytes(serialize.dumps((p.CANCEL, sent.seq)))
-                except OSError:
-                    pass  # dying: its sentinel reports what it held
+            error = _errors.TaskCancelledError(
+                f"its call was cancelled while it ran; worker {worker.pid} was killed and replaced")
+            for report in failures.cancelled(self._disown(worker, signal.SIGTERM), ids, error):
+                self._finish(report.batch, [None] * len(report.batch), report.errors, lost=report.lost)
 
     def _skipped(self, worker: WorkerHandle, seq: int) -> None:
         """A worker skipped a cancelled batch: its inputs are cancelled, never run."""
@@ -470,7 +482,8 @@ class ProcessBackend(Backend):
         if not worker.inflight or worker.inflight[0].seq != seq:
             return
         sent = worker.inflight.popleft()
-        error = _errors.TaskCancelledError("the pool shut down with cancel_futures before this task started")
+        error = _errors.TaskCancelledError("cancelled before this task started (a cancelling shutdown, or its "
+                                           "call was cancelled)")
         errors = {**dict.fromkeys(sent.positions, error), **sent.errors}
         self._finish(sent.batch, [None] * len(sent.batch), errors)
         self._after_batch(worker)

@@ -9,10 +9,12 @@ when it is small enough to fit in the pipe's buffer.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Callable
 
 from conveyor._backends._shared.batches import Sent
 from conveyor._backends.process import protocol as p
 from conveyor._backends.process.handle import WorkerHandle
+from conveyor._core import serialize
 
 PREFETCH_BYTES = 64 * 1024
 """A second batch is queued to a busy worker only when it is this small (it fits in the pipe buffer,
@@ -74,3 +76,17 @@ def function_blob_for(worker: WorkerHandle, sent: Sent) -> bytes | None:
     if len(worker.functions) > p.FUNCTION_CACHE_SIZE:
         worker.functions.popitem(last=False)
     return sent.function_blob
+
+
+def skip_unstarted(worker: WorkerHandle, which: Callable[[Sent], bool]) -> None:
+    """Tell ``worker`` to skip each batch it holds but has not started that ``which`` picks; it answers
+    SKIPPED for each (a started batch runs to its end, or the worker is killed)."""
+    if worker.doomed or not worker.conn_open:
+        return
+    for sent in worker.inflight:
+        if worker.slot[p.SLOT_SEQ] == sent.seq or not which(sent):
+            continue
+        try:
+            worker.conn.send_bytes(serialize.dumps((p.CANCEL, sent.seq)))
+        except OSError:
+            pass  # dying: its sentinel reports what it held

@@ -121,6 +121,17 @@ def reports_of(inflight: list[Sent], culprits: dict[int, tuple[int, BaseExceptio
     return reports
 
 
+def cancelled(inflight: list[Sent], owners: set[int], error: BaseException) -> list[Lost]:
+    """The batches of a worker killed because a call was cancelled: those of the cancelled calls
+    (``owners``: ids of their owners) fail with ``error``; the others are lost, to run again."""
+    reports = []
+    for sent in inflight:
+        if id(sent.batch.owner) in owners:
+            reports.append(Lost(sent.batch, {**dict.fromkeys(sent.positions, error), **sent.errors}, [], []))
+        else:
+            reports.append(Lost(sent.batch, dict(sent.errors), list(sent.positions), []))
+    return reports
+
 
 def startup_error(worker: WorkerHandle, exitcode: int | None, config: BackendConfig, in_a_row: int,
                   start_method: str) -> BaseException | None:

@@ -504,6 +504,17 @@ class RayBackend(Backend):
     def broken(self) -> BaseException | None:
         return self._broken
 
+    def cancel_running(self, owner: Any) -> None:
+        with self._lock:
+            stopped = [running for running in self._running.values() if running.sent.batch.owner is owner]
+            for running in stopped:
+                self._running.pop(id(running), None)
+                self._timed.pop(id(running), None)
+        for running in stopped:
+            self._lose(running.worker)
+            stop = TaskCancelledError("its call was cancelled while it ran; its Ray worker was ended")
+            self._report(running.sent.batch, outcomes.fail_all(running.sent, stop))
+
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False, kill: bool = False) -> None:
         if wait and threading.current_thread() in (self._collector, self._timer):
             wait = False  # from a callback of this pool's own threads: they are what a wait waits for
