@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import faulthandler
 import os
@@ -83,6 +84,42 @@ def crash(x: int, how: str = "exit", when: int | None = None) -> int:
         raise KeyboardInterrupt
     raise AssertionError(how)
     return x  # pragma: no cover
+
+
+async def nap(value: Any, seconds: float = 0.01) -> Any:
+    """A coroutine task: ``value`` after ``seconds`` of awaiting (an I/O wait)."""
+    await asyncio.sleep(seconds)
+    return value
+
+
+async def nap_or_fail(x: int, bad: int = 3) -> int:
+    """A coroutine task that raises ``ValueError`` for ``bad``, after a short await."""
+    await asyncio.sleep(0.001)
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+async def nap_then_crash(x: int, when: int) -> int:
+    """A coroutine task whose process dies (``os._exit``) at ``x == when``, while others await."""
+    await asyncio.sleep(0.01)
+    if x == when:
+        os._exit(7)
+    return x
+
+
+_awaiting: dict[str, list[int]] = {}
+
+
+async def nap_concurrently(x: int, key: str) -> int:
+    """A coroutine task that reports the most tasks of ``key`` this process has had awaiting at once
+    (so far, itself included)."""
+    counts = _awaiting.setdefault(key, [0, 0])  # [now, peak]
+    counts[0] += 1
+    counts[1] = max(counts[1], counts[0])
+    await asyncio.sleep(0.02)
+    counts[0] -= 1
+    return counts[1]
 
 
 def crash_once(x: int, marker_dir: str, how: str = "exit") -> int:

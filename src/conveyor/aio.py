@@ -15,13 +15,12 @@ the worker is killed and replaced; threads run to their end, their results dropp
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
-from conveyor._core import bridge
-
+# asyncio and the bridge are imported by the methods that use them: a program that never awaits a
+# pool does not pay for importing asyncio (tens of milliseconds) when it makes one.
 if TYPE_CHECKING:
     from conveyor.abc import Backend
     from conveyor.progress import ProgressOption
@@ -55,6 +54,8 @@ class AsyncPoolMethods:
 
         Cancelling the awaiting task cancels the call (and stops it if it runs, on processes and Ray).
         """
+        import asyncio
+
         if not self._backend.capabilities.in_background:
             return await self._run_inline(fn, args, kwargs)
         future, call = self._submit_call(fn, args, kwargs)
@@ -67,6 +68,10 @@ class AsyncPoolMethods:
     async def _run_inline(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A backend that runs each call inside ``submit`` (serial): submit from a thread, never the
         loop's, one call at a time as the backend promises; a call cancelled before its turn never runs."""
+        import asyncio
+
+        from conveyor._core import bridge
+
         cancelled = threading.Event()
 
         def run() -> Any:
@@ -105,6 +110,10 @@ class AsyncPoolMethods:
 
     def _async_stream(self, method: str, fn: Callable[..., Any], items: Iterable[Any] | AsyncIterable[Any], *,
                       ordered: bool, **options: Any) -> AsyncIterator[Any]:
+        import asyncio
+
+        from conveyor._core import bridge
+
         source: Iterable[Any]
         cancel_source: Callable[[], Any] | None = None
         if isinstance(items, AsyncIterable) and not isinstance(items, Iterable):
@@ -129,6 +138,10 @@ class AsyncPoolMethods:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """As ``with``: a normal exit waits for the work, an exception (or a cancelled task) stops it;
         the waiting happens in a thread, so the loop runs on meanwhile."""
+        import asyncio
+
+        from conveyor._core import bridge
+
         try:
             await asyncio.shield(bridge.run_blocking(self.__exit__, exc_type, exc, tb))
         except asyncio.CancelledError:

@@ -42,7 +42,7 @@ __all__ = ["POOL_KEYWORDS", "Pool", "default_workers"]
 
 POOL_KEYWORDS = ("workers", "backend", "initializer", "initargs", "finalizer", "finalargs", "chunksize",
                  "task_timeout", "retries", "max_tasks_per_worker", "max_memory_per_worker", "start_method",
-                 "progress", "shared")
+                 "progress", "shared", "concurrency")
 """The keywords of :class:`Pool` itself; anything else must be an option of its backend."""
 
 _live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -152,6 +152,9 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
             on Linux, spawn elsewhere.
         progress: default for map-like calls: True for a tqdm bar, a callable ``(done, total)``, or
             an object with ``update(n)``.
+        concurrency: for a coroutine function (``async def``): how many of its calls each worker
+            runs at once on an event loop of its own (default 100). Its ``task_timeout`` cancels the
+            call inside the loop; no process is killed.
         shared: a large read-only object placed once for every worker (``conveyor.shared``); tasks
             read it as ``conveyor.worker_state().shared``. On processes it is in shared memory, with
             NumPy arrays as read-only views of one copy; on threads it is the object itself.
@@ -181,6 +184,7 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
         start_method: str | None = None,
         progress: ProgressOption = None,
         shared: Any = None,
+        concurrency: int | None = None,
         **options: Any,
     ) -> None:
         defaults = _config.current()
@@ -225,6 +229,8 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable, got {hook!r}")
         self._progress = progress if progress is not None else defaults["progress"]
+        _positive("concurrency", concurrency)
+        self._concurrency = concurrency
         self._backend: Backend = cls(BackendConfig(
             workers=workers,
             initializer=initializer,
@@ -319,8 +325,9 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
         from conveyor.abc import CallKind, TaskFunction
 
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fn, timeout, _ = self._coroutines(fn, self._task_timeout)
         call = SubmitCall(self._backend, TaskFunction(fn), CallKind.FULL, FutureDelivery(future), self._stats,
-                          timeout=self._task_timeout, retries=self._retries, future=future)
+                          timeout=timeout, retries=self._retries, future=future)
         call.send([(args, kwargs)], [next(self._submit_index)])
         return future, call
 
@@ -363,12 +370,15 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
             source, kind = zip(*iterables), CallKind.STAR
         option = self._progress if progress is None else progress
         name = getattr(fn, "__name__", "tasks")
+        fn, task_timeout, at_once = self._coroutines(fn, task_timeout if task_timeout is not None else self._task_timeout)
+        if chunksize is None:
+            chunksize = self._chunksize if self._chunksize is not None else at_once
         stream = Stream(
             self._backend, self._stats, fn, source, kind,
             keepalive=self,
             ordered=ordered,
-            chunksize=chunksize if chunksize is not None else self._chunksize,
-            task_timeout=task_timeout if task_timeout is not None else self._task_timeout,
+            chunksize=chunksize,
+            task_timeout=task_timeout,
             retries=retries if retries is not None else self._retries,
             timeout=timeout,
             total=total,
@@ -376,6 +386,19 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
         )
         self._streams.add(stream)
         return stream
+
+    def _coroutines(self, fn: Callable[..., Any], timeout: float | None,
+                    ) -> tuple[Callable[..., Any], float | None, int | None]:
+        """``(task function, task_timeout for the backend, batch size)``. A coroutine function becomes
+        a ``Coroutines`` task: each worker runs a batch of its calls at once (a batch as large as
+        the concurrency, unless ``chunksize`` says), and keeps their time limit itself, so the
+        backend is given none."""
+        from conveyor._core.coroutines import DEFAULT_CONCURRENCY, Coroutines, is_coroutine_function
+
+        if not is_coroutine_function(fn):
+            return fn, timeout, None
+        concurrency = self._concurrency or DEFAULT_CONCURRENCY
+        return Coroutines(fn, concurrency, timeout), None, concurrency
 
     # A list, not Executor.map's lazy iterator (imap is that), and more options: a deliberate difference.
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],  # type: ignore[override]

@@ -14,6 +14,7 @@ from concurrent.futures import BrokenExecutor
 from typing import Any, Callable
 
 from conveyor._core import config as _config
+from conveyor._core.coroutines import is_coroutine_function
 from conveyor._core.errors import RemoteTraceback, ShutDown, TaskError
 from conveyor._core.statistics import PipelineStatistics, StageStatistics
 from conveyor._core.stream import Feed
@@ -25,7 +26,7 @@ from conveyor.pipeline.stages import (
     StageFailure,
     short_repr,
 )
-from conveyor.pipeline.work import Apply, Dropped, ItemFailed, Many, each_worker
+from conveyor.pipeline.work import Apply, AsyncApply, Dropped, ItemFailed, Many, each_worker
 from conveyor.pool import Pool, default_workers
 
 
@@ -173,7 +174,8 @@ class Run:
         try:
             mapper = pool.imap if stage.ordered else pool.imap_unordered
             try:
-                results = mapper(Apply(stage.kind, stage.fn), counts.inbox,
+                apply = (AsyncApply if is_coroutine_function(stage.fn) else Apply)(stage.kind, stage.fn)
+                results = mapper(apply, counts.inbox,
                                  chunksize=stage.chunksize)
             except Exception as exc:  # noqa: BLE001 - the pool broke at once (an on_start that raised)
                 self._failed(counts, None, None, exc, fatal=True)

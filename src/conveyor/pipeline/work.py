@@ -70,6 +70,23 @@ class Apply:
             raise ItemFailed(item, exc) from None
 
 
+class AsyncApply(Apply):
+    """:class:`Apply` for a coroutine stage function (``async def``): the stage's pool runs many items
+    at once on each worker's event loop (``Pool(concurrency=...)``)."""
+
+    __slots__ = ()
+
+    async def __call__(self, item: Any) -> Any:  # type: ignore[override]
+        try:
+            if self.kind == "map":
+                return await self.fn(item)
+            if self.kind == "filter":
+                return item if await self.fn(item) else Dropped()
+            return Many(list(await self.fn(item)))
+        except Exception as exc:  # noqa: BLE001 - reported with its input; KeyboardInterrupt etc. propagate
+            raise ItemFailed(item, exc) from None
+
+
 def each_worker(fn: Callable[[Iterator[Any]], Iterable[Any]], inbox: Any, outbox: Any,
                  on_start: Callable[[], Any] | None, on_stop: Callable[[], Any] | None) -> float:
     """A worker of a generator stage on processes: ``fn`` over its share of ``inbox``, into ``outbox``.

@@ -25,6 +25,8 @@ SLOT_SIZE = 3
 PHASE_IDLE = -1.0
 PHASE_DECODE = -2.0
 PHASE_ENCODE = -3.0
+PHASE_CONCURRENT = -4.0
+"""A batch of coroutine calls runs, many at once: the slot cannot name one of them."""
 
 
 def call_one(fn: Callable[..., Any], item: Any) -> Any:

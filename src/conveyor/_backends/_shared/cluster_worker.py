@@ -24,6 +24,7 @@ from typing import Any, Callable
 from conveyor._backends._shared import batches
 from conveyor._backends._shared.inline import CALLERS
 from conveyor._core import serialize
+from conveyor._core.coroutines import is_coroutines
 from conveyor.abc import CallKind, TaskFunction
 
 _CACHED_FUNCTIONS = 64
@@ -104,8 +105,21 @@ def run_encoded(key: str, blob: bytes, kind: int, payload: bytes, isolate: bool,
         errors = dict.fromkeys(range(len(items)), fn)
     call = CALLERS[CallKind(kind)]
     started = time.perf_counter()  # the calls only: the chunk sizer divides this by the inputs
-    values: list[Any] = []
     overdue: dict[int, float] = {}
+    if is_coroutines(fn):  # many calls at once on this thread's loop, with their own time limits
+        values = fn.run_batch(call, items, errors)
+    else:
+        values = _run_each(fn, call, items, errors, timeout, overdue)
+    busy = time.perf_counter() - started
+    isolated, encoded_errors, values_blob = batches.encode_results(values, errors, isolate)
+    return busy, isolated, encoded_errors, False, values_blob, overdue
+
+
+def _run_each(fn: Any, call: Callable[[Any, Any], Any], items: list[Any], errors: dict[int, BaseException],
+              timeout: float | None, overdue: dict[int, float]) -> list[Any]:
+    """The calls one after another; ``overdue``: position -> seconds it had run when its ``timeout``
+    passed."""
+    values: list[Any] = []
     for position, item in enumerate(items):
         if position in errors:
             values.append(None)
@@ -122,6 +136,4 @@ def run_encoded(key: str, blob: bytes, kind: int, payload: bytes, isolate: bool,
         except BaseException as exc:  # noqa: BLE001 - the item's own failure is its result
             values.append(None)
             errors[position] = exc
-    busy = time.perf_counter() - started
-    isolated, encoded_errors, values_blob = batches.encode_results(values, errors, isolate)
-    return busy, isolated, encoded_errors, False, values_blob, overdue
+    return values

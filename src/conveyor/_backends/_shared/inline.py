@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from conveyor._core.coroutines import is_coroutines
 from conveyor._core.errors import TaskTimeoutError
 from conveyor._core.serialize import short_name
 from conveyor.abc import Batch, CallKind
@@ -80,6 +81,14 @@ class BatchRun:
         timeout = batch.timeout
         values = self.values
         begin = time.perf_counter()
+        if is_coroutines(fn):  # the whole batch at once on this thread's loop, with its own time limits
+            self.position = 0
+            # In the caller's own thread (serial) the loop is the batch's alone, closed after it;
+            # a worker thread keeps one for all its batches.
+            values.extend(fn.run_batch(call, batch.items, self.errors, keep_loop=not propagate))
+            self.busy = time.perf_counter() - begin
+            self.position = -1
+            return
         for position, item in enumerate(batch.items):
             self.started = time.monotonic()
             self.position = position

@@ -24,6 +24,7 @@ from typing import Any
 from conveyor._backends._shared.inline import BatchRun, run_finalizer, timeout_error
 from conveyor._backends.local.primitives import InProcess
 from conveyor._backends.local.tasks import ThreadTask
+from conveyor._core.coroutines import close_thread_loop
 from conveyor._core.errors import InitializerError, PoolClosedError, TaskCancelledError
 from conveyor._core.state import enter_worker_thread
 from conveyor._core.statistics import ThreadStatistics
@@ -64,6 +65,7 @@ class _Worker:
         self._loop()
         if not self.abandoned:  # left behind in a call, it is as good as a killed process
             run_finalizer(config.finalizer, config.finalargs)
+        close_thread_loop()  # the event loop of its coroutine tasks, if it ran any
 
     def _loop(self) -> None:
         backend = self.backend

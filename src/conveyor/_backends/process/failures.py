@@ -66,10 +66,10 @@ def after_crash(worker: WorkerHandle, exitcode: int | None) -> list[Lost]:
                 start = int(position)
                 window = list(sent.positions[start:start + sent.stride])
                 where = ""
-            else:
+            else:  # a phase of the whole batch: which input did it is not known
                 window = lost
-                where = (" while unpickling its input" if position == p.PHASE_DECODE
-                         else " while pickling its result")
+                where = {p.PHASE_DECODE: " while unpickling its input",
+                         p.PHASE_ENCODE: " while pickling its result"}.get(position, "")
             if len(window) == 1:
                 culprit = window[0]
                 errors[culprit] = crash_error(worker, exitcode, batch, culprit, where)

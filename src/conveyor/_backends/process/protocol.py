@@ -44,6 +44,7 @@ SKIPPED = 7
 
 # The slot's layout belongs to the shared call loop, which writes it (``_shared/calls.py``).
 from conveyor._backends._shared.calls import (  # noqa: E402, F401 - re-exported as the protocol's names
+    PHASE_CONCURRENT,
     PHASE_DECODE,
     PHASE_ENCODE,
     PHASE_IDLE,

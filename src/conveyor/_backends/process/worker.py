@@ -16,6 +16,7 @@ import time
 
 from conveyor._backends._shared import batches, bulk, inherited
 from conveyor._backends._shared.calls import CALLERS, resident_bytes, run_general, run_plain
+from conveyor._core.coroutines import is_coroutines
 from conveyor._backends._shared.inline import run_finalizer
 from conveyor._backends._shared.lifetime import die_with_owner, exit_now
 from conveyor._backends.process import protocol as p
@@ -121,7 +122,10 @@ class _Worker:
             busy = 0.0
         else:
             begin = time.perf_counter()
-            if kind == 0 and not timed and not errors and self.memory_limit is None:
+            if is_coroutines(fn):  # many calls at once on this worker's loop; their own time limits
+                slot[p.SLOT_POSITION] = p.PHASE_CONCURRENT
+                values = fn.run_batch(CALLERS[kind], items, errors)
+            elif kind == 0 and not timed and not errors and self.memory_limit is None:
                 values = run_plain(fn, items, slot, errors, stride)
             else:
                 values = run_general(fn, CALLERS[kind], items, slot, errors, timed, self.memory_limit)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from conveyor._backends._shared import batches
 from conveyor._backends._shared.calls import CALLERS, run_general
+from conveyor._core.coroutines import is_coroutines
 from conveyor._backends._shared.cluster_worker import cached_function
 from conveyor._backends._shared.inline import run_finalizer
 from conveyor._core import serialize
@@ -91,7 +92,10 @@ class PoolWorker:
             return prepared[0]
         fn, items, errors = prepared
         begin = time.perf_counter()
-        values = run_general(fn, CALLERS[kind], items, [0.0, 0.0, 0.0], errors, False)
+        if is_coroutines(fn):
+            values = fn.run_batch(CALLERS[kind], items, errors)
+        else:
+            values = run_general(fn, CALLERS[kind], items, [0.0, 0.0, 0.0], errors, False)
         return self._reply(values, errors, isolate, time.perf_counter() - begin)
 
     def run_timed(self, key: str, function: Any, kind: int, payload: bytes, isolate: bool) -> Iterator[Any]:
