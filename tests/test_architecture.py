@@ -136,6 +136,6 @@ def test_no_module_uses_another_modules_private_names():
 
 def test_every_backend_is_a_package():
     packages = sorted(path.name for path in BACKENDS.iterdir() if (path / "__init__.py").exists())
-    assert packages == ["_shared", "dask", "local", "process", "ray"], packages
+    assert packages == ["_shared", "auto", "dask", "local", "process", "ray"], packages
     loose = sorted(path.name for path in BACKENDS.glob("*.py") if path.name != "__init__.py")
     assert loose == [], loose

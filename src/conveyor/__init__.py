@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from conveyor._core.registry import available_backends, register_backend
     from conveyor._core.state import WorkerState, worker_state
     from conveyor._core.statistics import (
+        AutoStatistics,
         BackendStatistics,
         DaskStatistics,
         PipelineStatistics,
@@ -70,6 +71,7 @@ __all__ = [
     "Pool",
     "PoolClosedError",
     "PoolStatistics",
+    "AutoStatistics",
     "ProcessStatistics",
     "RayStatistics",
     "RemoteError",
@@ -122,6 +124,7 @@ _LAZY = {
     "Pool": "conveyor.pool",
     "PoolClosedError": "conveyor._core.errors",
     "PoolStatistics": "conveyor._core.statistics",
+    "AutoStatistics": "conveyor._core.statistics",
     "ProcessStatistics": "conveyor._core.statistics",
     "RayStatistics": "conveyor._core.statistics",
     "register_backend": "conveyor._core.registry",

@@ -85,6 +85,9 @@ class BackendConfig:
     max_memory_per_worker: int | None = None
     start_method: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    workers_given: bool = True
+    """False when the user left the number of workers to conveyor (``workers`` is then the backend's
+    default): a backend that picks how to run the work may pick the number too."""
 
 
 class CallKind(enum.IntEnum):
@@ -293,6 +296,12 @@ class Backend(abc.ABC):
     @property
     def workers(self) -> int:
         return self.config.workers
+
+    def workers_for(self, function: TaskFunction) -> int:
+        """How many workers run ``function``'s batches: :attr:`workers`, unless the backend runs
+        different functions on different sets of workers (``backend="auto"``). A map call reads it as
+        it sends batches, to size them and its window of inputs in flight."""
+        return self.workers
 
     @classmethod
     def default_workers(cls, cores: int) -> int:

@@ -126,7 +126,10 @@ def map(fn: Callable[..., Any], *iterables: Iterable[Any], backend: str | None =
         **options: Any) -> list[Any]:
     """``conveyor.map(fn, items, backend="process", workers=4)``: a pool for one call, then gone.
 
-    Keyword options are those of :class:`Pool` plus ``timeout``, ``chunksize``, ``task_timeout``,
-    ``retries`` and ``progress`` for the call.
+    Without a ``backend`` (and none configured) it is ``"auto"``: serial, threads or processes, chosen
+    by measuring the first calls (``docs/choosing.md``). Keyword options are those of :class:`Pool`
+    plus ``timeout``, ``chunksize``, ``task_timeout``, ``retries`` and ``progress`` for the call.
     """
-    return Context(backend).map(fn, *iterables, **options)
+    from conveyor._core import config as _config
+
+    return Context(backend or _config.one_shot_backend()).map(fn, *iterables, **options)

@@ -126,8 +126,9 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
 
     Args:
         workers: number of workers (default: usable cores; for threads, cores + 4 up to 32).
-        backend: ``"serial"``, ``"thread"``, ``"process"`` or a registered name (default from
-            :func:`conveyor.config`, initially ``"process"``).
+        backend: ``"serial"``, ``"thread"``, ``"process"``, ``"auto"`` (one of those per function,
+            chosen by measuring its first calls: docs/choosing.md) or a registered name (default
+            from :func:`conveyor.config`, initially ``"process"``).
         initializer: called once in each worker before any task, with ``initargs``.
         finalizer: called with ``finalargs`` in each worker when it ends normally: the pool is
             closed or shut down gracefully (``close()``, ``shutdown()`` without ``kill``, the end of a
@@ -214,6 +215,7 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
             initializer = WorkerSetup(handle, initializer, tuple(initargs), handle=isinstance(handle, Shared))
             initargs = ()
         workers = workers if workers is not None else defaults["workers"]
+        workers_given = workers is not None
         workers = workers if workers is not None else default_workers(self.backend_name)
         _positive("workers", workers, allow_none=False)
         self._chunksize = chunksize if chunksize is not None else defaults["chunksize"]
@@ -241,6 +243,7 @@ class Pool(AsyncPoolMethods, concurrent.futures.Executor, PrimitiveFactories):
             max_memory_per_worker=_config.parse_size(max_memory_per_worker, "max_memory_per_worker"),
             start_method=start_method or defaults["start_method"],
             options=options,
+            workers_given=workers_given,
         ))
         self._stats = Stats()
         self._submit_index = itertools.count()

@@ -129,8 +129,12 @@ def _positive_environment_int(name: str, text: str) -> int | _Invalid:
     return _Invalid(f"environment variable {name} must be a positive integer, got {text!r}")
 
 
+class _Default(str):
+    """A setting's value that nobody chose (``backend``): a one-shot call may pick better."""
+
+
 def _from_environment() -> _Settings:
-    values = _Settings({"backend": "process", "workers": None, "start_method": None,
+    values = _Settings({"backend": _Default("process"), "workers": None, "start_method": None,
                         "chunksize": None, "task_timeout": None, "retries": 0, "progress": False,
                         "max_tasks_per_worker": None})
     if os.environ.get("CONVEYOR_BACKEND"):
@@ -154,6 +158,14 @@ def current() -> dict[str, Any]:
 
 def setting(name: str) -> Any:
     return _current.get()[name]
+
+
+def one_shot_backend() -> str:
+    """The backend of a one-shot call (``conveyor.map``, ``conveyor run``): the one configured
+    (``CONVEYOR_BACKEND``, ``conveyor.config(backend=...)``), else ``"auto"``, which measures the work.
+    A ``Pool`` keeps ``"process"`` as its default: a pool lives on, and its user can measure."""
+    backend = _current.get()["backend"]
+    return "auto" if isinstance(backend, _Default) else str(backend)
 
 
 def problems() -> list[str]:
@@ -185,6 +197,15 @@ class config:  # noqa: N801 - used like a function: with conveyor.config(...)
 
     def __exit__(self, *exc_info: object) -> None:
         _current.reset(self._tokens.pop())
+
+
+def check_start_method(start_method: str) -> None:
+    """A ValueError naming the choices, unless ``start_method`` exists on this system."""
+    import multiprocessing  # here: this module is imported before the fork server starts
+
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"start method {start_method!r} is not available here; choose one of "
+                         f"{', '.join(multiprocessing.get_all_start_methods())}")
 
 
 def start_method_of(context: Any) -> str | None:

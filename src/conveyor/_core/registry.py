@@ -21,6 +21,7 @@ _INSTALL_HINTS = {
 }
 
 _registry: dict[str, BackendFactory] = {
+    "auto": "conveyor._backends.auto.backend:AutoBackend",
     "serial": "conveyor._backends.local.serial:SerialBackend",
     "thread": "conveyor._backends.local.thread:ThreadBackend",
     "process": "conveyor._backends.process.backend:ProcessBackend",

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "AutoStatistics",
     "BackendStatistics",
     "DaskStatistics",
     "PipelineStatistics",
@@ -107,6 +108,15 @@ class RayStatistics(BackendStatistics):
     workers_lost: int = 0
     ray_queued: int = 0
     ray_running: int = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AutoStatistics(BackendStatistics):
+    """``backend="auto"``: what it chose for each function, ``(function, backend, reason)``, and the
+    statistics of each backend it made, ``(name, record)``."""
+
+    decisions: tuple[tuple[str, str, str], ...] = ()
+    backends: tuple[tuple[str, BackendStatistics], ...] = ()
 
 
 # -- the front end ------------------------------------------------------------------------------------------

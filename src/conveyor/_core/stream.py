@@ -250,6 +250,9 @@ class Stream(Iterator[Any]):
         """Send batches until ``window`` inputs are in flight: one probe per worker at first, then
         ``2 × workers + 2`` batches' worth (every worker busy, one queued, a spare in transit)."""
         self._window_full = False
+        workers = self._call.backend.workers_for(self._call.function)
+        if workers != self._workers:  # a backend that chose how to run this function (auto)
+            self._workers = self._sizer.workers = workers
         while not self._exhausted:
             remaining = None if self._total is None else self._total - self._sent
             size = self._sizer.next_size(remaining)

@@ -335,8 +335,10 @@ ENVIRONMENT_OPTIONS = (("backend", "CONVEYOR_BACKEND"), ("start_method", "CONVEY
 
 def _make_pool(args: argparse.Namespace) -> conveyor.Pool:
     try:
-        return conveyor.Pool(args.workers, backend=args.backend, task_timeout=args.task_timeout,
-                             retries=args.retries, start_method=args.start_method)
+        from conveyor._core.config import one_shot_backend
+
+        return conveyor.Pool(args.workers, backend=args.backend or one_shot_backend(),
+                             task_timeout=args.task_timeout, retries=args.retries, start_method=args.start_method)
     except (ValueError, TypeError, conveyor.BackendUnavailableError) as exc:
         raise UsageError(str(exc) + _from_environment(args, str(exc))) from exc
 
@@ -405,7 +407,12 @@ def _write_lines(results: Iterator[Any], inputs: _Remembering, reader: _StdinRea
 def _summary(done: int, failed: int, seconds: float, pool: conveyor.Pool) -> str:
     count = f"{done} items" + (f" ({failed} failed)" if failed else "")
     rate = done / seconds if seconds > 0 else float("inf")
-    return f"conveyor: {count} in {seconds:.2f} s ({rate:.0f} items/s) on {pool.backend_name} x{pool.workers}"
+    where = f"{pool.backend_name} x{pool.workers}"
+    decisions = getattr(pool.statistics().backend_statistics, "decisions", ())
+    if decisions:  # backend="auto": what it chose, and why
+        _, chosen, reason = decisions[-1]
+        where = f"auto: {chosen} ({reason})"
+    return f"conveyor: {count} in {seconds:.2f} s ({rate:.0f} items/s) on {where}"
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -482,7 +489,8 @@ def add_parser(commands: Any) -> None:
     source.add_argument("--range", type=parse_range, metavar="A:B[:STEP]",
                         help="the integers range(A, B, STEP); write --range=-5:5 for a negative A")
     run.add_argument("--backend", metavar="NAME",
-                     help="serial, thread or process (default: process, or $CONVEYOR_BACKEND)")
+                     help="auto, serial, thread, process, dask or ray (default: $CONVEYOR_BACKEND, else "
+                          "auto: chosen by measuring the first calls)")
     run.add_argument("--workers", type=_positive_int, metavar="N",
                      help="number of workers (default: usable cores)")
     run.add_argument("--chunksize", type=_positive_int, metavar="N",

@@ -17,6 +17,7 @@ from conveyor._backends.process import protocol as p
 from conveyor._backends.process.handle import WorkerHandle
 from conveyor._backends.process.worker import worker_main
 from conveyor._core import forkserver, serialize
+from conveyor._core.config import check_start_method
 from conveyor.abc import BackendConfig
 
 
@@ -54,9 +55,7 @@ class WorkerLauncher:
     """
 
     def __init__(self, config: BackendConfig, start_method: str, shared_memory: bool) -> None:
-        if start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start method {start_method!r} is not available here; choose one of "
-                             f"{', '.join(multiprocessing.get_all_start_methods())}")
+        check_start_method(start_method)
         self.config = config
         self.start_method = start_method
         self.shared_memory = shared_memory

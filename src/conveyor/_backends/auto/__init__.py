@@ -1,0 +1,1 @@
+"""backend="auto": serial, threads or processes, chosen per function by measuring it (see backend.py)."""
