@@ -143,3 +143,24 @@ def test_conveyor_map_is_auto_unless_a_backend_is_configured(monkeypatch):
     assert config.one_shot_backend() == "auto"
     with conveyor.config(backend="thread"):
         assert config.one_shot_backend() == "thread"
+
+
+def test_a_pool_closed_while_it_probes_finishes_the_work_and_leaves_nothing():
+    pool = conveyor.Pool(2, backend="auto")
+    results = pool.map_async(tasks.slow_identity, range(20))
+    pool.close()
+    pool.join()
+    assert results.get(30) == list(range(20))
+    # the autouse leak check: no thread or process of the chosen backend is left
+
+
+def test_a_pool_killed_while_it_probes_cancels_what_waits():
+    pool = conveyor.Pool(2, backend="auto")
+    futures = [pool.submit(tasks.sleep_then, x, 0.2) for x in range(10)]
+    time.sleep(0.05)
+    pool.shutdown(wait=True, kill=True)
+    outcomes = [f.exception(30) for f in futures]
+    stopped = [e for e in outcomes if isinstance(e, (conveyor.TaskCancelledError, conveyor.PoolClosedError))]
+    assert len(stopped) >= len(futures) - 2, outcomes  # only what the probe was running may have finished
+    assert all(e is None or e in stopped for e in outcomes), outcomes
+    time.sleep(0.5)  # the probe's call (in this process) ends on its own

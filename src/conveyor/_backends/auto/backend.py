@@ -64,6 +64,8 @@ class AutoBackend(Backend):
         self._probes: set[threading.Thread] = set()
         self._closed = False
         self._killed = False
+        self._stopping: dict[str, bool] | None = None  # how shutdown() was called, for backends made after
+        self._stopped: set[str] = set()  # the backends already told to shut down
         self._probe_ready = False   # the initializer has run in this process (for the probe thread)
         self._probe_state: BaseException | None = None
 
@@ -149,6 +151,14 @@ class AutoBackend(Backend):
             except BaseException as error:  # noqa: BLE001 - the pool was shut down meanwhile
                 if queued.claim():
                     queued.finish(Outcome([None] * len(queued), dict.fromkeys(range(len(queued)), error)))
+        with self._lock:  # a backend made after the pool was closed is closed the same way, now
+            late = [(name, b) for name, b in self._backends.items() if name not in self._stopped]
+            stopping = self._stopping
+            if stopping is not None:
+                self._stopped.update(name for name, _ in late)
+        if stopping is not None:
+            for _, backend in late:
+                backend.shutdown(wait=False, **stopping)
 
     def _measure(self, key: Any, first_batch: Batch) -> tuple[probing.Decision, tuple[Batch, Outcome] | None]:
         """Run the first inputs of ``batch`` (and of the batches of the same function that queue
@@ -249,13 +259,17 @@ class AutoBackend(Backend):
         with self._lock:
             self._closed = True
             self._killed = self._killed or kill
+            self._stopping = {"cancel_pending": cancel_pending, "kill": kill}
             probes = list(self._probes)
-        if wait or not (cancel_pending or kill):
+        if wait and not kill:
             for thread in probes:  # a probe decides soon; its waiting batches then reach a backend
                 thread.join()
+        # Killed: a probe's call runs in this process and cannot be stopped (as on threads); the
+        # batches that wait for it fail once it is done, against a backend that refuses them.
         with self._lock:
-            backends = list(self._backends.values())
-        for backend in backends:
+            backends = list(self._backends.items())
+            self._stopped.update(self._backends)
+        for _, backend in backends:
             backend.shutdown(wait=wait, cancel_pending=cancel_pending, kill=kill)
         if self._probe_ready and self.config.finalizer is not None and wait:
             run_finalizer(self.config.finalizer, self.config.finalargs)
