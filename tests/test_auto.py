@@ -164,3 +164,9 @@ def test_a_pool_killed_while_it_probes_cancels_what_waits():
     assert len(stopped) >= len(futures) - 2, outcomes  # only what the probe was running may have finished
     assert all(e is None or e in stopped for e in outcomes), outcomes
     time.sleep(0.5)  # the probe's call (in this process) ends on its own
+
+
+def test_a_pipeline_stage_on_auto_chooses_for_its_function():
+    pipeline = conveyor.Pipeline(range(40)).map(burn, backend="auto").map(tasks.square, backend="thread")
+    assert pipeline.run() == [burn(x) ** 2 for x in range(40)]
+    assert pipeline.statistics()["stages"][0]["backend"] == "auto"

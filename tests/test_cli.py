@@ -435,6 +435,15 @@ def test_summary_line_on_stderr() -> None:
     assert match and match.groups() == ("1000", None, "thread", "3"), proc.stderr
 
 
+def test_without_a_backend_run_measures_and_says_what_it_chose() -> None:
+    proc = cli("run", "--range", "0:300", "operator:neg", env={"CONVEYOR_BACKEND": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 300
+    summary = proc.stderr.strip()
+    assert re.match(r"^conveyor: 300 items in [\d.]+ s \(\d+ items/s\) on auto: serial \(each call takes "
+                    r"about [\d.]+ µs, less than a dispatch", summary), summary
+
+
 def test_quiet_suppresses_the_summary() -> None:
     proc = cli("run", "--range", "0:10", "operator:neg", "--backend", "serial", "-q")
     assert proc.returncode == 0
@@ -498,6 +507,9 @@ def test_doctor_text() -> None:
     assert re.search(r"GIL\s+(enabled|disabled)", out)
     assert f"tqdm {importlib.metadata.version('tqdm')}" in out
     assert re.search(r"backends\s+" + ", ".join(conveyor.available_backends()), out)
+    assert "which backend wins here" in out
+    assert re.search(r"python computing\s+(processes|threads|serial)", out)
+    assert re.search(r"waiting \(I/O, sleeps\)\s+threads", out)
 
 
 def test_doctor_json() -> None:
@@ -518,6 +530,9 @@ def test_doctor_json() -> None:
                                        "psutil"}
     assert report["packages"]["cloudpickle"] == importlib.metadata.version("cloudpickle")
     assert report["backends"] == conveyor.available_backends()
+    advice = report["advice"]
+    assert advice["python computing"].startswith("processes" if len(os.sched_getaffinity(0)) > 1 else "serial")
+    assert advice["thousands of waits at once"].startswith("coroutines")
 
 
 @pytest.mark.parametrize("value", ["3", ""])

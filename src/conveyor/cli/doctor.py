@@ -127,6 +127,27 @@ def _problems() -> list[str]:
     return problems
 
 
+def _advice(cores: int, gil_enabled: bool, thread_workers: int) -> dict[str, str]:
+    """When threads, processes or coroutines win here, from this machine's cores and this
+    interpreter's GIL (docs/choosing.md; ``backend="auto"`` measures each function instead)."""
+    if not gil_enabled:
+        computing = (f"threads: this interpreter runs without the GIL, so {cores} threads compute in "
+                     "parallel, with no pickling")
+    elif cores > 1:
+        computing = (f"processes (up to {cores}x faster on {cores} cores); threads cannot speed up Python "
+                     "code while the GIL is enabled")
+    else:
+        computing = "serial: one usable core, so neither processes nor threads run Python code faster"
+    return {
+        "python computing": computing,
+        "waiting (I/O, sleeps)": f"threads ({thread_workers} by default; more if most of each call waits)",
+        "C code that releases the GIL": f"threads (NumPy, hashlib, zlib on large buffers), up to {cores} at once",
+        "thousands of waits at once": "coroutines: an async def task, Pool(concurrency=100) per worker",
+        "calls of a few microseconds": "serial, or big batches: a dispatch costs more than the call",
+        "not sure": 'backend="auto" measures the first calls and chooses (the default of conveyor.map and run)',
+    }
+
+
 def machine_report() -> dict[str, Any]:
     """Everything ``conveyor doctor`` reports, as plain JSON-ready data (sizes in bytes)."""
     workers, workers_from = _default_workers()
@@ -146,6 +167,7 @@ def machine_report() -> dict[str, Any]:
         "packages": _packages(),
         "backends": conveyor.available_backends(),
         "problems": _problems(),
+        "advice": _advice(_config.usable_cores(), _gil()["enabled"], workers["thread"]),
     }
 
 
@@ -200,8 +222,10 @@ def command_doctor(args: argparse.Namespace) -> int:
     print(f"conveyor {report['conveyor']}")
     for label, value in _doctor_lines(report):
         print(f"  {label:<16} {value}")
+    print("which backend wins here (docs/choosing.md):")
+    for work, answer in report["advice"].items():
+        print(f"  {work:<30} {answer}")
     return EXIT_OK
-
 
 
 def add_parser(commands: Any) -> None:
