@@ -110,9 +110,10 @@ class AutoBackend(Backend):
             backend = self._backends.get(decision.backend) if decision is not None else None
         if backend is not None:
             return backend.workers
-        # Undecided (or not made yet): small batches, so that none sent meanwhile holds many inputs
-        # that the chosen backend's workers could share.
-        return self.workers if self.config.workers_given else probing.MAX_WAITING_THREADS
+        # Undecided (or not made yet): as if for a few threads per core. Batches sent meanwhile stay
+        # small (none holds many inputs that 128 waiting threads could share), and few (the first
+        # window of a map is one single-input batch per worker: not hundreds, if processes win).
+        return self.workers if self.config.workers_given else probing.UNDECIDED_WORKERS_PER_CORE * usable_cores()
 
     def _backend_for(self, decision: probing.Decision) -> Backend:
         from conveyor._core.registry import backend_class

@@ -48,6 +48,8 @@ free: C code. On a machine too busy to run both at once this reads as "held", an
 processes, which run C code in parallel too (at the cost of pickling)."""
 MAX_WAITING_THREADS = 128
 """The most threads for waiting work when the pool's size was left to conveyor."""
+UNDECIDED_WORKERS_PER_CORE = 8
+"""Until a function is decided, a map call sizes its batches as if for this many workers per core."""
 
 
 @dataclasses.dataclass(frozen=True)
