@@ -108,6 +108,16 @@ async def nap_then_crash(x: int, when: int) -> int:
     return x
 
 
+async def nap_fail_once(x: int, marker_dir: str) -> int:
+    """A coroutine task that fails its first attempt for each ``x`` (a marker file remembers)."""
+    await asyncio.sleep(0.001)
+    marker = Path(marker_dir, f"tried-{x}")
+    if not marker.exists():
+        marker.write_text("")
+        raise ValueError(f"first attempt at {x}")
+    return x
+
+
 _awaiting: dict[str, list[int]] = {}
 
 

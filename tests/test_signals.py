@@ -89,8 +89,8 @@ CTRL_C_DURING_CALL = """
 import time, conveyor, tasks
 if __name__ == "__main__":
     method, call = sys.argv[1], sys.argv[2]
-    backend = "thread" if method == "thread" else "process"
-    with conveyor.Pool(2, backend=backend, start_method=None if backend == "thread" else method) as pool:
+    backend = method if method in ("thread", "serial") else "process"
+    with conveyor.Pool(2, backend=backend, start_method=None if backend != "process" else method) as pool:
         pool.map(tasks.square, range(4))
         print("READY", flush=True)
         try:
@@ -99,6 +99,8 @@ if __name__ == "__main__":
             elif call == "imap":
                 for _ in pool.imap(tasks.sleep_then, range(100), [1.0] * 100):
                     pass
+            elif call == "coroutines":  # many coroutine calls awaiting at once in each worker
+                pool.map(tasks.nap, range(1000), [1.0] * 1000)
             else:
                 pool.submit(tasks.sleep_then, 1, 30).result()
         except KeyboardInterrupt:
@@ -119,6 +121,8 @@ def _interrupt(scenario: Scenario, target: str) -> float:
 CASES = [(m, c, t) for m in START_METHODS for c in ("map", "imap", "result") for t in ("group", "parent")
          if m == "forkserver" or c == "map"]
 CASES += [("thread", call, "group") for call in ("map", "imap", "result")]  # "thread": the thread backend
+CASES += [(method, "coroutines", "group") for method in ("forkserver", "thread", "serial")]
+CASES += [("forkserver", "coroutines", "parent")]
 
 
 @pytest.mark.parametrize("method,call,target", CASES, ids=["-".join(case) for case in CASES])

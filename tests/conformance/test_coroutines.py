@@ -60,6 +60,13 @@ def test_a_coroutine_over_its_task_timeout_is_cancelled_and_fails_alone(backend)
     assert stats["in_flight"] == 0 and stats["failed"] == 1
 
 
+def test_a_failed_coroutine_is_retried_as_a_plain_function_would_be(backend, tmp_path):
+    with conveyor.Pool(2, backend=backend, retries=1) as pool:
+        assert pool.map(tasks.nap_fail_once, range(6), [str(tmp_path)] * 6) == list(range(6))
+        stats = pool.statistics()
+    assert stats["retried"] == 6 and stats["failed"] == 0
+
+
 def test_an_async_caller_awaits_coroutine_tasks_through_amap(backend):
     async def main():
         async with conveyor.Pool(2, backend=backend, concurrency=50) as pool:
