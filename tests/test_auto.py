@@ -170,3 +170,22 @@ def test_a_pipeline_stage_on_auto_chooses_for_its_function():
     pipeline = conveyor.Pipeline(range(40)).map(burn, backend="auto").map(tasks.square, backend="thread")
     assert pipeline.run() == [burn(x) ** 2 for x in range(40)]
     assert pipeline.statistics()["stages"][0]["backend"] == "auto"
+
+
+def _count_and_burn(data):
+    return len(data) + burn(3_000)
+
+
+def test_inputs_that_cost_more_to_send_than_to_compute_stay_in_threads():
+    lists = [list(range(1_000_000))] * 6  # ~5 MB pickled each, for ~0.2 ms of work
+    with conveyor.Pool(2, backend="auto") as pool:
+        assert pool.map(_count_and_burn, lists) == [1_000_000 + burn(3_000)] * 6
+        chosen, reason = decisions(pool)["_count_and_burn"]
+    assert chosen == "thread", reason
+    assert "sending a call's input and result to another process" in reason
+
+
+def test_statistics_name_the_choice_as_soon_as_a_short_map_returns():
+    with conveyor.Pool(2, backend="auto") as pool:
+        assert pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
+        assert "square" in decisions(pool)  # the probe, waiting for more inputs, decides at once

@@ -62,6 +62,8 @@ class AutoBackend(Backend):
         self._waiting: dict[Any, list[Batch]] = {}  # batches of a function being probed
         self._backends: dict[str, Backend] = {}
         self._probes: set[threading.Thread] = set()
+        self._idle_probes: set[threading.Thread] = set()  # waiting for their function's next batch
+        self._hurry = False  # statistics() wants those to decide with what they have
         self._closed = False
         self._killed = False
         self._stopping: dict[str, bool] | None = None  # how shutdown() was called, for backends made after
@@ -201,21 +203,25 @@ class AutoBackend(Backend):
         readings = prober.probe
         decision = probing.choose(readings)
         if decision.backend == "process" and first is not None:
-            readings.unpicklable = _unpicklable(fn, *first)
-            if readings.unpicklable is not None:
-                decision = probing.choose(readings)
+            readings.unpicklable, readings.travel = _travel(fn, *first)
+            decision = probing.choose(readings)
         return (decision if readings.calls else self._decide_untried()), last
 
     def _next_waiting(self, key: Any, prober: probing.Prober) -> Batch | None:
         """The next batch of the function being probed: one already waiting, or one that arrives
         soon (its map call sends more as the probed results come back), or None."""
         deadline = time.monotonic() + probing.ARRIVAL_SECONDS
+        me = threading.current_thread()
         with self._lock:
-            while not self._waiting.get(key) and not self._closed and not prober.spent:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._arrived.wait(remaining)
+            self._idle_probes.add(me)
+            try:
+                while not self._waiting.get(key) and not self._closed and not prober.spent:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._hurry:
+                        return None
+                    self._arrived.wait(remaining)
+            finally:
+                self._idle_probes.discard(me)
             waiting = self._waiting.get(key)
             return waiting.pop(0) if waiting and not prober.spent else None
 
@@ -276,7 +282,15 @@ class AutoBackend(Backend):
             run_finalizer(self.config.finalizer, self.config.finalargs)
 
     def statistics(self) -> AutoStatistics:
+        with self._lock:  # a probe waiting for more inputs that may never come decides now
+            idle = list(self._idle_probes)
+            if idle:
+                self._hurry = True
+                self._arrived.notify_all()
+        for thread in idle:
+            thread.join(1.0)
         with self._lock:
+            self._hurry = False
             decisions = tuple((getattr(key, "__qualname__", repr(key)), d.backend, d.reason)
                               for key, d in self._decisions.items())
             backends = dict(self._backends)
@@ -284,11 +298,16 @@ class AutoBackend(Backend):
                               backends=tuple((name, backend.statistics()) for name, backend in backends.items()))
 
 
-def _unpicklable(fn: Any, items: list[Any], values: list[Any]) -> str | None:
-    """What of a call cannot travel to another process: the function, an input or a result; or None."""
+def _travel(fn: Any, items: list[Any], values: list[Any]) -> tuple[str | None, float | None]:
+    """``(what of a call cannot be pickled, or None; seconds its input and result take to travel to a
+    worker process and back)``: large buffers go through shared memory, the rest through a pipe."""
+    seconds = 0.0
     for what, obj in (("the task function", fn), ("its input", items), ("its result", values)):
         try:
-            serialize.dumps(obj)
+            data, large = serialize.dumps_out_of_band(obj)
         except Exception:  # noqa: BLE001 - anything that stops pickling
-            return what
-    return None
+            return what, None
+        if what != "the task function":  # sent once per worker, not per call
+            shared = sum(memoryview(buffer).nbytes for buffer in large)
+            seconds += len(data) / probing.COPY_BYTES_PER_SECOND + shared / probing.SHARED_BYTES_PER_SECOND
+    return None, seconds

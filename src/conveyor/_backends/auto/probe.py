@@ -46,6 +46,10 @@ GIL_RELEASED_SIDECAR_SHARE = 0.6
 """Calls and sidecar that ran side by side at least this much (``1 - gil_share``) saw the GIL left
 free: C code. On a machine too busy to run both at once this reads as "held", and the work goes to
 processes, which run C code in parallel too (at the cost of pickling)."""
+COPY_BYTES_PER_SECOND = 5e8
+"""How fast a call's pickled input and result travel through a pipe to a worker process and back..."""
+SHARED_BYTES_PER_SECOND = 5e9
+"""...and how fast large buffers (NumPy arrays, bytes) travel through shared memory instead."""
 MAX_WAITING_THREADS = 128
 """The most threads for waiting work when the pool's size was left to conveyor."""
 UNDECIDED_WORKERS_PER_CORE = 8
@@ -84,6 +88,7 @@ class Probe:
     gil_share: float | None = None
     available: float = 1.0  # the CPU share one busy thread of this process got when the probe began
     unpicklable: str | None = None
+    travel: float | None = None  # seconds to send one call's input and result to a process and back
     in_calls: float = 0.0  # wall time inside the calls themselves, without the probe's own steps
 
 
@@ -264,6 +269,10 @@ def choose(probe: Probe) -> Decision:
     if probe.gil_share is not None and probe.gil_share < 1 - GIL_RELEASED_SIDECAR_SHARE:  # kept its speed
         return made("thread", "calls compute with the GIL released (C code): threads run them in "
                               "parallel without pickling")
+    if probe.travel is not None and per_call is not None and probe.travel > per_call:
+        return made("thread", f"sending a call's input and result to another process (about "
+                              f"{probe.travel * 1e3:.2f} ms) costs more than the call ({per_call * 1e3:.2f} ms): "
+                              "threads")
     return made("process", "calls compute in Python holding the GIL "
                            f"(CPU {(share or 0) * 100:.0f}% of their time): processes")
 
