@@ -220,11 +220,14 @@ def command_doctor(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     print(f"conveyor {report['conveyor']}")
-    for label, value in _doctor_lines(report):
+    lines = _doctor_lines(report)
+    for label, value in lines[:-1]:
         print(f"  {label:<16} {value}")
     print("which backend wins here (docs/choosing.md):")
     for work, answer in report["advice"].items():
         print(f"  {work:<30} {answer}")
+    label, value = lines[-1]  # the problems, last: what to fix, if anything
+    print(f"  {label:<16} {value}")
     return EXIT_OK
 
 
